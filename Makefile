@@ -1,0 +1,32 @@
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean install
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/make_example.py
+	$(BIN)/curate build examples/mixture.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+lint: $(STAMP)
+	$(BIN)/ruff check curate tests bench examples
+	$(BIN)/ruff format --check curate tests bench examples
+	$(BIN)/mypy curate
+
+bench: $(STAMP)
+	$(BIN)/python bench/build.py
+
+clean:
+	rm -rf $(VENV) .curate examples/.curate examples/data
