@@ -1,0 +1,196 @@
+"""The Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from curate.config import MixtureConfig, load_config
+from curate.errors import IntegrityError, UserError
+from curate.manifests.manifest import Manifest
+from curate.manifests.store import Store, default_store
+
+if TYPE_CHECKING:
+    import datasets
+
+    from curate.pipeline import BuildResult
+    from curate.progress import Progress
+
+EXPORT_FORMATS = ("jsonl", "parquet", "hf")
+
+
+def store_for(store: str | Path | None = None, config_path: str | Path | None = None) -> Store:
+    return Store(store if store is not None else default_store(config_path))
+
+
+def build(
+    config: str | Path | MixtureConfig,
+    *,
+    store: str | Path | None = None,
+    workers: int | None = None,
+    engine: str = "local",
+    strict: bool = False,
+    parent: str | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build the mixture a config describes; returns the manifest id, manifest and run info."""
+    from curate.pipeline import run_build
+
+    cfg = config if isinstance(config, MixtureConfig) else load_config(config)
+    where = store_for(store, cfg.base_dir / "mixture.toml")
+    parent_id = where.resolve(parent) if parent else None
+    return run_build(cfg, where, workers=workers, engine=engine, strict=strict, progress=progress, parent=parent_id)
+
+
+def open_manifest(ref: str, store: str | Path | None = None) -> Manifest:
+    where = store_for(store)
+    mid = where.resolve(ref)
+    return Manifest(mid, where.read_manifest(mid), where)
+
+
+def load(ref: str, split: str = "train", store: str | Path | None = None) -> datasets.Dataset:
+    """A split of a build as a `datasets.Dataset`, memory-mapped from the store's cache."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = open_manifest(ref, store)
+    if split not in manifest.data["splits"]:
+        raise UserError(f"manifest {manifest.id[:12]} has no split {split!r}; it has {', '.join(manifest.split_names())}")
+    path = manifest.store.cache_path("datasets", manifest.id, f"-{split}.arrow")
+    if not path.exists():
+        from curate.rows import ROW_SCHEMA
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, ROW_SCHEMA) as writer:
+            for shard in manifest.shard_paths(split):
+                for batch in pq.ParquetFile(shard).iter_batches(batch_size=8192):
+                    writer.write_batch(batch)
+        os.replace(tmp, path)
+    return datasets.Dataset.from_file(str(path), in_memory=False)
+
+
+def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
+    """Re-hash the manifest and every object it names; check row conservation.
+
+    Returns {"id", "objects", "problems": [...]} — no problems means the build is intact.
+    """
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    where = store_for(store)
+    mid = where.resolve(ref)
+    problems: list[str] = []
+    blob = where.manifest_bytes(mid)
+    if hashlib.sha256(blob).hexdigest() != mid:
+        problems.append(f"manifest {mid} is corrupt: its bytes hash to {hashlib.sha256(blob).hexdigest()}")
+    try:
+        manifest = Manifest(mid, where.read_manifest(mid), where)
+    except IntegrityError as exc:
+        return {"id": mid, "objects": 0, "problems": problems + [str(exc)]}
+    data = manifest.data
+    bad = set()
+    for sha in manifest.objects():
+        if problem := where.verify_object(sha):
+            problems.append(problem)
+            bad.add(sha)
+    for src in data["sources"]:
+        if src["rows_in"] != src["rows_kept"] + src["rows_rejected"]:
+            problems.append(f"source {src['name']!r}: rows_in {src['rows_in']} != rows_kept {src['rows_kept']} + rows_rejected {src['rows_rejected']}")
+    counts = data["counts"]
+    if counts["rows_in"] != counts["rows_kept"] + counts["rows_rejected"]:
+        problems.append(f"counts: rows_in {counts['rows_in']} != rows_kept + rows_rejected")
+    if counts["rows_rejected"] != data["ledger"]["rows"]:
+        problems.append(f"ledger holds {data['ledger']['rows']} rows, counts say {counts['rows_rejected']} were rejected")
+    if data["ledger"]["object"] not in bad and pq.ParquetFile(manifest.ledger_path()).metadata.num_rows != data["ledger"]["rows"]:
+        problems.append("ledger object row count differs from the manifest")
+    for split, entry in data["splits"].items():
+        for shard in entry["shards"]:
+            if shard["object"] not in bad:
+                actual = pq.ParquetFile(where.object_path(shard["object"])).metadata.num_rows
+                if actual != shard["rows"]:
+                    problems.append(f"{split} shard {shard['object'][:12]}: {actual} rows, manifest says {shard['rows']}")
+    if sum(e["rows"] for e in data["splits"].values()) != counts["rows_out"]:
+        problems.append("split row counts do not add up to counts.rows_out")
+    return {"id": mid, "objects": len(manifest.objects()), "problems": problems}
+
+
+def export(ref: str, fmt: str, out: str | Path, store: str | Path | None = None) -> list[Path]:
+    """Write every split as `<out>/<split>.jsonl` / `.parquet`, or a DatasetDict folder (hf)."""
+    import pyarrow.parquet as pq
+
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    manifest = open_manifest(ref, store)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if fmt == "hf":
+        import datasets
+
+        target = out / "dataset"
+        tmp = out / f".dataset.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        datasets.DatasetDict({s: load(manifest.id, s, manifest.store.root) for s in manifest.split_names()}).save_to_disk(str(tmp))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return [target]
+    for split in manifest.split_names():
+        target = out / f"{split}.{fmt}"
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shards = manifest.shard_paths(split)
+        if fmt == "parquet":
+            from curate.engines.passes import PARQUET_OPTIONS
+            from curate.rows import ROW_SCHEMA
+
+            with pq.ParquetWriter(str(tmp), ROW_SCHEMA, compression="zstd") as writer:
+                for shard in shards:
+                    writer.write_table(pq.read_table(shard), row_group_size=PARQUET_OPTIONS["row_group_size"])
+        else:
+            import polars as pl
+
+            with open(tmp, "wb") as fh:
+                for shard in shards:
+                    pl.read_parquet(shard).write_ndjson(fh)
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def log(store: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every build in the store, newest first, with its tags and counts."""
+    where = store_for(store)
+    tags: dict[str, list[str]] = {}
+    for name, mid in where.tags():
+        tags.setdefault(mid, []).append(name)
+    entries = []
+    for mid in where.manifest_ids():
+        try:
+            data = where.read_manifest(mid)
+        except UserError:
+            continue
+        run = where.read_run(mid)
+        entries.append(
+            {
+                "id": mid,
+                "name": data["config"]["build"]["name"],
+                "created": run.get("created"),
+                "rows_in": data["counts"]["rows_in"],
+                "rows_out": data["counts"]["rows_out"],
+                "rows_rejected": data["counts"]["rows_rejected"],
+                "tags": sorted(tags.get(mid, [])),
+            }
+        )
+    return sorted(entries, key=lambda e: (e["created"] or "", e["id"]), reverse=True)
+
+
+def tag(name: str, ref: str, store: str | Path | None = None) -> str:
+    where = store_for(store)
+    mid = where.resolve(ref)
+    where.tag(name, mid)
+    return mid
+

@@ -1,0 +1,299 @@
+"""The `curate` command: parse, call the API, render. No logic lives here.
+
+Exit codes: 0 ok, 1 internal error, 2 user error (bad config, bad input, unknown id) with a
+one-paragraph message and no traceback; `--debug` anywhere on the line shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="curate",
+    help="Versioned, content-hashed fine-tuning mixtures: build, inspect, review, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", help="Store folder (default: $CURATE_STORE, else .curate/ beside the config or here)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+IdArg = Annotated[str, typer.Argument(help="Manifest id, unique prefix (8+ hex digits) or tag.")]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _store(store: Path | None) -> Path | None:
+    return store if store is not None else (Path(os.environ["CURATE_STORE"]) if os.environ.get("CURATE_STORE") else None)
+
+
+# ---------------------------------------------------------------------------------------
+# build / show / log
+
+
+@app.command()
+def build(
+    config: Annotated[Path, typer.Argument(help="mixture.toml")],
+    store: StoreOpt = None,
+    engine: Annotated[str, typer.Option(help="local (ray in a later version)")] = "local",
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: the machine's cores).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad row instead of quarantining it.")] = False,
+    parent: Annotated[str | None, typer.Option(help="Manifest this build derives from (recorded as `parent`).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read, validate, deduplicate, mix and split the sources of CONFIG; print the manifest id."""
+    from curate import api
+    from curate.progress import Progress
+
+    with Progress(enabled=not as_json) as progress:
+        result = api.build(config, store=_store(store), workers=workers, engine=engine, strict=strict, parent=parent, progress=progress)
+    if as_json:
+        data = result.manifest
+        _print_json(
+            {
+                "manifest_id": result.manifest_id,
+                "counts": data["counts"],
+                "sources": {s["name"]: {k: s[k] for k in ("rows_in", "rows_kept", "rows_rejected", "rows_emitted", "rejected")} for s in data["sources"]},
+                "splits": {name: entry["rows"] for name, entry in data["splits"].items()},
+                "store": result.run["store"],
+                "seconds": result.run["seconds"],
+            }
+        )
+        return
+    _render_summary(result.manifest_id, result.manifest, result.run)
+
+
+@app.command()
+def show(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show a manifest: sources, stages, mixture, splits."""
+    from curate import api
+
+    manifest = api.open_manifest(ref, _store(store))
+    if as_json:
+        _print_json(manifest.data)
+        return
+    _render_summary(manifest.id, manifest.data, manifest.store.read_run(manifest.id))
+
+
+@app.command("log")
+def log_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List the builds in the store, newest first."""
+    from rich.table import Table
+
+    from curate import api
+
+    entries = api.log(_store(store))
+    if as_json:
+        _print_json(entries)
+        return
+    table = Table("id", "name", "created", "rows in", "rows out", "rejected", "tags")
+    for e in entries:
+        table.add_row(e["id"][:16], e["name"], e["created"] or "", str(e["rows_in"]), str(e["rows_out"]), str(e["rows_rejected"]), ", ".join(e["tags"]))
+    _console().print(table)
+
+
+def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    table = Table("source", "role", "rows in", "kept", "rejected", "emitted", "requested share", "realized share", title="sources")
+    mix = data["mixture"]["sources"]
+    for s in data["sources"]:
+        m = mix.get(s["name"], {})
+        table.add_row(
+            s["name"], s["role"], str(s["rows_in"]), str(s["rows_kept"]), str(s["rows_rejected"]), str(s["rows_emitted"]),
+            f"{m.get('requested_share', 0):.3f}", f"{m.get('realized_share', 0):.3f}" + (" (capped)" if m.get("capped") else ""),
+        )
+    console.print(table)
+    counts = data["counts"]
+    if counts["rejected"]:
+        reasons = Table("reason", "rows", title="rejections")
+        for reason, n in sorted(counts["rejected"].items(), key=lambda kv: -kv[1]):
+            reasons.add_row(reason, str(n))
+        console.print(reasons)
+    splits = ", ".join(f"{name} {entry['rows']}" for name, entry in data["splits"].items())
+    secs = f" in {run['seconds']:.1f}s" if run.get("seconds") is not None else ""
+    console.print(f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rejected'] and counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}")
+    console.print(f"manifest [bold]{mid}[/bold]")
+
+
+# ---------------------------------------------------------------------------------------
+# verify / tag / export
+
+
+@app.command()
+def verify(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-hash every object of a build and check that every input row is accounted for."""
+    from curate import api
+    from curate.errors import IntegrityError
+
+    report = api.verify(ref, _store(store))
+    if as_json:
+        _print_json({**report, "ok": not report["problems"]})
+        if report["problems"]:
+            raise typer.Exit(2)
+        return
+    if report["problems"]:
+        raise IntegrityError(f"manifest {report['id']} failed verification:\n" + "\n".join(f"  - {p}" for p in report["problems"]))
+    _console().print(f"ok: manifest {report['id']}, {report['objects']} objects re-hashed, rows conserved")
+
+
+@app.command()
+def tag(name: Annotated[str, typer.Argument(help="Tag name")], ref: IdArg, store: StoreOpt = None) -> None:
+    """Name a build: NAME then resolves wherever an id is expected."""
+    from curate import api
+
+    mid = api.tag(name, ref, _store(store))
+    _console().print(f"{name} -> {mid}")
+
+
+@app.command()
+def export(
+    ref: IdArg,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf")] = "jsonl",
+    out: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("export"),
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a build's splits as JSONL, Parquet or a datasets save_to_disk folder."""
+    from curate import api
+
+    paths = api.export(ref, fmt, out, _store(store))
+    if as_json:
+        _print_json([str(p) for p in paths])
+    else:
+        for p in paths:
+            _console().print(str(p))
+
+
+# ---------------------------------------------------------------------------------------
+# query / review
+
+
+@app.command()
+def query(ref: IdArg, sql: Annotated[str, typer.Argument(help="SQL over views `rows` and `ledger`")], store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Run DuckDB SQL over a build's output (`rows`, with `split`) and its `ledger`."""
+    from rich.table import Table
+
+    from curate import api
+    from curate.ledger import query as run_query
+
+    result = run_query(api.open_manifest(ref, _store(store)), sql)
+    records = result.to_pylist()
+    if as_json:
+        _print_json(records)
+        return
+    table = Table(*result.column_names)
+    for rec in records:
+        table.add_row(*[_cell(v) for v in rec.values()])
+    _console().print(table)
+
+
+def _cell(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def review(
+    ref: IdArg,
+    reason: Annotated[str | None, typer.Option(help="Only this rejection reason")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source")] = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="How many to sample")] = 10,
+    seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample rejected rows, each with its evidence and the row it duplicated."""
+    from rich.columns import Columns
+    from rich.panel import Panel
+
+    from curate import api
+    from curate.review.sample import sample_rejections
+
+    items = sample_rejections(api.open_manifest(ref, _store(store)), reason, source, n, seed)
+    if as_json:
+        _print_json(items)
+        return
+    console = _console()
+    if not items:
+        console.print("no rejected rows match")
+    for item in items:
+        title = f"{item['reason']} · {item['source']} · {item['id']} · {item['row'].get('origin', '')}"
+        left = Panel(_render_row(item["row"]), title="rejected", width=60)
+        panels = [left]
+        if item["twin"]:
+            t = item["twin"]
+            panels.append(Panel(_render_row(t), title=f"twin {t['id']} ({t['status']})", width=60))
+        console.rule(title)
+        console.print(json.dumps(item["detail"], ensure_ascii=False))
+        console.print(Columns(panels))
+
+
+def _render_row(row: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    if row.get("messages"):
+        lines = [f"[bold]{m['role']}[/bold]: {escape(m['content'] or '')}" for m in row["messages"]]
+        for key in ("chosen", "rejected"):
+            if row.get(key):
+                lines += [f"[bold]{key}[/bold]: {escape(m['content'] or '')}" for m in row[key]]
+        return "\n".join(lines)
+    if row.get("text") is not None:
+        return escape(row["text"])
+    return escape(row.get("raw") or "")
+
+
+# ---------------------------------------------------------------------------------------
+# entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    import click
+
+    from curate.errors import UserError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="curate", standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in curate; run again with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The per-block work of a build, as plain functions an engine maps over blocks.
+
+- `ingest`: read and normalize a block (or take it from the cache), run the first segment of
+  steps on it, and return its index: ids, order, verdicts and the keys global steps need.
+- `run_segment`: run a later segment (row steps after a global step) on a cached block.
+- `emit`: split a block into ledger rows and output rows, the latter bucketed by the output
+  shard they belong to, so that `gather` can write each shard in its shuffled order with
+  bounded memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.rows import BUILD_SCHEMA, ROW_SCHEMA
+from curate.sources import BlockTask, read_block
+from curate.steps import GlobalStep, RowStep
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        *[BUILD_SCHEMA.field(n) for n in ("kind", "messages", "text", "chosen", "rejected", "meta", "origin", "raw")],
+    ]
+)
+VERDICT_COLUMNS = ("stage", "reason", "detail")
+
+
+def write_ipc(table: pa.Table, path: Path) -> None:
+    """Arrow IPC file (lz4), written to a temp name and renamed: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table)
+    os.replace(tmp, path)
+
+
+def read_ipc(path: str | Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def ingest(task: BlockTask, cache_file: str, row_steps: list[RowStep], key_step: GlobalStep | None, group_field: str | None) -> pa.Table:
+    path = Path(cache_file)
+    if path.exists():
+        table = read_ipc(path)
+    else:
+        table = read_block(task)
+        write_ipc(table, path)
+    index = table.select(["id", "order", *VERDICT_COLUMNS])
+    alive = pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False)
+    update = _apply(table, alive, row_steps, key_step)
+    for name in VERDICT_COLUMNS:
+        merged = pc.coalesce(index.column(name), update.column(name))
+        index = index.set_column(index.schema.get_field_index(name), name, merged)
+    for name in update.column_names:
+        if name not in VERDICT_COLUMNS:
+            index = index.append_column(name, update.column(name))
+    if group_field is not None:
+        groups = pc.utf8_slice_codeunits(pc.cast(_meta_field(table.column("meta"), group_field), pa.string()), 0, 1 << 20)
+        index = index.append_column("group", groups)
+    return index
+
+
+def _meta_field(meta: pa.ChunkedArray, field: str) -> pa.Array:
+    import polars as pl
+
+    series = pl.Series(meta.combine_chunks().cast(pa.string()))
+    path = "$." + field if field.isidentifier() else f'$["{field}"]'
+    return series.str.json_path_match(path).to_arrow()
+
+
+def run_segment(cache_file: str, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None) -> pa.Table:
+    return _apply(read_ipc(cache_file), alive, row_steps, key_step)
+
+
+def _apply(table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None) -> pa.Table:
+    """Row steps in order on the rows still alive, then the next global step's keys.
+
+    Returns, aligned with `table`: stage/reason/detail for rows a row step rejected (null
+    elsewhere) and the key columns (null for rows that are not alive).
+    """
+    n = table.num_rows
+    stage = np.full(n, None, dtype=object)
+    reason = np.full(n, None, dtype=object)
+    detail = np.full(n, None, dtype=object)
+    alive = alive.copy()
+    for step in row_steps:
+        rows = np.nonzero(alive)[0]
+        if len(rows) == 0:
+            break
+        verdicts = step(table.take(pa.array(rows)))
+        rejected = ~verdicts.kept
+        hit = rows[rejected]
+        stage[hit] = step.stage
+        reason[hit] = np.asarray(verdicts.reason.to_pylist(), dtype=object)[rejected]
+        detail[hit] = np.asarray(verdicts.detail.to_pylist(), dtype=object)[rejected]
+        alive[hit] = False
+    out = pa.table(
+        {
+            "stage": pa.array(stage.tolist(), pa.string()),
+            "reason": pa.array(reason.tolist(), pa.string()),
+            "detail": pa.array(detail.tolist(), pa.string()),
+        }
+    )
+    if key_step is not None:
+        rows = np.nonzero(alive)[0]
+        keys = key_step.keys(table.take(pa.array(rows)))
+        for name in keys.column_names:
+            col = keys.column(name).combine_chunks()
+            full = pa.concat_arrays([pa.nulls(1, col.type), col]).take(pa.array(_scatter_index(n, rows)))
+            out = out.append_column(name, full)
+    return out
+
+
+def _scatter_index(n: int, rows: np.ndarray) -> np.ndarray:
+    """Index into [null, *values] that puts values at `rows` and null elsewhere."""
+    index = np.zeros(n, dtype=np.int64)
+    index[rows] = np.arange(1, len(rows) + 1)
+    return index
+
+
+def emit(cache_file: str, block: int, verdicts: pa.Table, positions: pa.Array, splits: pa.Array, out_dir: str, shard_rows: int) -> tuple[str | None, list[tuple[int, int, str]]]:
+    """Write the block's ledger rows and its output rows bucketed by (split, shard).
+
+    `verdicts` (aligned with the block): final id, stage, reason, detail. `positions`: per
+    row, the positions of its copies in its split (empty for rejected rows); `splits`: per
+    row, the split code. Returns the ledger part (or None) and (split, shard, path) buckets.
+    """
+    table = read_ipc(cache_file)
+    for name in ("id", *VERDICT_COLUMNS):
+        table = table.set_column(table.schema.get_field_index(name), name, verdicts.column(name))
+    out = Path(out_dir)
+    ledger_path = None
+    rejected = table.filter(pc.is_valid(table.column("reason")))
+    if rejected.num_rows:
+        ledger_path = out / "ledger" / f"{block:07d}.arrow"
+        write_ipc(rejected.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA), ledger_path)
+    counts = pc.list_value_length(positions).to_numpy(zero_copy_only=False)
+    buckets: list[tuple[int, int, str]] = []
+    if counts.sum():
+        rows = np.repeat(np.arange(table.num_rows), counts)
+        emitted = table.select(ROW_SCHEMA.names).take(pa.array(rows)).cast(ROW_SCHEMA)
+        pos = pc.list_flatten(positions).to_numpy(zero_copy_only=False)
+        split = np.repeat(splits.to_numpy(zero_copy_only=False), counts)
+        emitted = emitted.append_column("_position", pa.array(pos, pa.int64()))
+        shard = pos // shard_rows
+        for code in np.unique(split):
+            for s in np.unique(shard[split == code]):
+                pick = np.nonzero((split == code) & (shard == s))[0]
+                path = out / f"split{int(code)}" / f"{int(s):06d}" / f"{block:07d}.arrow"
+                write_ipc(emitted.take(pa.array(pick)), path)
+                buckets.append((int(code), int(s), str(path)))
+    return (str(ledger_path) if ledger_path else None), buckets
+
+
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 8192, "write_statistics": True}
+
+
+def gather(parts: list[str], out_file: str) -> int:
+    """Concatenate one output shard's buckets, put rows in their shuffled order, write Parquet."""
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([read_ipc(p) for p in parts])
+    table = table.take(pc.sort_indices(table.column("_position"))).drop_columns(["_position"])
+    pq.write_table(table, out_file, **PARQUET_OPTIONS)
+    for p in parts:
+        os.unlink(p)
+    return table.num_rows

@@ -1,0 +1,192 @@
+"""The content-addressed store: immutable objects, manifests, tags and a step cache.
+
+Layout (contract):
+    objects/ab/abcdef…          blobs named by their sha256 (shards, ledger, report)
+    manifests/<id>.json         canonical manifest; its sha256 is <id>
+    manifests/<id>.run.json     volatile sidecar: time, host, durations
+    refs/<name>                 tags: a file holding a manifest id
+    cache/                      step outputs keyed by fingerprint
+Every write goes to a temp file in the same folder, is fsynced and renamed into place, so a
+crash never leaves a half-written object under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from curate.errors import IntegrityError, UnknownIdError, UserError
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def default_store(config_path: str | Path | None = None) -> Path:
+    """`--store`, else $CURATE_STORE, else `.curate/` beside the config (or here)."""
+    env = os.environ.get("CURATE_STORE")
+    if env:
+        return Path(env)
+    base = Path(config_path).resolve().parent if config_path else Path.cwd()
+    return base / ".curate"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via temp file + fsync + rename (+ fsync of the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8, trailing newline: the bytes a manifest id hashes."""
+    return (json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- objects ---------------------------------------------------------------------
+
+    def object_path(self, sha: str) -> Path:
+        return self.root / "objects" / sha[:2] / sha
+
+    def put_bytes(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.object_path(sha)
+        if not path.exists():
+            atomic_write(path, data)
+            path.chmod(0o444)
+        return sha
+
+    def put_file(self, src: Path) -> str:
+        """Move a finished temp file into the store under its hash (same filesystem)."""
+        sha = sha256_file(src)
+        path = self.object_path(sha)
+        if path.exists():
+            src.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(src, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(src, path)
+            path.chmod(0o444)
+            _fsync_dir(path.parent)
+        return sha
+
+    def verify_object(self, sha: str) -> str | None:
+        """None when the object is present and its bytes hash to its name, else the problem."""
+        path = self.object_path(sha)
+        if not path.exists():
+            return f"object {sha} is missing"
+        actual = sha256_file(path)
+        return None if actual == sha else f"object {sha} is corrupt: its bytes hash to {actual}"
+
+    def temp_dir(self, prefix: str) -> Path:
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
+
+    # -- manifests -------------------------------------------------------------------
+
+    def put_manifest(self, manifest: dict[str, Any], run: dict[str, Any]) -> str:
+        data = canonical_json(manifest)
+        mid = hashlib.sha256(data).hexdigest()
+        path = self.root / "manifests" / f"{mid}.json"
+        if not path.exists():
+            atomic_write(path, data)
+        atomic_write(self.root / "manifests" / f"{mid}.run.json", json.dumps(run, indent=2, sort_keys=True).encode())
+        return mid
+
+    def manifest_ids(self) -> list[str]:
+        folder = self.root / "manifests"
+        if not folder.exists():
+            return []
+        return sorted(p.name[:-5] for p in folder.glob("*.json") if HEX64.match(p.name[:-5]))
+
+    def resolve(self, ref: str) -> str:
+        """A full id, a unique prefix of 8+ hex digits, or a tag → the manifest id."""
+        ref = ref.strip()
+        tag = self.root / "refs" / ref
+        if TAG.match(ref) and tag.is_file():
+            return tag.read_text().strip()
+        ids = self.manifest_ids()
+        if re.fullmatch(r"[0-9a-f]{8,64}", ref):
+            found = [i for i in ids if i.startswith(ref)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise UnknownIdError(f"{ref!r} is ambiguous in store {self.root}: it starts {len(found)} manifests ({', '.join(f[:12] for f in found[:5])}); give more digits")
+        hint = " (an id prefix needs at least 8 hex digits)" if re.fullmatch(r"[0-9a-f]{1,7}", ref) else ""
+        raise UnknownIdError(f"no manifest or tag {ref!r} in store {self.root}{hint}; `curate log --store {self.root}` lists them")
+
+    def read_manifest(self, mid: str) -> dict[str, Any]:
+        path = self.root / "manifests" / f"{mid}.json"
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise UnknownIdError(f"manifest {mid} is not in store {self.root}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IntegrityError(f"manifest {mid} in {self.root} is not valid JSON ({exc}); `curate verify` reports it") from exc
+
+    def manifest_bytes(self, mid: str) -> bytes:
+        return (self.root / "manifests" / f"{mid}.json").read_bytes()
+
+    def read_run(self, mid: str) -> dict[str, Any]:
+        path = self.root / "manifests" / f"{mid}.run.json"
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    # -- tags ------------------------------------------------------------------------
+
+    def tag(self, name: str, mid: str) -> None:
+        if not TAG.match(name) or HEX64.match(name) or re.fullmatch(r"[0-9a-f]{8,64}", name):
+            raise UserError(f"tag name {name!r} is not usable: use letters, digits, '.', '_' or '-', not something that looks like an id")
+        atomic_write(self.root / "refs" / name, (mid + "\n").encode())
+
+    def tags(self) -> Iterator[tuple[str, str]]:
+        folder = self.root / "refs"
+        if folder.exists():
+            for path in sorted(folder.iterdir()):
+                if path.is_file():
+                    yield path.name, path.read_text().strip()
+
+    # -- cache -----------------------------------------------------------------------
+
+    def cache_path(self, kind: str, key: str, suffix: str) -> Path:
+        return self.root / "cache" / kind / key[:2] / f"{key}{suffix}"

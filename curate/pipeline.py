@@ -1,0 +1,305 @@
+"""A build: the step list from the config, run on an engine, written to the store.
+
+    read/normalize → [row steps] → exact dedup → [later steps] → mixture → split → write
+
+Blocks are read and normalized in parallel and cached under their file's sha256, so an
+interrupted build resumes where it stopped and an unchanged source is never re-read. The
+main process only holds a small index per row (id, order, verdict, keys); row payloads stay
+in the cached blocks until they are written out, so memory is bounded by block size, not by
+the data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curate import __version__
+from curate.config import MixtureConfig
+from curate.dedup.exact import ExactDedup
+from curate.engines import passes
+from curate.engines.local import LocalEngine
+from curate.errors import UserError
+from curate.manifests.manifest import assemble, stage_entry
+from curate.manifests.store import Store
+from curate.mixers.split import SPLIT_NAMES, assign_splits, output_positions
+from curate.mixers.weights import not_sampled_detail, plan_mixture
+from curate.progress import Progress
+from curate.sources import BlockTask, plan_blocks
+from curate.steps import GlobalStep, RowStep, Step, Verdicts
+
+READER_VERSION = "1"  # bump when reading/normalization changes what a block holds
+OUTPUT_SHARD_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest_id: str
+    manifest: dict[str, Any]
+    run: dict[str, Any]
+
+
+def build_steps(config: MixtureConfig) -> list[Step]:
+    """The configured steps after read/normalize, in the contract's order."""
+    steps: list[Step] = []
+    if config.dedup.exact:
+        steps.append(ExactDedup())
+    return steps
+
+
+def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]:
+    """Runs of row steps, each closed by the global step that follows them (or none)."""
+    out: list[tuple[list[RowStep], GlobalStep | None]] = []
+    rows: list[RowStep] = []
+    for step in steps:
+        if isinstance(step, GlobalStep):
+            out.append((rows, step))
+            rows = []
+        else:
+            rows.append(step)  # type: ignore[arg-type]
+    if rows or not out:
+        out.append((rows, None))
+    return out
+
+
+def make_engine(name: str, workers: int | None, progress: Progress) -> LocalEngine:
+    if name != "local":
+        raise UserError(f"engine {name!r} is not available in this version; use --engine local")
+    return LocalEngine(workers, progress)
+
+
+def run_build(
+    config: MixtureConfig,
+    store: Store,
+    *,
+    workers: int | None = None,
+    engine: str = "local",
+    strict: bool = False,
+    progress: Progress | None = None,
+    parent: str | None = None,
+) -> BuildResult:
+    started = time.time()
+    timings: dict[str, float] = {}
+    progress = progress or Progress(enabled=False)
+    steps = build_steps(config)
+    segs = segments(steps)
+    group_field = None if config.split.by == "row" else config.split.by
+
+    tasks: list[BlockTask] = []
+    ranks: list[int] = []
+    file_entries: list[list[dict[str, Any]]] = []
+    for rank, src in enumerate(config.sources):
+        files = [(p, Path(os.path.relpath(p, config.base_dir)).as_posix()) for p in config.source_files(src)]
+        src_tasks, entries = plan_blocks(src.name, src.format, files, strict)
+        tasks += src_tasks
+        ranks += [rank] * len(src_tasks)
+        file_entries.append(entries)
+    timings["plan"] = time.time() - started
+
+    work = store.temp_dir("build-")
+    try:
+        with make_engine(engine, workers, progress) as eng:
+            cache = [str(store.cache_path("blocks", _block_key(t), ".arrow")) for t in tasks]
+            first_rows, first_global = segs[0]
+            t0 = time.time()
+            indexes = eng.map(
+                passes.ingest,
+                [(t, c, first_rows, first_global, group_field) for t, c in zip(tasks, cache, strict=True)],
+                "read",
+            )
+            timings["read"] = time.time() - t0
+            state = _index_frame(indexes, ranks)
+            stage_counts = [stage_entry("read", _reader_fingerprint(), {"formats": {s.name: s.format for s in config.sources}}, state, "read")]
+            t0 = time.time()
+            for i, (row_steps, global_step) in enumerate(segs):
+                if i > 0:
+                    state = _run_later_rows(eng, state, cache, row_steps, global_step)
+                for step in row_steps:
+                    stage_counts.append(stage_entry(step.name, step.fingerprint(), step.params(), state, step.stage))
+                if global_step is not None:
+                    state = _resolve(state, global_step, config)
+                    stage_counts.append(stage_entry(global_step.name, global_step.fingerprint(), global_step.params(), state, global_step.stage))
+            timings["steps"] = time.time() - t0
+
+            t0 = time.time()
+            state, mixture_report = _mix(state, config)
+            stage_counts.append(stage_entry("mixture", _params_fingerprint("mixture", config.mixture.model_dump()), config.mixture.model_dump(), state, "mixture"))
+            state = _split(state, config)
+            timings["mix"] = time.time() - t0
+
+            t0 = time.time()
+            splits, ledger = _write(eng, state, cache, config.build.seed, work, store)
+            timings["write"] = time.time() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    manifest = assemble(config, state, file_entries, stage_counts, mixture_report, splits, ledger, parent)
+    run = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "engine": engine,
+        "workers": workers,
+        "store": str(store.root.resolve()),
+        "config_dir": str(config.base_dir),
+        "seconds": round(time.time() - started, 3),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    manifest_id = store.put_manifest(manifest, run)
+    return BuildResult(manifest_id, manifest, run)
+
+
+def _block_key(task: BlockTask) -> str:
+    return hashlib.sha256(f"{task.fingerprint()}\x00{READER_VERSION}\x00{__version__}".encode()).hexdigest()
+
+
+def _reader_fingerprint() -> str:
+    return hashlib.sha256(f"read\x00{READER_VERSION}".encode()).hexdigest()
+
+
+def _params_fingerprint(name: str, params: dict[str, Any]) -> str:
+    return hashlib.sha256(f"{name}\x00{sorted(params.items())}".encode()).hexdigest()
+
+
+def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:
+    """One row per input row, in canonical order, with final ids (`#k` for later copies)."""
+    frames = []
+    for block, (index, rank) in enumerate(zip(indexes, ranks, strict=True)):
+        frame = pl.from_arrow(index)
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(
+            frame.with_columns(
+                pl.lit(block, pl.Int32).alias("block"),
+                pl.int_range(pl.len(), dtype=pl.Int32).alias("row"),
+                pl.lit(rank, pl.Int32).alias("source_rank"),
+            )
+        )
+    state = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    copy = pl.int_range(pl.len()).over("id")
+    return state.with_columns(pl.when(copy > 0).then(pl.col("id") + "#" + copy.cast(pl.String)).otherwise(pl.col("id")).alias("id"))
+
+
+def _apply_verdicts(state: pl.DataFrame, rows: np.ndarray, verdicts: Verdicts, stage: str) -> pl.DataFrame:
+    """Record the rejections of `verdicts` (aligned with `rows` of `state`)."""
+    rejected = ~verdicts.kept
+    if not rejected.any():
+        return state
+    hit = rows[rejected]
+    mask = pa.array(rejected)
+    updates = {
+        "reason": pl.Series(verdicts.reason.filter(mask)),
+        "detail": pl.Series(verdicts.detail.filter(mask)),
+        "stage": pl.Series([stage] * len(hit), dtype=pl.String),
+    }
+    return state.with_columns(*[state[name].clone().scatter(hit, values) for name, values in updates.items()])
+
+
+def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl.DataFrame:
+    alive = np.nonzero(state["reason"].is_null().to_numpy())[0]
+    names = [s.name for s in config.sources]
+    keys = state[alive].with_columns(pl.col("source_rank").replace_strict(list(range(len(names))), names, return_dtype=pl.String).alias("source")).to_arrow()
+    return _apply_verdicts(state, alive, step.resolve(keys), step.stage)
+
+
+def _run_later_rows(eng: LocalEngine, state: pl.DataFrame, cache: list[str], row_steps: list[RowStep], key_step: GlobalStep | None) -> pl.DataFrame:
+    alive_all = state["reason"].is_null().to_numpy()
+    bounds = _block_bounds(state)
+    items = [(cache[b], alive_all[a:z], row_steps, key_step) for b, (a, z) in enumerate(bounds)]
+    updates = eng.map(passes.run_segment, items, "validate")
+    update = pl.concat([pl.from_arrow(u) for u in updates], how="diagonal_relaxed")  # type: ignore[misc]
+    merged = state.with_columns(
+        *[pl.coalesce(state[c], update[c]).alias(c) for c in ("stage", "reason", "detail")],
+        *[update[c] for c in update.columns if c not in ("stage", "reason", "detail")],
+    )
+    return merged
+
+
+def _block_bounds(state: pl.DataFrame) -> list[tuple[int, int]]:
+    sizes = state.group_by("block", maintain_order=True).len()["len"].to_numpy()
+    ends = np.cumsum(sizes)
+    return list(zip((ends - sizes).tolist(), ends.tolist(), strict=True))
+
+
+def _mix(state: pl.DataFrame, config: MixtureConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
+    alive = np.nonzero(state["reason"].is_null().to_numpy())[0]
+    plan = plan_mixture(state["source_rank"].to_numpy()[alive], list(config.sources), config.mixture, config.build.seed)
+    copies = np.zeros(state.height, dtype=np.int64)
+    copies[alive] = plan.copies
+    dropped = alive[plan.copies == 0]
+    names = [s.name for s in config.sources]
+    ranks = state["source_rank"].to_numpy()[dropped]
+    details = {rank: not_sampled_detail(plan.report, names[rank]) for rank in set(ranks.tolist())}
+    verdicts = Verdicts.reject(len(dropped), np.arange(len(dropped)), "not_sampled", [details[r] for r in ranks.tolist()])
+    state = _apply_verdicts(state, dropped, verdicts, "mixture")
+    return state.with_columns(pl.Series("copies", copies)), plan.report
+
+
+def _split(state: pl.DataFrame, config: MixtureConfig) -> pl.DataFrame:
+    kept = np.nonzero(state["copies"].to_numpy() > 0)[0]
+    groups = state["group"].to_arrow().take(pa.array(kept)) if "group" in state.columns else None
+    codes = np.zeros(state.height, dtype=np.int8)
+    codes[kept] = assign_splits(state["id"].to_arrow().take(pa.array(kept)), groups, config.split.validation, config.build.seed)
+    return state.with_columns(pl.Series("split", codes))
+
+
+def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    placed = output_positions(state["copies"].to_numpy(), state["split"].to_numpy(), seed)
+    pos_frame = pl.concat(
+        [pl.DataFrame({"i": p[:, 0], "pos": p[:, 1]}, schema={"i": pl.Int64, "pos": pl.Int64}) for p in placed]
+    )
+    per_row = pos_frame.group_by("i").agg(pl.col("pos").sort())
+    lists = pl.DataFrame({"i": np.arange(state.height, dtype=np.int64)}).join(per_row, on="i", how="left", maintain_order="left")
+    positions = lists["pos"].fill_null(pl.lit([], dtype=pl.List(pl.Int64))).to_arrow()
+    verdict_table = state.select("id", "stage", "reason", "detail").to_arrow()
+    split_codes = state["split"].to_arrow()
+    items = []
+    for b, (a, z) in enumerate(_block_bounds(state)):
+        items.append((cache[b], b, verdict_table.slice(a, z - a), positions.slice(a, z - a), split_codes.slice(a, z - a), str(work), OUTPUT_SHARD_ROWS))
+    results = eng.map(passes.emit, items, "write", weights=[z - a for a, z in _block_bounds(state)])
+
+    buckets: dict[tuple[int, int], list[str]] = {}
+    for _, parts in results:
+        for code, shard, path in parts:
+            buckets.setdefault((code, shard), []).append(path)
+    keys = sorted(buckets)
+    out_files = [str(work / f"shard-{c}-{s:06d}.parquet") for c, s in keys]
+    counts = eng.map(passes.gather, [(buckets[k], f) for k, f in zip(keys, out_files, strict=True)], "shards")
+    splits: dict[str, Any] = {name: {"rows": 0, "shards": []} for name in SPLIT_NAMES}
+    for (code, _), path, rows in zip(keys, out_files, counts, strict=True):
+        entry = splits[SPLIT_NAMES[code]]
+        entry["shards"].append({"object": store.put_file(Path(path)), "rows": rows})
+        entry["rows"] += rows
+
+    ledger_file = work / "ledger.parquet"
+    ledger_rows = 0
+    with pq.ParquetWriter(str(ledger_file), passes.LEDGER_SCHEMA, **{k: v for k, v in passes.PARQUET_OPTIONS.items() if k != "row_group_size"}) as writer:
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for ledger_part, _ in results:
+            if ledger_part is None:
+                continue
+            part = passes.read_ipc(ledger_part)
+            pending.append(part)
+            pending_rows += part.num_rows
+            ledger_rows += part.num_rows
+            if pending_rows >= passes.PARQUET_OPTIONS["row_group_size"]:
+                writer.write_table(pa.concat_tables(pending), row_group_size=passes.PARQUET_OPTIONS["row_group_size"])
+                pending, pending_rows = [], 0
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=passes.PARQUET_OPTIONS["row_group_size"])
+    ledger = {"object": store.put_file(ledger_file), "rows": ledger_rows}
+    return splits, ledger
+

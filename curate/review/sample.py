@@ -1,0 +1,65 @@
+"""Sampling rejected rows for reviewers, each beside the row it was measured against.
+
+For duplicates the twin is the kept row (`detail.duplicate_of`), looked up in the output
+first and then in the ledger (a kept twin may itself have been left out of the mixture).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from curate.ledger import connect
+from curate.manifests.manifest import Manifest
+
+PAYLOAD = ("kind", "messages", "text", "chosen", "rejected", "meta", "origin", "raw")
+
+
+def sample_rejections(manifest: Manifest, reason: str | None = None, source: str | None = None, n: int = 10, seed: int = 0) -> list[dict[str, Any]]:
+    con = connect(manifest)
+    try:
+        picked = con.execute(
+            """
+            SELECT * FROM ledger
+            WHERE ($reason IS NULL OR reason = $reason) AND ($source IS NULL OR source = $source)
+            ORDER BY sha256(CAST($seed AS VARCHAR) || chr(0) || id), id
+            LIMIT $n
+            """,
+            {"reason": reason, "source": source, "seed": seed, "n": n},
+        ).to_arrow_table().to_pylist()
+        out = []
+        for rec in picked:
+            detail = json.loads(rec["detail"]) if rec["detail"] else {}
+            twin = _find(con, detail["duplicate_of"]) if "duplicate_of" in detail else None
+            out.append(
+                {
+                    "id": rec["id"],
+                    "source": rec["source"],
+                    "stage": rec["stage"],
+                    "reason": rec["reason"],
+                    "detail": detail,
+                    "row": _payload(rec),
+                    "twin": twin,
+                }
+            )
+        return out
+    finally:
+        con.close()
+
+
+def _find(con: Any, row_id: str) -> dict[str, Any] | None:
+    for view, where in (("rows", "kept"), ("ledger", "rejected")):
+        found = con.execute(f"SELECT * FROM {view} WHERE id = ? LIMIT 1", [row_id]).to_arrow_table().to_pylist()
+        if found:
+            rec = found[0]
+            twin = {"id": rec["id"], "source": rec["source"], "status": where, **_payload(rec)}
+            if where == "kept":
+                twin["split"] = rec["split"]
+            else:
+                twin["reason"] = rec["reason"]
+            return twin
+    return None
+
+
+def _payload(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: rec[k] for k in PAYLOAD if rec.get(k) is not None}
