@@ -106,8 +106,11 @@ def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
         problems.append(f"counts: rows_in {counts['rows_in']} != rows_kept + rows_rejected")
     if counts["rows_rejected"] != data["ledger"]["rows"]:
         problems.append(f"ledger holds {data['ledger']['rows']} rows, counts say {counts['rows_rejected']} were rejected")
-    if data["ledger"]["object"] not in bad and pq.ParquetFile(manifest.ledger_path()).metadata.num_rows != data["ledger"]["rows"]:
-        problems.append("ledger object row count differs from the manifest")
+    for part in data["ledger"]["parts"]:
+        if part["object"] not in bad and pq.ParquetFile(where.object_path(part["object"])).metadata.num_rows != part["rows"]:
+            problems.append(f"ledger part {part['object'][:12]}: row count differs from the manifest")
+    if sum(p["rows"] for p in data["ledger"]["parts"]) != data["ledger"]["rows"]:
+        problems.append("ledger parts do not add up to ledger.rows")
     for split, entry in data["splits"].items():
         for shard in entry["shards"]:
             if shard["object"] not in bad:

@@ -30,7 +30,14 @@ def connect(manifest: Manifest) -> Any:
         empty = ROW_SCHEMA.append(pa.field("split", pa.string())).empty_table()
         con.register("empty_rows", empty)
         con.execute("CREATE VIEW rows AS SELECT * FROM empty_rows")
-    con.execute(f"CREATE VIEW ledger AS SELECT * FROM read_parquet('{manifest.ledger_path()}')")
+    ledger_parts = [str(p) for p in manifest.ledger_paths()]
+    if ledger_parts:
+        con.execute(f"CREATE VIEW ledger AS SELECT * FROM read_parquet({ledger_parts!r})")
+    else:
+        from curate.engines.passes import LEDGER_SCHEMA
+
+        con.register("empty_ledger", LEDGER_SCHEMA.empty_table())
+        con.execute("CREATE VIEW ledger AS SELECT * FROM empty_ledger")
     return con
 
 

@@ -12,6 +12,7 @@ the data set.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -96,20 +97,20 @@ def run_build(
     segs = segments(steps)
     group_field = None if config.split.by == "row" else config.split.by
 
-    tasks: list[BlockTask] = []
-    ranks: list[int] = []
-    file_entries: list[list[dict[str, Any]]] = []
-    for rank, src in enumerate(config.sources):
-        files = [(p, Path(os.path.relpath(p, config.base_dir)).as_posix()) for p in config.source_files(src)]
-        src_tasks, entries = plan_blocks(src.name, src.format, files, strict)
-        tasks += src_tasks
-        ranks += [rank] * len(src_tasks)
-        file_entries.append(entries)
-    timings["plan"] = time.time() - started
-
     work = store.temp_dir("build-")
     try:
         with make_engine(engine, workers, progress) as eng:
+            tasks: list[BlockTask] = []
+            ranks: list[int] = []
+            file_entries: list[list[dict[str, Any]]] = []
+            for rank, src in enumerate(config.sources):
+                files = [(p, Path(os.path.relpath(p, config.base_dir)).as_posix()) for p in config.source_files(src)]
+                src_tasks, entries = plan_blocks(src.name, src.format, files, strict)
+                tasks += src_tasks
+                ranks += [rank] * len(src_tasks)
+                file_entries.append(entries)
+            timings["plan"] = time.time() - started
+
             cache = [str(store.cache_path("blocks", _block_key(t), ".arrow")) for t in tasks]
             first_rows, first_global = segs[0]
             t0 = time.time()
@@ -186,21 +187,23 @@ def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:
             )
         )
     state = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-    copy = pl.int_range(pl.len()).over("id")
-    return state.with_columns(pl.when(copy > 0).then(pl.col("id") + "#" + copy.cast(pl.String)).otherwise(pl.col("id")).alias("id"))
+    repeated = np.nonzero(state["id"].is_duplicated().to_numpy())[0]
+    if len(repeated) == 0:
+        return state
+    copies = state[repeated].select(pl.col("id") + "#" + pl.int_range(pl.len()).over("id").cast(pl.String))["id"]
+    is_later = ~copies.str.ends_with("#0").to_numpy()
+    return state.with_columns(state["id"].clone().scatter(repeated[is_later], copies.filter(pl.Series(is_later))))
 
 
 def _apply_verdicts(state: pl.DataFrame, rows: np.ndarray, verdicts: Verdicts, stage: str) -> pl.DataFrame:
     """Record the rejections of `verdicts` (aligned with `rows` of `state`)."""
-    rejected = ~verdicts.kept
-    if not rejected.any():
+    if len(verdicts.rows) == 0:
         return state
-    hit = rows[rejected]
-    mask = pa.array(rejected)
+    hit = rows[verdicts.rows]
     updates = {
-        "reason": pl.Series(verdicts.reason.filter(mask)),
-        "detail": pl.Series(verdicts.detail.filter(mask)),
-        "stage": pl.Series([stage] * len(hit), dtype=pl.String),
+        "reason": pl.Series(verdicts.reason, dtype=pl.String),
+        "detail": pl.Series(verdicts.detail, dtype=pl.String),
+        "stage": pl.Series(np.full(len(hit), stage, dtype=object), dtype=pl.String),
     }
     return state.with_columns(*[state[name].clone().scatter(hit, values) for name, values in updates.items()])
 
@@ -239,8 +242,8 @@ def _mix(state: pl.DataFrame, config: MixtureConfig) -> tuple[pl.DataFrame, dict
     dropped = alive[plan.copies == 0]
     names = [s.name for s in config.sources]
     ranks = state["source_rank"].to_numpy()[dropped]
-    details = {rank: not_sampled_detail(plan.report, names[rank]) for rank in set(ranks.tolist())}
-    verdicts = Verdicts.reject(len(dropped), np.arange(len(dropped)), "not_sampled", [details[r] for r in ranks.tolist()])
+    per_source = pa.array([json.dumps(not_sampled_detail(plan.report, name), sort_keys=True) for name in names], pa.string())
+    verdicts = Verdicts.reject(len(dropped), np.arange(len(dropped)), "not_sampled", per_source.take(pa.array(ranks)))
     state = _apply_verdicts(state, dropped, verdicts, "mixture")
     return state.with_columns(pl.Series("copies", copies)), plan.report
 
@@ -254,8 +257,6 @@ def _split(state: pl.DataFrame, config: MixtureConfig) -> pl.DataFrame:
 
 
 def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     placed = output_positions(state["copies"].to_numpy(), state["split"].to_numpy(), seed)
     pos_frame = pl.concat(
         [pl.DataFrame({"i": p[:, 0], "pos": p[:, 1]}, schema={"i": pl.Int64, "pos": pl.Int64}) for p in placed]
@@ -263,43 +264,26 @@ def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, w
     per_row = pos_frame.group_by("i").agg(pl.col("pos").sort())
     lists = pl.DataFrame({"i": np.arange(state.height, dtype=np.int64)}).join(per_row, on="i", how="left", maintain_order="left")
     positions = lists["pos"].fill_null(pl.lit([], dtype=pl.List(pl.Int64))).to_arrow()
-    verdict_table = state.select("id", "stage", "reason", "detail").to_arrow()
-    split_codes = state["split"].to_arrow()
-    items = []
-    for b, (a, z) in enumerate(_block_bounds(state)):
-        items.append((cache[b], b, verdict_table.slice(a, z - a), positions.slice(a, z - a), split_codes.slice(a, z - a), str(work), OUTPUT_SHARD_ROWS))
-    results = eng.map(passes.emit, items, "write", weights=[z - a for a, z in _block_bounds(state)])
+    # Workers read their block's slice of this file memory-mapped: shipping slices of Arrow
+    # arrays to a process would pickle the whole arrays behind them, once per block.
+    plan_file = work / "plan.arrow"
+    plan = state.select("id", "stage", "reason", "detail", pl.col("split").alias("split_code")).to_arrow()
+    passes.write_ipc(plan.append_column("positions", positions), plan_file)
+    bounds = _block_bounds(state)
+    items = [(cache[b], b, str(plan_file), a, z - a, str(work), OUTPUT_SHARD_ROWS, str(store.root)) for b, (a, z) in enumerate(bounds)]
+    results = eng.map(passes.emit, items, "write", weights=[z - a for a, z in bounds])
 
     buckets: dict[tuple[int, int], list[str]] = {}
     for _, parts in results:
         for code, shard, path in parts:
             buckets.setdefault((code, shard), []).append(path)
     keys = sorted(buckets)
-    out_files = [str(work / f"shard-{c}-{s:06d}.parquet") for c, s in keys]
-    counts = eng.map(passes.gather, [(buckets[k], f) for k, f in zip(keys, out_files, strict=True)], "shards")
+    scratch = [str(work / f"shard-{c}-{s:06d}.parquet") for c, s in keys]
+    objects = eng.map(passes.gather, [(buckets[k], f, str(store.root)) for k, f in zip(keys, scratch, strict=True)], "shards")
     splits: dict[str, Any] = {name: {"rows": 0, "shards": []} for name in SPLIT_NAMES}
-    for (code, _), path, rows in zip(keys, out_files, counts, strict=True):
-        entry = splits[SPLIT_NAMES[code]]
-        entry["shards"].append({"object": store.put_file(Path(path)), "rows": rows})
-        entry["rows"] += rows
-
-    ledger_file = work / "ledger.parquet"
-    ledger_rows = 0
-    with pq.ParquetWriter(str(ledger_file), passes.LEDGER_SCHEMA, **{k: v for k, v in passes.PARQUET_OPTIONS.items() if k != "row_group_size"}) as writer:
-        pending: list[pa.Table] = []
-        pending_rows = 0
-        for ledger_part, _ in results:
-            if ledger_part is None:
-                continue
-            part = passes.read_ipc(ledger_part)
-            pending.append(part)
-            pending_rows += part.num_rows
-            ledger_rows += part.num_rows
-            if pending_rows >= passes.PARQUET_OPTIONS["row_group_size"]:
-                writer.write_table(pa.concat_tables(pending), row_group_size=passes.PARQUET_OPTIONS["row_group_size"])
-                pending, pending_rows = [], 0
-        if pending:
-            writer.write_table(pa.concat_tables(pending), row_group_size=passes.PARQUET_OPTIONS["row_group_size"])
-    ledger = {"object": store.put_file(ledger_file), "rows": ledger_rows}
-    return splits, ledger
-
+    for (code, _), entry in zip(keys, objects, strict=True):
+        split = splits[SPLIT_NAMES[code]]
+        split["shards"].append(entry)
+        split["rows"] += entry["rows"]
+    parts = [ledger for ledger, _ in results if ledger is not None]
+    return splits, {"rows": sum(p["rows"] for p in parts), "parts": parts}

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.hashing import sha256_hex
+from curate.hashing import hash128, sha256_hex
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
@@ -487,10 +487,20 @@ def canonical_content(rows: pa.Table, fold: bool = False) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "\x00")
 
 
+# A run of two or more whitespace characters, or a single one that is not a space: only
+# these need rewriting, so the regex touches little of ordinary text (≈10× faster than
+# splitting on whitespace and joining).
+_WHITESPACE_TO_FOLD = r"[\t\n\v\f\r \x{85}\x{2028}\x{2029}]{2,}|[\t\n\v\f\r\x{85}\x{2028}\x{2029}]"
+
+
 def fold_text(values: pa.Array) -> pa.Array:
     """NFKC, lower case, runs of whitespace folded to one space, trimmed."""
-    folded = pc.utf8_trim_whitespace(pc.utf8_lower(pc.utf8_normalize(values, "NFKC")))
-    return pc.binary_join(pc.utf8_split_whitespace(folded), " ")
+    ascii_only = pc.fill_null(pc.string_is_ascii(values), True)
+    if pc.all(ascii_only).as_py():
+        folded = pc.ascii_lower(values)  # NFKC is the identity on ASCII; ~20× cheaper
+    else:
+        folded = pc.if_else(ascii_only, pc.ascii_lower(values), pc.utf8_lower(pc.utf8_normalize(values, "NFKC")))
+    return pc.utf8_trim(pc.replace_substring_regex(folded, _WHITESPACE_TO_FOLD, " "), " ")
 
 
 def row_ids(rows: pa.Table, source: str) -> pa.Array:
@@ -503,6 +513,6 @@ def row_ids(rows: pa.Table, source: str) -> pa.Array:
     return sha256_hex(keyed, 16)
 
 
-def dedup_keys(rows: pa.Table) -> pa.Array:
-    """Exact-dedup key: a 128-bit hash of the normalized (folded) content."""
-    return sha256_hex(canonical_content(rows, fold=True), 32)
+def dedup_keys(rows: pa.Table) -> pa.Table:
+    """Exact-dedup key: a 128-bit hash (columns h1, h2) of the normalized (folded) content."""
+    return hash128(canonical_content(rows, fold=True))

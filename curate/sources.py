@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,50 +79,67 @@ def file_sha256(path: Path) -> str:
 
 
 def plan_blocks(source: str, fmt: str, files: list[tuple[Path, str]], strict: bool = False) -> tuple[list[BlockTask], list[dict[str, Any]]]:
-    """Blocks for a source's files, and the files' manifest entries (path, sha256, bytes)."""
+    """Blocks for a source's files, and the files' manifest entries (path, sha256, bytes).
+
+    Files are scanned in threads (hashlib releases the GIL), each in one pass that both
+    hashes it and finds its block boundaries.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(files), 4) or 1) as pool:
+        scans = list(pool.map(_scan_file, [p for p, _ in files]))
     tasks: list[BlockTask] = []
     entries: list[dict[str, Any]] = []
-    for index, (path, shown) in enumerate(files):
-        kind = file_kind(path)
-        sha = file_sha256(path)
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    for index, ((path, shown), (kind, sha, size, ranges)) in enumerate(zip(files, scans, strict=True)):
         entries.append({"path": shown, "sha256": sha, "bytes": size})
-
-        def task(start: int, stop: int, first: int, kind: str = kind, path: Path = path, index: int = index, sha: str = sha) -> BlockTask:
-            return BlockTask(source, fmt, str(path), shown, kind, index, start, stop, first, sha, strict)
-
-        if kind == "jsonl":
-            tasks += [task(a, b, line) for a, b, line in _jsonl_ranges(path)]
-        elif kind == "parquet":
-            tasks += [task(a, b, a + 1) for a, b in _record_ranges(_parquet_rows(path))]
-        elif kind == "arrow":
-            tasks += [task(a, b, a + 1) for a, b in _record_ranges(_arrow_rows(path))]
-        else:
-            tasks.append(task(0, size, 1))
+        tasks += [BlockTask(source, fmt, str(path), shown, kind, index, a, b, first, sha, strict) for a, b, first in ranges]
     return tasks, entries
 
 
-def _jsonl_ranges(path: Path) -> Iterator[tuple[int, int, int]]:
-    """Byte ranges of about JSONL_BLOCK_BYTES ending at a newline, with their first line."""
-    size = path.stat().st_size
-    start, line = 0, 1
+def _scan_file(path: Path) -> tuple[str, str, int, list[tuple[int, int, int]]]:
+    """(kind, sha256, bytes, blocks as (start, stop, first line or record))."""
+    kind = file_kind(path)
+    if kind == "jsonl":
+        sha, ranges = _scan_jsonl(path)
+        return kind, sha, path.stat().st_size, ranges
+    sha = file_sha256(path)
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    else:
+        size = path.stat().st_size
+    if kind == "parquet":
+        ranges = [(a, b, a + 1) for a, b in _record_ranges(_parquet_rows(path))]
+    elif kind == "arrow":
+        ranges = [(a, b, a + 1) for a, b in _record_ranges(_arrow_rows(path))]
+    else:
+        ranges = [(0, size, 1)]
+    return kind, sha, size, ranges
+
+
+def _scan_jsonl(path: Path) -> tuple[str, list[tuple[int, int, int]]]:
+    """sha256 of the file and byte ranges of about JSONL_BLOCK_BYTES that end at a newline."""
+    digest = hashlib.sha256()
+    ranges: list[tuple[int, int, int]] = []
+    start, line, pos = 0, 1, 0
+    lines_in_block = 0
     with open(path, "rb") as fh:
-        while start < size:
-            fh.seek(start)
-            chunk = fh.read(JSONL_BLOCK_BYTES)
-            if start + len(chunk) < size:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            pos += len(chunk)
+            if pos - start >= JSONL_BLOCK_BYTES:
                 cut = chunk.rfind(b"\n")
-                if cut < 0:  # one line longer than a block: extend to its end
-                    rest = chunk
-                    while (more := fh.read(JSONL_BLOCK_BYTES)) and b"\n" not in more:
-                        rest += more
-                    chunk = rest + (more[: more.find(b"\n") + 1] if more else b"")
-                else:
-                    chunk = chunk[: cut + 1]
-            stop = start + len(chunk)
-            yield start, stop, line
-            line += chunk.count(b"\n")
-            start = stop
+                if cut >= 0:
+                    stop = pos - len(chunk) + cut + 1
+                    lines_in_block += chunk.count(b"\n", 0, cut + 1)
+                    ranges.append((start, stop, line))
+                    line += lines_in_block
+                    lines_in_block = chunk.count(b"\n", cut + 1)
+                    start = stop
+                    continue
+            lines_in_block += chunk.count(b"\n")
+    if pos > start:
+        ranges.append((start, pos, line))
+    return digest.hexdigest(), ranges
 
 
 def _record_ranges(total: int) -> list[tuple[int, int]]:
@@ -223,10 +239,14 @@ def _nonblank_lines(data: bytes, first_line: int) -> tuple[np.ndarray, np.ndarra
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.nonzero(buf == 10)[0]
     ends = np.append(newlines, len(buf)) if (len(buf) and buf[-1] != 10) else newlines
-    starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.array([], dtype=np.int64)
-    inked = np.cumsum(~np.isin(buf, (9, 10, 13, 32)), dtype=np.int64)
-    inked = np.concatenate([[0], inked])
-    keep = inked[ends] - inked[starts] > 0
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else np.array([], dtype=np.int64)
+    # A line whose first byte is not whitespace has ink; only the rare others are scanned.
+    keep = ends > starts
+    heads = np.nonzero(keep)[0]
+    first = buf[starts[heads]]
+    doubtful = heads[np.isin(first, (9, 13, 32))]
+    for i in doubtful.tolist():
+        keep[i] = bool(data[starts[i] : ends[i]].strip())
     numbers = np.arange(len(ends), dtype=np.int64) + first_line
     return starts[keep], ends[keep], numbers[keep]
 

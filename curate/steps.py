@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 REASONS = (
     "malformed",
@@ -44,30 +43,42 @@ REASONS = (
 
 @dataclass(frozen=True)
 class Verdicts:
-    """Per row: kept (reason null) or rejected with a reason and JSON evidence."""
+    """The rejections a step made in a batch of `n` rows (every other row is kept).
 
-    reason: pa.Array  # string, null where kept
-    detail: pa.Array  # string (JSON), null where kept
+    Sparse on purpose: most rows pass most steps, so only rejected rows carry a reason and
+    their evidence (a JSON object as text).
+    """
+
+    n: int
+    rows: np.ndarray  # indices of the rejected rows, ascending
+    reason: pa.Array  # string, one per rejected row
+    detail: pa.Array  # string (JSON), one per rejected row
 
     @classmethod
     def keep_all(cls, n: int) -> Verdicts:
-        return cls(pa.nulls(n, pa.string()), pa.nulls(n, pa.string()))
+        return cls(n, np.empty(0, dtype=np.int64), pa.array([], pa.string()), pa.array([], pa.string()))
 
     @classmethod
-    def reject(cls, n: int, rows: np.ndarray, reason: str, details: list[dict[str, Any]]) -> Verdicts:
-        """Reject `rows` (indices) of `n` with one reason and a detail object each."""
-        reasons = np.full(n, None, dtype=object)
-        texts = np.full(n, None, dtype=object)
-        reasons[rows] = reason
-        texts[rows] = [json.dumps(d, ensure_ascii=False, sort_keys=True) for d in details]
-        return cls(pa.array(reasons.tolist(), pa.string()), pa.array(texts.tolist(), pa.string()))
+    def reject(cls, n: int, rows: np.ndarray, reason: str, details: list[dict[str, Any]] | pa.Array) -> Verdicts:
+        """Reject `rows` of `n` with one reason; `details` are dicts or JSON strings, one per row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not isinstance(details, pa.Array):
+            encoded: dict[int, str] = {}  # details are often one shared object per group
+            details = pa.array(
+                [encoded.get(id(d)) or encoded.setdefault(id(d), json.dumps(d, ensure_ascii=False, sort_keys=True)) for d in details],
+                pa.string(),
+            )
+        order = np.argsort(rows, kind="stable")
+        return cls(n, rows[order], pa.array(np.full(len(rows), reason, dtype=object), pa.string()), details.take(pa.array(order)))
 
     @property
     def kept(self) -> np.ndarray:
-        return pc.is_null(self.reason).to_numpy(zero_copy_only=False)
+        mask = np.ones(self.n, dtype=bool)
+        mask[self.rows] = False
+        return mask
 
     def __len__(self) -> int:
-        return len(self.reason)
+        return self.n
 
 
 class Step:

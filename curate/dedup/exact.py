@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -25,15 +24,18 @@ class ExactDedup(GlobalStep):
         return {"normalization": "nfkc+lower+whitespace", "keep": "source_order,input_order"}
 
     def keys(self, batch: pa.Table) -> pa.Table:
-        return pa.table({"dedup_key": dedup_keys(batch)})
+        return dedup_keys(batch)
 
     def resolve(self, keys: pa.Table) -> Verdicts:
-        frame = pl.from_arrow(keys.select(["id", "dedup_key"]))
+        frame = pl.from_arrow(keys.select(["id", "h1", "h2"]))
         assert isinstance(frame, pl.DataFrame)
-        frame = frame.with_columns(
-            pl.col("id").first().over("dedup_key").alias("first_id"),
-            (pl.int_range(pl.len()).over("dedup_key") > 0).alias("is_copy"),
-        )
-        copies = np.nonzero(frame["is_copy"].to_numpy())[0]
-        twins = frame["first_id"].gather(copies).to_list()
-        return Verdicts.reject(len(frame), copies, "exact_duplicate", [{"duplicate_of": t} for t in twins])
+        frame = frame.with_row_index("row")
+        first = pl.struct("h1", "h2").is_first_distinct()
+        copies = frame.filter(~first)
+        if copies.height == 0:
+            return Verdicts.keep_all(frame.height)
+        originals = frame.filter(first).select("h1", "h2", pl.col("id").alias("first_id"))
+        copies = copies.join(originals, on=["h1", "h2"], how="left", maintain_order="left")
+        # ids are hex (+ "#k"), so the JSON needs no escaping
+        detail = ('{"duplicate_of": "' + copies["first_id"] + '"}').to_arrow().cast(pa.string())
+        return Verdicts.reject(frame.height, copies["row"].to_numpy(), "exact_duplicate", detail)

@@ -10,15 +10,38 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from curate.progress import Progress
 
 T = TypeVar("T")
 
-PRELOAD = ["curate.sources", "curate.rows", "curate.engines.passes", "pyarrow.parquet", "polars", "duckdb"]
+PRELOAD = ["curate.sources", "curate.rows", "curate.engines.passes", "curate.manifests.store", "pyarrow.parquet", "pyarrow.json", "polars"]
+
+
+@contextmanager
+def _without_user_main() -> Iterator[None]:
+    """Spawn workers without re-running the caller's `__main__` in them.
+
+    Workers only run curate's own functions, so they need nothing from the caller's script;
+    multiprocessing would otherwise import it again in every worker (and fail outright when
+    the caller is `python -` or an interactive session).
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _warm_up() -> None:
+    """A no-op task: makes the pool start its workers early."""
 
 
 def default_workers() -> int:
@@ -40,7 +63,12 @@ class LocalEngine:
         if self.workers > 1:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            with _without_user_main():
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+                # Start every worker now (a pool spawns them on submit): their imports then
+                # overlap with the caller's planning, and no worker is spawned later.
+                for _ in range(self.workers):
+                    self._pool.submit(_warm_up)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -35,10 +35,13 @@ VERDICT_COLUMNS = ("stage", "reason", "detail")
 
 
 def write_ipc(table: pa.Table, path: Path) -> None:
-    """Arrow IPC file (lz4), written to a temp name and renamed: never half-written."""
+    """Arrow IPC file, written to a temp name and renamed: never half-written.
+
+    Uncompressed on purpose: these are scratch and cache files, read back memory-mapped.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     os.replace(tmp, path)
 
@@ -98,11 +101,10 @@ def _apply(table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_ste
         if len(rows) == 0:
             break
         verdicts = step(table.take(pa.array(rows)))
-        rejected = ~verdicts.kept
-        hit = rows[rejected]
+        hit = rows[verdicts.rows]
         stage[hit] = step.stage
-        reason[hit] = np.asarray(verdicts.reason.to_pylist(), dtype=object)[rejected]
-        detail[hit] = np.asarray(verdicts.detail.to_pylist(), dtype=object)[rejected]
+        reason[hit] = np.asarray(verdicts.reason.to_pylist(), dtype=object)
+        detail[hit] = np.asarray(verdicts.detail.to_pylist(), dtype=object)
         alive[hit] = False
     out = pa.table(
         {
@@ -128,22 +130,47 @@ def _scatter_index(n: int, rows: np.ndarray) -> np.ndarray:
     return index
 
 
-def emit(cache_file: str, block: int, verdicts: pa.Table, positions: pa.Array, splits: pa.Array, out_dir: str, shard_rows: int) -> tuple[str | None, list[tuple[int, int, str]]]:
-    """Write the block's ledger rows and its output rows bucketed by (split, shard).
+# Dictionary encoding and min/max statistics only for the short columns: on long unique
+# texts they cost half the write time and help no reader.
+PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "row_group_size": 8192,
+    "write_statistics": ["id", "source", "kind", "stage", "reason"],
+    "use_dictionary": ["source", "kind", "stage", "reason", "messages.list.element.role", "chosen.list.element.role", "rejected.list.element.role"],
+}
 
-    `verdicts` (aligned with the block): final id, stage, reason, detail. `positions`: per
-    row, the positions of its copies in its split (empty for rejected rows); `splits`: per
-    row, the split code. Returns the ledger part (or None) and (split, shard, path) buckets.
+
+def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, object]:
+    """Write `table` as Parquet and move it into the store under its sha256."""
+    import pyarrow.parquet as pq
+
+    from curate.manifests.store import Store
+
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, str(scratch), **PARQUET_OPTIONS)
+    return {"object": Store(store_root).put_file(scratch), "rows": table.num_rows}
+
+
+def emit(cache_file: str, block: int, plan_file: str, offset: int, length: int, out_dir: str, shard_rows: int, store_root: str) -> tuple[dict[str, object] | None, list[tuple[int, int, str]]]:
+    """Write the block's ledger part to the store and bucket its output rows by (split, shard).
+
+    The block's rows are rows [offset, offset + length) of `plan_file`: final id, stage,
+    reason, detail, split code, and the positions of the row's copies in its split (empty
+    for rejected rows). Returns the ledger part's object entry (or None) and the
+    (split, shard, path) buckets that `gather` turns into output shards.
     """
+    plan = read_ipc(plan_file).slice(offset, length)
+    verdicts, positions, splits = plan, plan.column("positions").combine_chunks(), plan.column("split_code").combine_chunks()
     table = read_ipc(cache_file)
     for name in ("id", *VERDICT_COLUMNS):
         table = table.set_column(table.schema.get_field_index(name), name, verdicts.column(name))
     out = Path(out_dir)
-    ledger_path = None
+    ledger = None
     rejected = table.filter(pc.is_valid(table.column("reason")))
     if rejected.num_rows:
-        ledger_path = out / "ledger" / f"{block:07d}.arrow"
-        write_ipc(rejected.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA), ledger_path)
+        part = rejected.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
+        ledger = write_object(part, out / "ledger" / f"{block:07d}.parquet", store_root)
     counts = pc.list_value_length(positions).to_numpy(zero_copy_only=False)
     buckets: list[tuple[int, int, str]] = []
     if counts.sum():
@@ -159,19 +186,13 @@ def emit(cache_file: str, block: int, verdicts: pa.Table, positions: pa.Array, s
                 path = out / f"split{int(code)}" / f"{int(s):06d}" / f"{block:07d}.arrow"
                 write_ipc(emitted.take(pa.array(pick)), path)
                 buckets.append((int(code), int(s), str(path)))
-    return (str(ledger_path) if ledger_path else None), buckets
+    return ledger, buckets
 
 
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 8192, "write_statistics": True}
-
-
-def gather(parts: list[str], out_file: str) -> int:
-    """Concatenate one output shard's buckets, put rows in their shuffled order, write Parquet."""
-    import pyarrow.parquet as pq
-
+def gather(parts: list[str], scratch: str, store_root: str) -> dict[str, object]:
+    """One output shard: concatenate its buckets, put rows in shuffled order, store as Parquet."""
     table = pa.concat_tables([read_ipc(p) for p in parts])
     table = table.take(pc.sort_indices(table.column("_position"))).drop_columns(["_position"])
-    pq.write_table(table, out_file, **PARQUET_OPTIONS)
     for p in parts:
         os.unlink(p)
-    return table.num_rows
+    return write_object(table, Path(scratch), store_root)

@@ -107,12 +107,12 @@ class Manifest:
             raise KeyError(split)
         return [self.store.object_path(s["object"]) for s in self.data["splits"][split]["shards"]]
 
-    def ledger_path(self) -> Path:
-        return self.store.object_path(self.data["ledger"]["object"])
+    def ledger_paths(self) -> list[Path]:
+        return [self.store.object_path(p["object"]) for p in self.data["ledger"]["parts"]]
 
     def objects(self) -> list[str]:
         shas = [s["object"] for split in self.data["splits"].values() for s in split["shards"]]
-        shas.append(self.data["ledger"]["object"])
+        shas += [p["object"] for p in self.data["ledger"]["parts"]]
         if self.data.get("report"):
             shas.append(self.data["report"]["object"])
         return shas

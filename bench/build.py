@@ -1,0 +1,189 @@
+"""Benchmark: `curate build` against a plain pandas script doing the same work.
+
+Both read the same generated chat JSONL sources (several files), normalize the content
+(NFKC, case and whitespace folded), drop exact duplicates across sources, sample by source
+weight, and write Parquet. Each runs as its own process; wall time and the peak RSS of its
+whole process tree (curate's workers included) are measured, for N and 4N rows.
+
+    python bench/build.py [--rows 200000] [--sources 4] [--workers N]
+
+Targets (issue 3): curate ≥ 3× the pandas script's rows/s; curate's peak RSS at 4N ≤ 1.5×
+its peak RSS at N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+WORDS = (
+    "the of and to in is that for it as with was on be by at this are from or have an they which one you were "
+    "her all she there would their we him been has when who will more no if out so said what up its about into than "
+    "them can only other new some could time these two may then do first any my now such like our over man me even "
+    "most made after also did many before must through back years where much your way well down should because each "
+    "just those people how too little state good very make world still own see men work long get here between both "
+    "life being under never day same another know while last might us great old year off come since against go came "
+    "right used take three sync folder error login password upload share link cache settings restart update version"
+).split()
+
+
+def generate(folder: Path, rows: int, sources: int, seed: int = 0) -> list[Path]:
+    """`rows` chat rows over `sources` JSONL files; about 10% are exact or case/space-changed copies."""
+    rng = np.random.default_rng(seed)
+    words = np.array(WORDS)
+    paths = []
+    per = rows // sources
+    for s in range(sources):
+        n = per if s < sources - 1 else rows - per * (sources - 1)
+        q_len = rng.integers(8, 40, n)
+        a_len = rng.integers(40, 160, n)
+        q_words = words[rng.integers(0, len(words), int(q_len.sum()))]
+        a_words = words[rng.integers(0, len(words), int(a_len.sum()))]
+        q_cut, a_cut = np.cumsum(q_len)[:-1], np.cumsum(a_len)[:-1]
+        questions = [" ".join(w) for w in np.split(q_words, q_cut)]
+        answers = [" ".join(w) for w in np.split(a_words, a_cut)]
+        dup = rng.random(n) < 0.10
+        src = rng.integers(0, max(n, 1), n)
+        path = folder / f"source{s}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for i in range(n):
+                q, a = questions[i], answers[i]
+                if dup[i] and src[i] < i:
+                    q, a = questions[src[i]], answers[src[i]]
+                    if i % 2:
+                        q = "  " + q.upper()
+                row = {"messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": q}, {"role": "assistant", "content": a}], "id": f"{s}-{i}"}
+                fh.write(json.dumps(row) + "\n")
+        paths.append(path)
+    return paths
+
+
+PANDAS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, unicodedata
+    import pandas as pd
+    paths, weights, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+    frames = []
+    for rank, path in enumerate(paths):
+        df = pd.read_json(path, lines=True)
+        df["source"] = rank
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    def key(messages):
+        text = "\\x1e".join(m["role"] + "\\x1f" + m["content"] for m in messages)
+        return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    df["key"] = df["messages"].map(key)
+    df = df.drop_duplicates("key", keep="first").drop(columns="key")
+    total_w = sum(weights)
+    available = df.groupby("source").size()
+    total = min(available[r] / (w / total_w) for r, w in enumerate(weights))
+    parts = [g.sample(n=int(total * weights[r] / total_w), random_state=13) for r, g in df.groupby("source")]
+    df = pd.concat(parts).sample(frac=1.0, random_state=13)
+    df.to_parquet(out)
+    print(len(df))
+    """
+)
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) of the process tree, stdout."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = 0.0
+    stop = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                total = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
+                peak = max(peak, total / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    thread.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    return seconds, peak, out
+
+
+def bench(rows: int, sources: int, workers: int | None, root: Path) -> dict[str, float]:
+    data = root / f"data-{rows}"
+    data.mkdir(parents=True, exist_ok=True)
+    paths = generate(data, rows, sources)
+    weights = [1.0 + i for i in range(sources)]
+    config = data / "mixture.toml"
+    lines = ['[build]\nname = "bench"\nseed = 13\n']
+    for i, p in enumerate(paths):
+        lines.append(f'[[sources]]\nname = "s{i}"\npath = "{p.name}"\nformat = "chat"\nweight = {weights[i]}\n')
+    lines.append("[dedup]\nexact = true\n")
+    config.write_text("\n".join(lines))
+
+    store = root / f"store-{rows}"
+    shutil.rmtree(store, ignore_errors=True)
+    cmd = [sys.executable, "-m", "curate", "build", str(config), "--store", str(store), "--json"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    env = {**os.environ, "CI": "true"}
+    c_sec, c_rss, c_out = run_measured(cmd, env)
+    counts = json.loads(c_out)["counts"]
+    p_sec, p_rss, p_out = run_measured([sys.executable, "-c", PANDAS_SCRIPT, json.dumps([str(p) for p in paths]), json.dumps(weights), str(root / "pandas.parquet")])
+    return {
+        "rows": rows,
+        "curate_s": c_sec,
+        "curate_rows_s": rows / c_sec,
+        "curate_rss": c_rss,
+        "curate_out": counts["rows_out"],
+        "pandas_s": p_sec,
+        "pandas_rows_s": rows / p_sec,
+        "pandas_rss": p_rss,
+        "pandas_out": int(p_out.strip()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--sources", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and stores")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="curate-bench-"))
+    try:
+        results = [bench(n, args.sources, args.workers, root) for n in (args.rows, 4 * args.rows)]
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"machine: {os.cpu_count()} cores; curate workers: {args.workers or 'default (all cores)'}")
+    print(f"{'rows':>9} | {'curate rows/s':>13} {'peak MiB':>9} | {'pandas rows/s':>13} {'peak MiB':>9} | {'speed ratio':>11}")
+    for r in results:
+        print(
+            f"{r['rows']:>9} | {r['curate_rows_s']:>13,.0f} {r['curate_rss']:>9,.0f} | {r['pandas_rows_s']:>13,.0f} {r['pandas_rss']:>9,.0f} | {r['curate_rows_s'] / r['pandas_rows_s']:>10.2f}x"
+        )
+    small, large = results
+    print(f"curate peak RSS 4N / N: {large['curate_rss'] / small['curate_rss']:.2f} (target <= 1.5); pandas: {large['pandas_rss'] / small['pandas_rss']:.2f}")
+    print(f"rows out: curate {small['curate_out']} / {large['curate_out']}, pandas {small['pandas_out']} / {large['pandas_out']}")
+    print(f"speed ratio target >= 3x: {'met' if min(r['curate_rows_s'] / r['pandas_rows_s'] for r in results) >= 3 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
