@@ -266,8 +266,6 @@ def _render_row(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import click
-
     from curate.errors import UserError
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -280,15 +278,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a usage error from the parser
+            exc.show()
+            sys.exit(2)
         if debug:
             raise
         print(f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in curate; run again with --debug for the traceback)", file=sys.stderr)

@@ -44,7 +44,7 @@ class SourceSection(_Model):
     path: str
     format: Literal[FORMATS] = "auto"  # type: ignore[valid-type]
     role: Literal[ROLES] = "task"  # type: ignore[valid-type]
-    weight: float = 1.0
+    weight: float | None = None  # give every source a weight, or none (keep every row)
     license: str | None = None
     max_repeats: int = Field(1, ge=1)
 
@@ -163,7 +163,9 @@ def load_config(path: str | Path) -> MixtureConfig:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path, file: str | None = None) -> MixtureConfig:
+    """Validate types with pydantic and meaning with our own checks; report both at once."""
     problems: list[Problem] = []
+    config = None
     try:
         config = MixtureConfig.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
@@ -176,9 +178,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path, file: str | None = None) -
                 msg = "required key is missing"
             value = None if err["type"] == "missing" else err.get("input")
             problems.append(Problem(key, msg, value if not isinstance(value, dict) else None, file))
-        raise ConfigError(problems, file) from exc
-    problems += _check_semantics(config, raw, file)
-    if problems:
+    problems += _check_semantics(raw, base_dir, file)
+    if problems or config is None:
         raise ConfigError(problems, file)
     return config
 
@@ -198,32 +199,48 @@ def _key_of(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     return ".".join(parts) or "config"
 
 
-def _check_semantics(config: MixtureConfig, raw: dict[str, Any], file: str | None) -> list[Problem]:
+def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> list[Problem]:
+    """Checks types cannot express; they read the raw TOML, so they run even when a type is wrong."""
     problems: list[Problem] = []
+    sources = raw.get("sources")
+    sources = [s for s in sources if isinstance(s, dict)] if isinstance(sources, list) else []
     seen: dict[str, int] = {}
-    total_weight = 0.0
-    for i, src in enumerate(config.sources):
-        key = f"sources[{i}] ({src.name!r})"
-        if src.name in seen:
-            problems.append(Problem(f"{key}.name", f"duplicate source name (also sources[{seen[src.name]}])", src.name, file))
-        seen.setdefault(src.name, i)
-        if not math.isfinite(src.weight) or src.weight < 0:
-            problems.append(Problem(f"{key}.weight", "must be a finite number >= 0", src.weight, file))
-        else:
-            total_weight += src.weight
-        if not config.source_files(src):
-            problems.append(Problem(f"{key}.path", f"no data file matches (looked in {config.base_dir})", src.path, file))
-    if total_weight <= 0 and all(math.isfinite(s.weight) and s.weight >= 0 for s in config.sources):
-        problems.append(Problem("sources.weight", "weights sum to 0: at least one source needs a weight > 0", total_weight, file))
-    if config.split.by == "cluster":
+    weights: list[float] = []
+    for i, src in enumerate(sources):
+        name = src.get("name")
+        key = f"sources[{i}]" + (f" ({name!r})" if name else "")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(Problem(f"{key}.name", f"duplicate source name (also sources[{seen[name]}])", name, file))
+            seen.setdefault(name, i)
+        weight = src.get("weight")
+        if isinstance(weight, int | float) and not isinstance(weight, bool):
+            if not math.isfinite(weight) or weight < 0:
+                problems.append(Problem(f"{key}.weight", "must be a finite number >= 0", weight, file))
+            else:
+                weights.append(float(weight))
+        path = src.get("path")
+        if isinstance(path, str) and not expand_path(base_dir, path):
+            problems.append(Problem(f"{key}.path", f"no data file matches (looked in {base_dir})", path, file))
+    given = [i for i, src in enumerate(sources) if "weight" in src]
+    if given and len(given) < len(sources):
+        missing = ", ".join(f"sources[{i}]" for i in range(len(sources)) if i not in given)
+        problems.append(Problem("sources.weight", f"give every source a weight, or none (none: every row is kept); missing on {missing}", None, file))
+    elif sources and len(weights) == len(sources) and sum(weights) <= 0:
+        problems.append(Problem("sources.weight", "weights sum to 0: at least one source needs a weight > 0", sum(weights), file))
+    split = raw.get("split") if isinstance(raw.get("split"), dict) else {}
+    if split.get("by") == "cluster":
         problems.append(Problem("split.by", "'cluster' needs near-duplicate clusters, which this version does not compute; use 'row' or a meta field name", "cluster", file))
-    if config.mixture.unit == "tokens":
+    mixture = raw.get("mixture") if isinstance(raw.get("mixture"), dict) else {}
+    if mixture.get("unit") == "tokens":
         problems.append(Problem("mixture.unit", "'tokens' needs token counts from tokenizer-aware validation, which this version does not run; use 'rows'", "tokens", file))
-    if config.validate_.languages or config.validate_.pii != "off":
+    validate = raw.get("validate") if isinstance(raw.get("validate"), dict) else {}
+    if validate.get("languages") or validate.get("pii", "off") != "off":
         problems.append(Problem("validate", "language and PII validators are not available in this version; remove them or set pii = 'off'", None, file))
     for key, what in _NOT_YET.items():
         section, _, sub = key.partition(".")
-        present = raw.get(section) if not sub else (raw.get(section) or {}).get(sub)
+        node = raw.get(section)
+        present = node if not sub else (node.get(sub) if isinstance(node, dict) else None)
         if present:
             problems.append(Problem(key, f"{what} is not available in this version of curate; remove the key", None, file))
     return problems

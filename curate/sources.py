@@ -225,6 +225,7 @@ def _read_jsonl(task: BlockTask) -> pa.Table:
         raw = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=max(len(data), 1 << 16) + 1))
         if raw.num_rows != len(lines):
             raise CoerceError("line count differs")  # e.g. two objects on one line
+        raw.validate(full=True)  # Arrow's JSON reader lets invalid UTF-8 through
     except (pa.ArrowInvalid, UnicodeDecodeError, CoerceError):
         raw = None
 

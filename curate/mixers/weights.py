@@ -1,7 +1,8 @@
 """Mixture by weight: how many copies of each surviving row the output holds.
 
-Shares are the source weights sharpened or flattened by the temperature
-(`w ** (1 / temperature)`, normalized). With `total`, each source is asked for its share of
+Without weights, the mixture is natural: every surviving row is kept once (or, with `total`,
+sources are scaled together to it). With weights, shares are the weights sharpened or
+flattened by the temperature (`w ** (1 / temperature)`, normalized). With `total`, each source is asked for its share of
 it; without, the mixture is the largest one that honours every share without using any row
 more than `max_repeats` times. A source asked for fewer rows than it has is sampled without
 replacement (the rest go to the ledger as `not_sampled`); one asked for more is upsampled by
@@ -50,7 +51,11 @@ def plan_mixture(
 ) -> MixturePlan:
     """`source_rank`: the source index of every alive row, in canonical order."""
     available = np.bincount(source_rank, minlength=len(sources)).astype(np.int64)
-    p = shares([s.weight for s in sources], mixture.temperature)
+    weighted = all(s.weight is not None for s in sources)
+    weights = [float(s.weight) if weighted else float(available[i]) for i, s in enumerate(sources)]  # type: ignore[arg-type]
+    if sum(weights) == 0:
+        weights = [1.0] * len(sources)  # nothing survived: any shares will do
+    p = shares(weights, mixture.temperature if weighted else 1.0)
     caps = [int(available[i]) * s.max_repeats for i, s in enumerate(sources)]
     if mixture.total is not None:
         requested_total = mixture.total
@@ -73,7 +78,7 @@ def plan_mixture(
             copies[rows] = per_row
         realized_total += want
         report["sources"][src.name] = {
-            "weight": src.weight,
+            "weight": src.weight if weighted else None,
             "requested_share": round(p[i], 6),
             "requested_rows": requested[i],
             "available_rows": a,

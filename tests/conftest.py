@@ -1,0 +1,105 @@
+"""Shared helpers: write planted data, write configs, run the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curate.cli import main
+
+
+def chat(user: str, answer: str, system: str | None = None) -> dict[str, Any]:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+    return {"messages": msgs}
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    """Rows are dicts (written as JSON) or raw strings/bytes (written as they are)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        for row in rows:
+            if isinstance(row, bytes):
+                fh.write(row + b"\n")
+            elif isinstance(row, str):
+                fh.write(row.encode() + b"\n")
+            else:
+                fh.write(json.dumps(row).encode() + b"\n")
+    return path
+
+
+def write_config(folder: Path, sources: list[dict[str, Any]], extra: str = "", name: str = "mixture.toml", seed: int = 7) -> Path:
+    lines = [f'[build]\nname = "test"\nseed = {seed}\n']
+    for src in sources:
+        lines.append("[[sources]]")
+        for key, value in src.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `curate ARGS` in this process; returns exit code, stdout, stderr."""
+    monkeypatch.setenv("CI", "true")
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _no_env_store(monkeypatch):
+    monkeypatch.delenv("CURATE_STORE", raising=False)
+
+
+@dataclass
+class Built:
+    id: str
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]]  # every output row, with its split
+    ledger: list[dict[str, Any]]
+
+    def rejected(self, reason: str) -> list[dict[str, Any]]:
+        return [r for r in self.ledger if r["reason"] == reason]
+
+    def detail(self, row: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(row["detail"])
+
+
+def build(config: Path, store: Path | None = None, workers: int = 1, **kwargs: Any) -> Built:
+    import curate
+    from curate.ledger import query
+
+    store = store or config.parent / ".store"
+    result = curate.build(config, store=store, workers=workers, **kwargs)
+    manifest = curate.open_manifest(result.manifest_id, store=store)
+    rows = query(manifest, "SELECT * FROM rows").to_pylist()
+    ledger = query(manifest, "SELECT * FROM ledger").to_pylist()
+    return Built(result.manifest_id, result.manifest, rows, ledger)

@@ -1,0 +1,190 @@
+"""Readers and normalization: every format, every kind of bad row, stable ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import build, chat, write_config, write_jsonl
+
+GOOD = chat("What is 2+2?", "4")
+
+
+def one_source(tmp_path: Path, rows: list, fmt: str = "auto", name: str = "s.jsonl", **extra) -> Path:
+    write_jsonl(tmp_path / name, rows)
+    return write_config(tmp_path, [{"name": "s", "path": name, "format": fmt, **extra}])
+
+
+def only(built, reason):
+    found = built.rejected(reason)
+    assert len(found) == 1, [(r["reason"], r["origin"]) for r in built.ledger]
+    return found[0], json.loads(found[0]["detail"])
+
+
+def test_broken_json_is_malformed_with_line_and_raw_text(tmp_path):
+    b = build(one_source(tmp_path, [GOOD, "", '{"messages": [', GOOD | {"x": 1}]))
+    row, detail = only(b, "malformed")
+    assert row["origin"] == "s.jsonl:3"  # the blank line 2 is not a row, but it is counted
+    assert row["raw"] == '{"messages": ['
+    assert detail["error"].startswith("broken JSON at column")
+    assert b.manifest["counts"]["rows_in"] == 3
+
+
+def test_non_object_row_is_malformed(tmp_path):
+    b = build(one_source(tmp_path, [GOOD, "[1, 2]", "42"]))
+    assert [json.loads(r["detail"])["error"] for r in b.rejected("malformed")] == [
+        "expected a JSON object, got a list",
+        "expected a JSON object, got a number",
+    ]
+
+
+def test_invalid_utf8_is_malformed_and_loses_nothing(tmp_path):
+    b = build(one_source(tmp_path, [GOOD, b'{"text": "caf\xe9"}']))
+    row, detail = only(b, "malformed")
+    assert detail == {"error": "invalid UTF-8 at byte 13"}
+    assert row["raw"] == '{"text": "caf\ufffd"}' and row["origin"] == "s.jsonl:2"
+
+
+def test_wrong_type_names_the_field(tmp_path):
+    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["a", "list"]}]}
+    b = build(one_source(tmp_path, [GOOD, bad], fmt="chat"))
+    row, detail = only(b, "invalid_schema")
+    assert detail["field"] == "messages[1].content" and detail["error"] == "expected a string, got a list"
+    assert json.loads(row["raw"]) == bad
+
+
+def test_unknown_role(tmp_path):
+    bad = {"messages": [{"role": "customer", "content": "refund"}, {"role": "assistant", "content": "ok"}]}
+    b = build(one_source(tmp_path, [GOOD, bad], fmt="chat"))
+    row, detail = only(b, "invalid_schema")
+    assert detail["field"] == "messages[0].role" and detail["value"] == "customer"
+    assert row["messages"][0]["role"] == "customer"
+
+
+@pytest.mark.parametrize("answer", ["", "   \n\t "])
+def test_empty_or_whitespace_assistant_turn(tmp_path, answer):
+    multi = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": answer}]}
+    b = build(one_source(tmp_path, [GOOD, multi], fmt="chat"))
+    _, detail = only(b, "empty_response")
+    assert detail["turn"] == 3 and detail["field"] == "messages[3].content"
+
+
+def test_missing_fields_and_no_assistant_turn(tmp_path):
+    rows = [GOOD, {"instruction": "x"}, {"messages": [{"role": "user", "content": "only a question"}]}, {"messages": []}]
+    b = build(one_source(tmp_path, rows))
+    details = sorted(json.loads(r["detail"])["error"] for r in b.rejected("invalid_schema"))
+    assert details == sorted(
+        [
+            "no known format: expected messages, conversations, chosen+rejected, instruction+output, prompt+completion or text",
+            "no assistant turn",
+            "no turns",
+        ]
+    )
+
+
+def test_strict_mode_stops_at_the_first_bad_row(cli, tmp_path):
+    cfg = one_source(tmp_path, [GOOD, GOOD | {"messages": [{"role": "user", "content": 1}]}])
+    r = cli("build", cfg, "--strict", "--workers", "1", "--store", tmp_path / "st")
+    assert r.code == 2
+    assert "s.jsonl:2, field messages[0].content: invalid_schema: expected a string, got a number" in r.err
+
+
+def test_formats_normalize_to_one_schema(tmp_path):
+    write_jsonl(tmp_path / "chat.jsonl", [chat("q1", "a1", system="sys")])
+    write_jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}], "system": "s2"}])
+    write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": "q3", "input": "ctx", "output": "a3"}, {"instruction": "q3b", "input": "", "output": "a3b"}])
+    write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "q4", "completion": "a4"}])
+    write_jsonl(tmp_path / "text.jsonl", [{"text": "plain document"}])
+    write_jsonl(tmp_path / "pref.jsonl", [{"prompt": "q6", "chosen": "good", "rejected": "bad"}])
+    sources = [
+        {"name": n, "path": f"{n}.jsonl", "format": f}
+        for n, f in [("chat", "chat"), ("sharegpt", "sharegpt"), ("alpaca", "alpaca"), ("pc", "prompt_completion"), ("text", "text"), ("pref", "preference")]
+    ]
+    b = build(write_config(tmp_path, sources))
+    by_source = {}
+    for r in b.rows:
+        by_source.setdefault(r["source"], []).append(r)
+    assert by_source["chat"][0]["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}]
+    assert by_source["sharegpt"][0]["messages"] == [{"role": "system", "content": "s2"}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    alpaca = sorted((r["messages"] for r in by_source["alpaca"]), key=str)
+    assert alpaca == [
+        [{"role": "user", "content": "q3\n\nctx"}, {"role": "assistant", "content": "a3"}],
+        [{"role": "user", "content": "q3b"}, {"role": "assistant", "content": "a3b"}],
+    ]
+    assert by_source["pc"][0]["messages"] == [{"role": "user", "content": "q4"}, {"role": "assistant", "content": "a4"}]
+    assert by_source["text"][0]["kind"] == "text" and by_source["text"][0]["text"] == "plain document"
+    pref = by_source["pref"][0]
+    assert pref["kind"] == "preference"
+    assert pref["messages"] == [{"role": "user", "content": "q6"}]
+    assert pref["chosen"] == [{"role": "assistant", "content": "good"}] and pref["rejected"] == [{"role": "assistant", "content": "bad"}]
+
+
+def test_auto_detects_per_row_in_a_mixed_file(tmp_path):
+    rows = [GOOD, {"instruction": "i", "output": "o"}, {"text": "t"}, {"prompt": "p", "completion": "c"}]
+    b = build(one_source(tmp_path, rows))
+    assert sorted(r["kind"] for r in b.rows) == ["chat", "chat", "chat", "text"]
+    assert b.manifest["counts"]["rows_rejected"] == 0
+
+
+def test_json_parquet_csv_and_save_to_disk(tmp_path):
+    import datasets
+
+    (tmp_path / "list.json").write_text(json.dumps([{"instruction": "j1", "output": "o1"}, [1], {"instruction": "j2", "output": "o2"}]))
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]), tmp_path / "t.parquet")
+    (tmp_path / "t.csv").write_text('prompt,completion\n"multi\nline",c1\nq2,c2\nbroken,row,extra\n')
+    datasets.Dataset.from_list([{"text": "hf one"}, {"text": "hf two"}]).save_to_disk(str(tmp_path / "hf"))
+    sources = [
+        {"name": "json", "path": "list.json", "format": "alpaca"},
+        {"name": "parquet", "path": "t.parquet", "format": "prompt_completion"},
+        {"name": "csv", "path": "t.csv", "format": "prompt_completion"},
+        {"name": "hf", "path": "hf", "format": "text"},
+    ]
+    b = build(write_config(tmp_path, sources))
+    counts = {s["name"]: (s["rows_in"], s["rows_kept"]) for s in b.manifest["sources"]}
+    assert counts == {"json": (3, 2), "parquet": (2, 2), "csv": (3, 2), "hf": (2, 2)}
+    malformed = sorted((r["origin"], json.loads(r["detail"])["error"]) for r in b.rejected("malformed"))
+    assert malformed == [("list.json:2", "expected a JSON object, got a list"), ("t.csv:5", "expected 2 fields, got 3")]
+    csv_prompts = sorted(r["messages"][0]["content"] for r in b.rows if r["source"] == "csv")
+    assert csv_prompts == ["multi\nline", "q2"]
+
+
+def test_glob_reads_files_in_sorted_order(tmp_path):
+    write_jsonl(tmp_path / "d" / "b.jsonl", [chat("b", "b")])
+    write_jsonl(tmp_path / "d" / "a.jsonl", [chat("a", "a")])
+    b = build(write_config(tmp_path, [{"name": "s", "path": "d/*.jsonl"}]))
+    assert [f["path"] for f in b.manifest["sources"][0]["files"]] == ["d/a.jsonl", "d/b.jsonl"]
+    assert sorted(r["origin"] for r in b.rows) == ["d/a.jsonl:1", "d/b.jsonl:1"]
+
+
+def expected_id(source: str, messages: list[dict]) -> str:
+    enc = f"{len(messages)};" + "".join(f"{len(m['role'].encode())}:{m['role']}{len(m['content'].encode())}:{m['content']}" for m in messages)
+    content = "\x00".join(["chat", enc, "0:", "0;", "0;"])
+    return hashlib.sha256(f"{source}\x00{content}".encode()).hexdigest()[:16]
+
+
+def test_row_ids_follow_the_contract_and_number_copies(tmp_path):
+    row = chat("héllo", "wörld")
+    b = build(one_source(tmp_path, [row, row, row]))
+    base = expected_id("s", row["messages"])
+    assert [r["id"] for r in b.rows] == [base]
+    assert sorted(r["id"] for r in b.ledger) == [f"{base}#1", f"{base}#2"]
+    assert {json.loads(r["detail"])["duplicate_of"] for r in b.ledger} == {base}
+
+
+def test_meta_keeps_extra_fields(tmp_path):
+    b = build(one_source(tmp_path, [GOOD | {"ticket": 7, "tags": ["a"]}]))
+    assert json.loads(b.rows[0]["meta"]) == {"ticket": 7, "tags": ["a"]}
+
+
+def test_a_block_with_a_bad_row_keeps_its_good_rows_identical(tmp_path):
+    """The row-by-row path (taken when a block has a bad row) gives the same rows and ids."""
+    clean = [chat(f"q{i}", f"a{i}") for i in range(5)]
+    b1 = build(one_source(tmp_path / "one", clean))
+    b2 = build(one_source(tmp_path / "two", [*clean, "{broken"]))
+    strip = lambda rows: sorted((r["id"], json.dumps(r["messages"])) for r in rows)  # noqa: E731
+    assert strip(b1.rows) == strip(b2.rows)
