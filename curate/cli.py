@@ -272,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="curate", standalone_mode=False)
+        code = app(args=args, prog_name="curate", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's typer.Exit(code) comes back as a value
+            sys.exit(code)
     except UserError as exc:
         if debug:
             raise

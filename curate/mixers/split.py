@@ -27,8 +27,10 @@ def assign_splits(ids: pa.Array, groups: pa.Array | None, validation: float, see
     target = int(round(validation * n))
     if n == 0 or target == 0:
         return split
+    ids = ids.cast(pa.string())
     keys = ids
-    if groups is not None:  # a row without the field is a group of its own
+    if groups is not None:
+        groups = groups.cast(pa.string())  # a row without the field is a group of its own
         keys = pc.if_else(pc.is_null(groups), pc.binary_join_element_wise("\x00id", ids, ":"), groups)
     frame = pl.DataFrame({"key": pl.Series(keys), "row": np.arange(n)})
     unit = frame.group_by("key", maintain_order=True).agg(pl.col("row"), pl.len().alias("size"))
