@@ -98,15 +98,15 @@ class OverrideSection(_Model):
 
 
 class MixtureConfig(_Model):
-    build: BuildSection = BuildSection()
+    build: BuildSection = Field(default_factory=BuildSection)
     tokenizer: TokenizerSection | None = None
     sources: list[SourceSection] = Field(min_length=1)
-    mixture: MixtureSection = MixtureSection()
-    dedup: DedupSection = DedupSection()
+    mixture: MixtureSection = Field(default_factory=MixtureSection)
+    dedup: DedupSection = Field(default_factory=DedupSection)
     evals: list[EvalSection] = []
-    contamination: ContaminationSection = ContaminationSection()
-    split: SplitSection = SplitSection()
-    validate_: ValidateSection = Field(ValidateSection(), alias="validate")
+    contamination: ContaminationSection = Field(default_factory=ContaminationSection)
+    split: SplitSection = Field(default_factory=SplitSection)
+    validate_: ValidateSection = Field(default_factory=ValidateSection, alias="validate")
     overrides: list[OverrideSection] = []
 
     # Where the config lives; paths are relative to it. Not part of the config's content.
@@ -228,19 +228,21 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
         problems.append(Problem("sources.weight", f"give every source a weight, or none (none: every row is kept); missing on {missing}", None, file))
     elif sources and len(weights) == len(sources) and sum(weights) <= 0:
         problems.append(Problem("sources.weight", "weights sum to 0: at least one source needs a weight > 0", sum(weights), file))
-    split = raw.get("split") if isinstance(raw.get("split"), dict) else {}
-    if split.get("by") == "cluster":
+    if _section(raw, "split").get("by") == "cluster":
         problems.append(Problem("split.by", "'cluster' needs near-duplicate clusters, which this version does not compute; use 'row' or a meta field name", "cluster", file))
-    mixture = raw.get("mixture") if isinstance(raw.get("mixture"), dict) else {}
-    if mixture.get("unit") == "tokens":
+    if _section(raw, "mixture").get("unit") == "tokens":
         problems.append(Problem("mixture.unit", "'tokens' needs token counts from tokenizer-aware validation, which this version does not run; use 'rows'", "tokens", file))
-    validate = raw.get("validate") if isinstance(raw.get("validate"), dict) else {}
+    validate = _section(raw, "validate")
     if validate.get("languages") or validate.get("pii", "off") != "off":
         problems.append(Problem("validate", "language and PII validators are not available in this version; remove them or set pii = 'off'", None, file))
     for key, what in _NOT_YET.items():
         section, _, sub = key.partition(".")
-        node = raw.get(section)
-        present = node if not sub else (node.get(sub) if isinstance(node, dict) else None)
+        present = raw.get(section) if not sub else _section(raw, section).get(sub)
         if present:
             problems.append(Problem(key, f"{what} is not available in this version of curate; remove the key", None, file))
     return problems
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    node = raw.get(name)
+    return node if isinstance(node, dict) else {}

@@ -220,7 +220,8 @@ def _run_later_rows(eng: LocalEngine, state: pl.DataFrame, cache: list[str], row
     bounds = _block_bounds(state)
     items = [(cache[b], alive_all[a:z], row_steps, key_step) for b, (a, z) in enumerate(bounds)]
     updates = eng.map(passes.run_segment, items, "validate")
-    update = pl.concat([pl.from_arrow(u) for u in updates], how="diagonal_relaxed")  # type: ignore[misc]
+    update = pl.from_arrow(pa.concat_tables(updates, promote_options="default"))
+    assert isinstance(update, pl.DataFrame)
     merged = state.with_columns(
         *[pl.coalesce(state[c], update[c]).alias(c) for c in ("stage", "reason", "detail")],
         *[update[c] for c in update.columns if c not in ("stage", "reason", "detail")],
@@ -285,5 +286,5 @@ def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, w
         split = splits[SPLIT_NAMES[code]]
         split["shards"].append(entry)
         split["rows"] += entry["rows"]
-    parts = [ledger for ledger, _ in results if ledger is not None]
-    return splits, {"rows": sum(p["rows"] for p in parts), "parts": parts}
+    ledger_parts = [ledger for ledger, _ in results if ledger is not None]
+    return splits, {"rows": sum(p["rows"] for p in ledger_parts), "parts": ledger_parts}

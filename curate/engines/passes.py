@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -141,7 +142,7 @@ PARQUET_OPTIONS = {
 }
 
 
-def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, object]:
+def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, Any]:
     """Write `table` as Parquet and move it into the store under its sha256."""
     import pyarrow.parquet as pq
 
@@ -152,7 +153,7 @@ def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, o
     return {"object": Store(store_root).put_file(scratch), "rows": table.num_rows}
 
 
-def emit(cache_file: str, block: int, plan_file: str, offset: int, length: int, out_dir: str, shard_rows: int, store_root: str) -> tuple[dict[str, object] | None, list[tuple[int, int, str]]]:
+def emit(cache_file: str, block: int, plan_file: str, offset: int, length: int, out_dir: str, shard_rows: int, store_root: str) -> tuple[dict[str, Any] | None, list[tuple[int, int, str]]]:
     """Write the block's ledger part to the store and bucket its output rows by (split, shard).
 
     The block's rows are rows [offset, offset + length) of `plan_file`: final id, stage,
@@ -189,7 +190,7 @@ def emit(cache_file: str, block: int, plan_file: str, offset: int, length: int, 
     return ledger, buckets
 
 
-def gather(parts: list[str], scratch: str, store_root: str) -> dict[str, object]:
+def gather(parts: list[str], scratch: str, store_root: str) -> dict[str, Any]:
     """One output shard: concatenate its buckets, put rows in shuffled order, store as Parquet."""
     table = pa.concat_tables([read_ipc(p) for p in parts])
     table = table.take(pc.sort_indices(table.column("_position"))).drop_columns(["_position"])
