@@ -17,12 +17,13 @@ def sha256_hex(values: pa.Array, length: int = 64) -> pa.Array:
     return pa.array([None if b is None else hashlib.sha256(b).hexdigest()[:length] for b in blobs], pa.string())
 
 
-def hash128(values: pa.Array) -> pa.Table:
-    """A 128-bit non-cryptographic hash per value (two seeded 64-bit hashes, vectorized).
+def hash128(values: pa.Table) -> pa.Table:
+    """A 128-bit non-cryptographic hash per row (two seeded 64-bit row hashes, vectorized).
 
     Stable within one version of polars: for keys that live within a build, never stored.
     """
     import polars as pl
 
-    series = pl.Series(values)
-    return pa.table({"h1": series.hash(0x5EED).to_arrow(), "h2": series.hash(0xC0FFEE).to_arrow()})
+    frame = pl.from_arrow(values)
+    assert isinstance(frame, pl.DataFrame)
+    return pa.table({"h1": frame.hash_rows(0x5EED).to_arrow(), "h2": frame.hash_rows(0xC0FFEE).to_arrow()})

@@ -258,13 +258,13 @@ def _split(state: pl.DataFrame, config: MixtureConfig) -> pl.DataFrame:
 
 
 def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
-    placed = output_positions(state["copies"].to_numpy(), state["split"].to_numpy(), seed)
-    pos_frame = pl.concat(
-        [pl.DataFrame({"i": p[:, 0], "pos": p[:, 1]}, schema={"i": pl.Int64, "pos": pl.Int64}) for p in placed]
-    )
-    per_row = pos_frame.group_by("i").agg(pl.col("pos").sort())
-    lists = pl.DataFrame({"i": np.arange(state.height, dtype=np.int64)}).join(per_row, on="i", how="left", maintain_order="left")
-    positions = lists["pos"].fill_null(pl.lit([], dtype=pl.List(pl.Int64))).to_arrow()
+    copies = state["copies"].to_numpy()
+    placed = np.concatenate(output_positions(copies, state["split"].to_numpy(), seed))
+    # per row, the positions of its copies: a list array whose offsets are the copy counts
+    by_row = placed[np.argsort(placed[:, 0], kind="stable"), 1]
+    offsets = np.zeros(state.height + 1, dtype=np.int64)
+    np.cumsum(copies, out=offsets[1:])
+    positions = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(by_row, pa.int64()))
     # Workers read their block's slice of this file memory-mapped: shipping slices of Arrow
     # arrays to a process would pickle the whole arrays behind them, once per block.
     plan_file = work / "plan.arrow"

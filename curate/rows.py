@@ -468,19 +468,16 @@ def _encode_text(text: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(pc.binary_length(text).cast(pa.string()), text, ":")
 
 
-def canonical_content(rows: pa.Table, fold: bool = False) -> pa.Array:
-    """The content a row id (or, folded, an exact-dedup key) is computed from."""
+def canonical_content(rows: pa.Table) -> pa.Array:
+    """The content a row id is computed from: kind, then every part length-prefixed."""
 
     def turns(name: str) -> pa.Array:
-        col = rows.column(name).combine_chunks()
-        contents = fold_text(col.flatten().field("content")) if fold else None
-        return _encode_turns(col, contents)
+        return _encode_turns(rows.column(name).combine_chunks())
 
-    text = rows.column("text").combine_chunks()
     parts = [
         pc.fill_null(rows.column("kind").combine_chunks(), "raw"),
         turns("messages"),
-        _encode_text(fold_text(text) if fold else text),
+        _encode_text(rows.column("text").combine_chunks()),
         turns("chosen"),
         turns("rejected"),
     ]
@@ -514,5 +511,26 @@ def row_ids(rows: pa.Table, source: str) -> pa.Array:
 
 
 def dedup_keys(rows: pa.Table) -> pa.Table:
-    """Exact-dedup key: a 128-bit hash (columns h1, h2) of the normalized (folded) content."""
-    return hash128(canonical_content(rows, fold=True))
+    """Exact-dedup key: a 128-bit hash (columns h1, h2) of the normalized (folded) content.
+
+    The nested columns are folded in place and hashed as they are (polars hashes lists of
+    structs natively), which spares building one long string per row.
+    """
+
+    def folded(name: str) -> pa.Array:
+        col = rows.column(name).combine_chunks()
+        items = col.flatten()
+        struct = pa.StructArray.from_arrays([items.field("role"), fold_text(items.field("content"))], fields=list(MESSAGE))
+        return pa.ListArray.from_arrays(pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null())
+
+    text = rows.column("text").combine_chunks()
+    table = pa.table(
+        {
+            "kind": rows.column("kind").combine_chunks(),
+            "messages": folded("messages"),
+            "text": fold_text(text) if text.null_count < len(text) else text,
+            "chosen": folded("chosen"),
+            "rejected": folded("rejected"),
+        }
+    )
+    return hash128(table)

@@ -68,8 +68,11 @@ class Verdicts:
                 [encoded.get(id(d)) or encoded.setdefault(id(d), json.dumps(d, ensure_ascii=False, sort_keys=True)) for d in details],
                 pa.string(),
             )
-        order = np.argsort(rows, kind="stable")
-        return cls(n, rows[order], pa.array(np.full(len(rows), reason, dtype=object), pa.string()), details.take(pa.array(order)))
+        reasons = pa.repeat(pa.scalar(reason, pa.string()), len(rows))
+        if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):
+            order = np.argsort(rows, kind="stable")
+            rows, details = rows[order], details.take(pa.array(order))
+        return cls(n, rows, reasons, details)
 
     @property
     def kept(self) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The local engine: an ordered parallel map over blocks, in a process pool.
 
-Workers are forked from a forkserver that has already imported curate's readers, so a pool
-starts in well under a second and each task pays no import. With one worker, tasks run in
-this process (same code path, easier to debug). Results come back in task order whatever
-order the workers finish in, so a build's outputs do not depend on the number of workers.
+With N workers, N-1 are processes forked from a forkserver that has already imported
+curate's readers (so each task pays no import), and this process is the N-th. With one
+worker, tasks run here only (same code path, easier to debug). Results come back in task
+order whatever order the workers finish in, so a build's outputs do not depend on the
+number of workers.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class LocalEngine:
         if self.workers > 1:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)
+            helpers = self.workers - 1  # this process is the other worker
             with _without_user_main():
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(max_workers=helpers, mp_context=ctx)
                 # Start every worker now (a pool spawns them on submit): their imports then
                 # overlap with the caller's planning, and no worker is spawned later.
-                for _ in range(self.workers):
+                for _ in range(helpers):
                     self._pool.submit(_warm_up)
         return self
 
@@ -86,9 +88,20 @@ class LocalEngine:
                     results.append(fn(*item))
                     bar.advance(weights[i] if weights else 1)
                 return results
+            # The pool takes tasks from the front; this process takes them from the back,
+            # each one it can still withdraw from the pool. So it works while the pool's
+            # workers start (hiding their start-up) and the two meet in the middle.
             futures = [self._pool.submit(fn, *item) for item in items]
-            results = []
-            for i, future in enumerate(futures):
-                results.append(future.result())
+            results: list[Any] = [None] * len(items)
+            local: set[int] = set()
+            for i in reversed(range(len(items))):
+                if not futures[i].cancel():
+                    break
+                results[i] = fn(*items[i])
+                local.add(i)
                 bar.advance(weights[i] if weights else 1)
+            for i, future in enumerate(futures):
+                if i not in local:
+                    results[i] = future.result()
+                    bar.advance(weights[i] if weights else 1)
             return results

@@ -134,8 +134,7 @@ def _scatter_index(n: int, rows: np.ndarray) -> np.ndarray:
 # Dictionary encoding and min/max statistics only for the short columns: on long unique
 # texts they cost half the write time and help no reader.
 PARQUET_OPTIONS = {
-    "compression": "zstd",
-    "compression_level": 1,
+    "compression": "snappy",
     "row_group_size": 8192,
     "write_statistics": ["id", "source", "kind", "stage", "reason"],
     "use_dictionary": ["source", "kind", "stage", "reason", "messages.list.element.role", "chosen.list.element.role", "rejected.list.element.role"],
