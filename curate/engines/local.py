@@ -83,11 +83,11 @@ class LocalEngine:
         total = sum(weights) if weights else len(items)
         with self.progress.task(label, total) as bar:
             if self._pool is None or len(items) <= 1:
-                results = []
+                serial: list[T] = []
                 for i, item in enumerate(items):
-                    results.append(fn(*item))
+                    serial.append(fn(*item))
                     bar.advance(weights[i] if weights else 1)
-                return results
+                return serial
             # The pool takes tasks from the front; this process takes them from the back,
             # each one it can still withdraw from the pool. So it works while the pool's
             # workers start (hiding their start-up) and the two meet in the middle.
