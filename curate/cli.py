@@ -130,7 +130,7 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
         console.print(reasons)
     splits = ", ".join(f"{name} {entry['rows']}" for name, entry in data["splits"].items())
     secs = f" in {run['seconds']:.1f}s" if run.get("seconds") is not None else ""
-    console.print(f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rejected'] and counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}")
+    console.print(f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}")
     console.print(f"manifest [bold]{mid}[/bold]")
 
 
