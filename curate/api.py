@@ -34,14 +34,19 @@ def build(
     strict: bool = False,
     parent: str | None = None,
     progress: Progress | None = None,
+    start_method: str = "forkserver",
 ) -> BuildResult:
-    """Build the mixture a config describes; returns the manifest id, manifest and run info."""
+    """Build the mixture a config describes; returns the manifest id, manifest and run info.
+
+    `start_method` is how worker processes start; keep the default unless this process has
+    not used polars yet (the CLI passes "fork", which starts workers faster).
+    """
     from curate.pipeline import run_build
 
     cfg = config if isinstance(config, MixtureConfig) else load_config(config)
     where = store_for(store, cfg.base_dir / "mixture.toml")
     parent_id = where.resolve(parent) if parent else None
-    return run_build(cfg, where, workers=workers, engine=engine, strict=strict, progress=progress, parent=parent_id)
+    return run_build(cfg, where, workers=workers, engine=engine, strict=strict, progress=progress, parent=parent_id, start_method=start_method)
 
 
 def open_manifest(ref: str, store: str | Path | None = None) -> Manifest:

@@ -62,8 +62,10 @@ def build(
     from curate import api
     from curate.progress import Progress
 
+    # This process has not used polars or started a thread yet (the progress display starts
+    # with its first bar), so workers can be forked: they start without importing anything.
     with Progress(enabled=not as_json) as progress:
-        result = api.build(config, store=_store(store), workers=workers, engine=engine, strict=strict, parent=parent, progress=progress)
+        result = api.build(config, store=_store(store), workers=workers, engine=engine, strict=strict, parent=parent, progress=progress, start_method="fork")
     if as_json:
         data = result.manifest
         _print_json(

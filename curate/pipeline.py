@@ -74,10 +74,10 @@ def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]
     return out
 
 
-def make_engine(name: str, workers: int | None, progress: Progress) -> LocalEngine:
+def make_engine(name: str, workers: int | None, progress: Progress, start_method: str = "forkserver") -> LocalEngine:
     if name != "local":
         raise UserError(f"engine {name!r} is not available in this version; use --engine local")
-    return LocalEngine(workers, progress)
+    return LocalEngine(workers, progress, start_method)
 
 
 def run_build(
@@ -89,6 +89,7 @@ def run_build(
     strict: bool = False,
     progress: Progress | None = None,
     parent: str | None = None,
+    start_method: str = "forkserver",
 ) -> BuildResult:
     started = time.time()
     timings: dict[str, float] = {}
@@ -99,7 +100,7 @@ def run_build(
 
     work = store.temp_dir("build-")
     try:
-        with make_engine(engine, workers, progress) as eng:
+        with make_engine(engine, workers, progress, start_method) as eng:
             tasks: list[BlockTask] = []
             ranks: list[int] = []
             file_entries: list[list[dict[str, Any]]] = []

@@ -55,15 +55,17 @@ class Progress:
         self._live: Any = None
 
     def __enter__(self) -> Progress:
-        if self.enabled and self.rich:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as RichProgress
-
-            self._live = RichProgress(
-                TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-            )
-            self._live.start()
         return self
+
+    def _start_live(self) -> None:
+        """The rich display (and its refresh thread) starts with the first bar, not before."""
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        self._live = RichProgress(
+            TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+        )
+        self._live.start()
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
@@ -72,6 +74,8 @@ class Progress:
 
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[_Plain | _Rich]:
+        if self.enabled and self.rich and self._live is None:
+            self._start_live()
         bar: _Plain | _Rich = _Rich(self._live, label, total) if self._live is not None else _Plain(label, total, self.enabled)
         try:
             yield bar

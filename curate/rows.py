@@ -444,6 +444,8 @@ def _check_turns(turns: pa.Array, rows: np.ndarray, labels: tuple[str, str, str]
 
 def _encode_turns(turns: pa.Array, contents: pa.Array | None = None) -> pa.Array:
     """Per row: `<count>;` then `<bytes>:<role><bytes>:<content>` per turn (injective)."""
+    if turns.null_count == len(turns):  # e.g. chosen/rejected of chat rows
+        return pa.repeat(pa.scalar("0;"), len(turns))
     items = turns.flatten()
     roles = pc.fill_null(items.field("role"), "")
     if contents is None:
@@ -464,6 +466,8 @@ def _encode_turns(turns: pa.Array, contents: pa.Array | None = None) -> pa.Array
 
 
 def _encode_text(text: pa.Array) -> pa.Array:
+    if text.null_count == len(text):
+        return pa.repeat(pa.scalar("0:"), len(text))
     text = pc.fill_null(text, "")
     return pc.binary_join_element_wise(pc.binary_length(text).cast(pa.string()), text, ":")
 
@@ -503,8 +507,8 @@ def fold_text(values: pa.Array) -> pa.Array:
 def row_ids(rows: pa.Table, source: str) -> pa.Array:
     """`sha256(source + "\\0" + canonical content)[:16]`; a malformed row hashes its raw text."""
     content = canonical_content(rows)
-    if "raw" in rows.column_names:
-        raw = rows.column("raw").combine_chunks()
+    raw = rows.column("raw").combine_chunks() if "raw" in rows.column_names else None
+    if raw is not None and raw.null_count < len(raw):
         content = pc.if_else(pc.is_null(raw), content, pc.binary_join_element_wise("raw", raw, "\x00"))
     keyed = pc.binary_join_element_wise(pa.scalar(source), content, "\x00")
     return sha256_hex(keyed, 16)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -41,6 +42,14 @@ def _without_user_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
+def _one_thread_each() -> None:
+    """Workers already fill the cores: keep Arrow's and polars' own thread pools to one thread."""
+    os.environ["POLARS_MAX_THREADS"] = "1"
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
+
+
 def _warm_up() -> None:
     """A no-op task: makes the pool start its workers early."""
 
@@ -55,23 +64,37 @@ def default_workers() -> int:
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: int | None = None, progress: Progress | None = None):
+    def __init__(self, workers: int | None = None, progress: Progress | None = None, start_method: str = "forkserver"):
         self.workers = workers or default_workers()
+        self.start_method = start_method
         self.progress = progress or Progress(enabled=False)
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> LocalEngine:
         if self.workers > 1:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(PRELOAD)
+            ctx = multiprocessing.get_context(self._safe_start_method())
+            if ctx.get_start_method() == "forkserver":
+                ctx.set_forkserver_preload(PRELOAD)
             helpers = self.workers - 1  # this process is the other worker
             with _without_user_main():
-                self._pool = ProcessPoolExecutor(max_workers=helpers, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(max_workers=helpers, mp_context=ctx, initializer=_one_thread_each)
                 # Start every worker now (a pool spawns them on submit): their imports then
                 # overlap with the caller's planning, and no worker is spawned later.
                 for _ in range(helpers):
                     self._pool.submit(_warm_up)
         return self
+
+    def _safe_start_method(self) -> str:
+        """`fork` only when asked and this process has no other Python thread.
+
+        Forking is the cheapest start (workers inherit every import), but a child inherits
+        the locks other threads held, and polars' thread pool hangs in a child forked after
+        polars was used. The CLI asks for `fork` before any of that has happened; the
+        Python API, which cannot know what its caller did, uses the forkserver.
+        """
+        if self.start_method == "fork" and (threading.active_count() > 1 or sys.platform != "linux"):
+            return "forkserver"
+        return self.start_method
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
