@@ -129,6 +129,7 @@ def bench(rows: int, sources: int, workers: int | None, root: Path) -> dict[str,
         lines.append(f'[[sources]]\nname = "s{i}"\npath = "{p.name}"\nformat = "chat"\nweight = {weights[i]}\n')
     lines.append("[dedup]\nexact = true\n")
     config.write_text("\n".join(lines))
+    os.sync()  # flush the generated files now, so neither contender pays for their write-back
 
     store = root / f"store-{rows}"
     shutil.rmtree(store, ignore_errors=True)

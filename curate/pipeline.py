@@ -40,7 +40,11 @@ from curate.progress import Progress
 from curate.sources import BlockTask, plan_blocks
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
-READER_VERSION = "1"  # bump when reading/normalization changes what a block holds
+READER_VERSION = "1"
+EMPTY_INDEX = {
+    "id": pl.String, "order": pl.Int64, "stage": pl.String, "reason": pl.String, "detail": pl.String,
+    "block": pl.Int32, "row": pl.Int32, "source_rank": pl.Int32,
+}  # bump when reading/normalization changes what a block holds
 OUTPUT_SHARD_ROWS = 50_000
 
 
@@ -187,7 +191,9 @@ def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:
                 pl.lit(rank, pl.Int32).alias("source_rank"),
             )
         )
-    state = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    if not frames:  # no input rows at all: an empty build is still a build
+        return pl.DataFrame(schema=EMPTY_INDEX)
+    state = pl.concat(frames, how="diagonal_relaxed")
     repeated = np.nonzero(state["id"].is_duplicated().to_numpy())[0]
     if len(repeated) == 0:
         return state
@@ -211,6 +217,8 @@ def _apply_verdicts(state: pl.DataFrame, rows: np.ndarray, verdicts: Verdicts, s
 
 def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl.DataFrame:
     alive = np.nonzero(state["reason"].is_null().to_numpy())[0]
+    if len(alive) == 0:
+        return state
     names = [s.name for s in config.sources]
     keys = state[alive].with_columns(pl.col("source_rank").replace_strict(list(range(len(names))), names, return_dtype=pl.String).alias("source")).to_arrow()
     return _apply_verdicts(state, alive, step.resolve(keys), step.stage)

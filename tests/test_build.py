@@ -247,3 +247,21 @@ def test_examples_generator_and_demo_config(tmp_path):
     reasons = Counter(r["reason"] for r in b.ledger)
     assert reasons["malformed"] == 3 and reasons["invalid_schema"] == 2 and reasons["empty_response"] == 1
     assert reasons["exact_duplicate"] >= 11
+
+
+def test_empty_sources_build_an_empty_mixture(tmp_path, cli):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    cfg = write_config(tmp_path, [{"name": "e", "path": "empty.jsonl"}, {"name": "b", "path": "blank.jsonl"}])
+    b = build(cfg)
+    assert b.manifest["counts"] == {"rows_in": 0, "rows_kept": 0, "rows_rejected": 0, "rows_out": 0, "rejected": {}}
+    assert cli("verify", b.id, "--store", tmp_path / ".store").code == 0
+    assert curate.load(b.id, store=tmp_path / ".store").num_rows == 0
+
+
+def test_a_weighted_source_with_nothing_left_does_not_empty_the_mixture(tmp_path):
+    write_jsonl(tmp_path / "bad.jsonl", ["{broken", "[]"])
+    write_jsonl(tmp_path / "ok.jsonl", rows("ok", 4))
+    b = build(write_config(tmp_path, [{"name": "bad", "path": "bad.jsonl", "weight": 1.0}, {"name": "ok", "path": "ok.jsonl", "weight": 1.0}]))
+    assert len(b.rows) == 4
+    assert b.manifest["mixture"]["sources"]["bad"]["capped"] is True

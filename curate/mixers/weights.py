@@ -4,7 +4,8 @@ Without weights, the mixture is natural: every surviving row is kept once (or, w
 sources are scaled together to it). With weights, shares are the weights sharpened or
 flattened by the temperature (`w ** (1 / temperature)`, normalized). With `total`, each source is asked for its share of
 it; without, the mixture is the largest one that honours every share without using any row
-more than `max_repeats` times. A source asked for fewer rows than it has is sampled without
+more than `max_repeats` times (a source with no rows left is left out of that reckoning and
+reported as capped, rather than emptying the whole mixture). A source asked for fewer rows than it has is sampled without
 replacement (the rest go to the ledger as `not_sampled`); one asked for more is upsampled by
 whole repeats first, then a sample for the remainder, never past `max_repeats`. Draws are
 seeded per source, so a build is reproducible and one source's draw does not shift when
@@ -60,7 +61,8 @@ def plan_mixture(
     if mixture.total is not None:
         requested_total = mixture.total
     else:
-        limits = [caps[i] / p[i] for i in range(len(sources)) if p[i] > 0]
+        # a source with nothing left cannot hold the others back: it is reported as capped
+        limits = [caps[i] / p[i] for i in range(len(sources)) if p[i] > 0 and caps[i] > 0]
         requested_total = int(math.floor(min(limits) + 1e-9)) if limits else 0
     requested = _apportion(requested_total, p)
     copies = np.zeros(len(source_rank), dtype=np.int64)
