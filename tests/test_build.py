@@ -265,3 +265,17 @@ def test_a_weighted_source_with_nothing_left_does_not_empty_the_mixture(tmp_path
     b = build(write_config(tmp_path, [{"name": "bad", "path": "bad.jsonl", "weight": 1.0}, {"name": "ok", "path": "ok.jsonl", "weight": 1.0}]))
     assert len(b.rows) == 4
     assert b.manifest["mixture"]["sources"]["bad"]["capped"] is True
+
+
+def test_cli_build_in_a_fresh_process_matches_the_api(planted):
+    """The command forks its workers and hides pandas; the manifest must not change."""
+    import subprocess
+    import sys
+
+    cfg, b = planted
+    out = subprocess.run(
+        [sys.executable, "-m", "curate", "build", str(cfg), "--workers", "2", "--json", "--store", str(cfg.parent / "cli-store")],
+        capture_output=True, text=True, env={**__import__("os").environ, "CI": "true"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["manifest_id"] == b.id
