@@ -69,6 +69,7 @@ class LocalEngine:
         self.start_method = start_method
         self.progress = progress or Progress(enabled=False)
         self._pool: ProcessPoolExecutor | None = None
+        self._arrow_threads = 0
 
     def __enter__(self) -> LocalEngine:
         if self.workers > 1:
@@ -82,6 +83,11 @@ class LocalEngine:
                 # overlap with the caller's planning, and no worker is spawned later.
                 for _ in range(helpers):
                     self._pool.submit(_warm_up)
+            # this process is a worker too: its Arrow threads would only fight the others
+            import pyarrow as pa
+
+            self._arrow_threads = pa.cpu_count()
+            pa.set_cpu_count(1)
         return self
 
     def _safe_start_method(self) -> str:
@@ -100,6 +106,9 @@ class LocalEngine:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            import pyarrow as pa
+
+            pa.set_cpu_count(self._arrow_threads)
 
     def map(self, fn: Callable[..., T], items: Sequence[Any], label: str, weights: Sequence[int] | None = None) -> list[T]:
         """`[fn(*item) for item in items]`, in parallel, in order, with a progress bar."""
