@@ -175,7 +175,7 @@ def _reader_fingerprint() -> str:
 
 
 def _params_fingerprint(name: str, params: dict[str, Any]) -> str:
-    return hashlib.sha256(f"{name}\x00{sorted(params.items())}".encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"step": name, "params": params}, sort_keys=True).encode()).hexdigest()
 
 
 def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:

@@ -351,8 +351,7 @@ def _chat_turns(sub: pa.Table, fmt: str) -> tuple[pa.Array, tuple[str, str, str]
 
 
 def _prepend_system(system: pa.Array, turns: pa.Array) -> pa.Array:
-    head = _build_turns(len(system), [("system", system)])
-    return pc.list_concat(head, turns) if hasattr(pc, "list_concat") else _concat_lists(head, turns)
+    return _concat_lists(_build_turns(len(system), [("system", system)]), turns)
 
 
 def _concat_lists(a: pa.Array, b: pa.Array) -> pa.Array:
