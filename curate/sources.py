@@ -108,7 +108,7 @@ def _scan_file(path: Path) -> tuple[str, str, int, list[tuple[int, int, int]]]:
     else:
         size = path.stat().st_size
     if kind == "parquet":
-        ranges = [(a, b, a + 1) for a, b in _record_ranges(_parquet_rows(path))]
+        ranges = [(a, b, a + 1) for a, b in _parquet_ranges(path)]
     elif kind == "arrow":
         ranges = [(a, b, a + 1) for a, b in _record_ranges(_arrow_rows(path))]
     else:
@@ -146,10 +146,23 @@ def _record_ranges(total: int) -> list[tuple[int, int]]:
     return [(a, min(a + ROWS_PER_BLOCK, total)) for a in range(0, total, ROWS_PER_BLOCK)] or [(0, 0)]
 
 
-def _parquet_rows(path: Path) -> int:
+def _parquet_ranges(path: Path) -> list[tuple[int, int]]:
+    """Row ranges on row-group boundaries (small groups merged up to ROWS_PER_BLOCK), so that
+    no block reads a row group another block reads too."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    meta = pq.ParquetFile(path).metadata
+    ranges: list[tuple[int, int]] = []
+    start = stop = 0
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if stop > start and stop - start + n > ROWS_PER_BLOCK:
+            ranges.append((start, stop))
+            start = stop
+        stop += n
+    if stop > start or not ranges:
+        ranges.append((start, stop))
+    return ranges
 
 
 def _arrow_files(path: Path) -> list[Path]:
@@ -306,7 +319,14 @@ def _read_csv(task: BlockTask) -> pa.Table:
             convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
         )
+        raw.validate(full=True)  # invalid UTF-8 is answered row by row
         numbers = np.arange(raw.num_rows, dtype=np.int64) + 2  # the header is line 1
+        with open(task.path, "rb") as fh:
+            data = fh.read()
+        if data.rstrip(b"\r\n").count(b"\n") != raw.num_rows:
+            # quoted newlines or blank lines: record k is not line k + 1, and origins
+            # must name real lines, so read it row by row
+            raw = None
     except (pa.ArrowInvalid, UnicodeDecodeError):
         raw, numbers = None, np.array([], dtype=np.int64)
     return _fast_or_slow(task, raw, numbers, lambda: _csv_rows(task.path))

@@ -188,3 +188,33 @@ def test_a_block_with_a_bad_row_keeps_its_good_rows_identical(tmp_path):
     b2 = build(one_source(tmp_path / "two", [*clean, "{broken"]))
     strip = lambda rows: sorted((r["id"], json.dumps(r["messages"])) for r in rows)  # noqa: E731
     assert strip(b1.rows) == strip(b2.rows)
+
+
+def test_parquet_blocks_follow_row_groups(tmp_path):
+    from curate.sources import ROWS_PER_BLOCK, _parquet_ranges
+
+    table = pa.Table.from_pylist([{"text": f"t{i}"} for i in range(1000)])
+    pq.write_table(table, tmp_path / "small.parquet", row_group_size=100)
+    assert _parquet_ranges(tmp_path / "small.parquet") == [(0, 1000)]
+    pq.write_table(table, tmp_path / "one.parquet", row_group_size=1000)
+    assert _parquet_ranges(tmp_path / "one.parquet") == [(0, 1000)]
+    assert ROWS_PER_BLOCK >= 1000
+
+
+def test_csv_origins_name_real_lines(tmp_path):
+    (tmp_path / "a.csv").write_text('prompt,completion\n"two\nlines",c1\n\nq2,\nq3,c3\n')
+    b = build(write_config(tmp_path, [{"name": "s", "path": "a.csv", "format": "prompt_completion"}]))
+    assert sorted(r["origin"] for r in b.rows) == ["a.csv:2", "a.csv:6"]
+    row, detail = only(b, "empty_response")
+    assert row["origin"] == "a.csv:5"
+
+
+def test_parquet_in_several_blocks_reads_every_row_once(tmp_path, monkeypatch):
+    import curate.sources as sources
+
+    monkeypatch.setattr(sources, "ROWS_PER_BLOCK", 250)
+    pq.write_table(pa.Table.from_pylist([{"text": f"t{i}"} for i in range(1000)]), tmp_path / "p.parquet", row_group_size=100)
+    assert sources._parquet_ranges(tmp_path / "p.parquet") == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
+    b = build(write_config(tmp_path, [{"name": "s", "path": "p.parquet", "format": "text"}]))
+    assert sorted(int(r["origin"].split(":")[1]) for r in b.rows) == list(range(1, 1001))
+    assert sorted(r["text"] for r in b.rows) == sorted(f"t{i}" for i in range(1000))
