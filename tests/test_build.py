@@ -279,3 +279,30 @@ def test_cli_build_in_a_fresh_process_matches_the_api(planted):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["manifest_id"] == b.id
+
+
+def test_an_interrupted_build_resumes_from_the_blocks_it_finished(tmp_path, monkeypatch):
+    import curate.engines.passes as passes
+
+    for i in range(4):
+        write_jsonl(tmp_path / "d" / f"{i}.jsonl", rows(f"f{i}", 3))
+    cfg = write_config(tmp_path, [{"name": "s", "path": "d/*.jsonl"}])
+    real = passes.read_block
+    calls: list[str] = []
+
+    def failing(task):
+        calls.append(task.shown)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed ^C while the third block was read
+        return real(task)
+
+    monkeypatch.setattr(passes, "read_block", failing)
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg)
+    assert not list((tmp_path / ".store" / "tmp").iterdir())  # scratch space cleaned up
+    calls.clear()
+    monkeypatch.setattr(passes, "read_block", lambda task: (calls.append(task.shown), real(task))[1])
+    resumed = build(cfg)
+    assert calls == ["d/2.jsonl", "d/3.jsonl"]  # the first two blocks came from the cache
+    monkeypatch.setattr(passes, "read_block", real)
+    assert build(cfg, store=tmp_path / "fresh").id == resumed.id
