@@ -20,6 +20,15 @@ from curate.errors import ConfigError, Problem
 FORMATS = ("auto", "chat", "sharegpt", "alpaca", "prompt_completion", "text", "preference")
 ROLES = ("task", "general", "replay", "safety", "hard_negative", "mined")
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
+COMPRESSIONS = (".gz", ".bz2", ".xz")
+
+
+def data_suffix(path: Path) -> str | None:
+    """`.jsonl` for `a.jsonl` and `a.jsonl.gz`; None for what curate cannot read."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes and suffixes[-1] in DATA_SUFFIXES else None
 
 
 class _Model(BaseModel):
@@ -47,6 +56,9 @@ class SourceSection(_Model):
     weight: float | None = None  # give every source a weight, or none (keep every row)
     license: str | None = None
     max_repeats: int = Field(1, ge=1)
+    # renames applied before the format reads a row: {column in the file = field of the format},
+    # e.g. GSM8K's {question = "prompt", answer = "completion"}
+    columns: dict[str, str] = Field(default_factory=dict)
 
 
 class MixtureSection(_Model):
@@ -130,7 +142,7 @@ def expand_path(base_dir: Path, pattern: str) -> list[Path]:
 
 
 def _is_data(path: Path) -> bool:
-    return path.is_dir() and is_hf_dataset_dir(path) or path.suffix.lower() in DATA_SUFFIXES
+    return path.is_dir() and is_hf_dataset_dir(path) or data_suffix(path) is not None
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
@@ -220,8 +232,14 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
             else:
                 weights.append(float(weight))
         path = src.get("path")
-        if isinstance(path, str) and not expand_path(base_dir, path):
+        found = expand_path(base_dir, path) if isinstance(path, str) else []
+        if isinstance(path, str) and not found:
             problems.append(Problem(f"{key}.path", f"no data file matches (looked in {base_dir})", path, file))
+        for f in found:
+            if not (f.is_dir() and is_hf_dataset_dir(f)) and (f.is_dir() or data_suffix(f) is None):
+                problems.append(
+                    Problem(f"{key}.path", f"cannot read {f.name}: use .jsonl, .json, .parquet or .csv (optionally .gz, .bz2, .xz) or a save_to_disk folder", path, file)
+                )
     given = [i for i, src in enumerate(sources) if "weight" in src]
     if given and len(given) < len(sources):
         missing = ", ".join(f"sources[{i}]" for i in range(len(sources)) if i not in given)

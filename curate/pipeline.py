@@ -110,7 +110,7 @@ def run_build(
             file_entries: list[list[dict[str, Any]]] = []
             for rank, src in enumerate(config.sources):
                 files = [(p, Path(os.path.relpath(p, config.base_dir)).as_posix()) for p in config.source_files(src)]
-                src_tasks, entries = plan_blocks(src.name, src.format, files, strict)
+                src_tasks, entries = plan_blocks(src.name, src.format, files, strict, src.columns, store.root / "cache" / "decompressed")
                 tasks += src_tasks
                 ranks += [rank] * len(src_tasks)
                 file_entries.append(entries)

@@ -11,9 +11,15 @@ every other row is kept. Nothing is ever unpickled: only JSON, CSV, Parquet and 
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import json
+import lzma
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.config import COMPRESSIONS, data_suffix
 from curate.errors import InputError
 from curate.rows import (
     BUILD_SCHEMA,
@@ -52,17 +59,38 @@ class BlockTask:
     first_line: int  # 1-based line (jsonl) or record number of the block's first row
     file_sha256: str
     strict: bool = False
+    columns: tuple[tuple[str, str], ...] = ()  # renames: (column in the file, field curate reads)
 
     def fingerprint(self) -> str:
         parts = [self.source, self.fmt, self.kind, self.file_sha256, str(self.file_index), str(self.start), str(self.stop)]
+        parts += [f"{a}->{b}" for a, b in self.columns]
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def file_kind(path: Path) -> str:
     if path.is_dir():
         return "arrow"
-    suffix = path.suffix.lower()
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix]
+    suffix = data_suffix(path)
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix or ""]
+
+
+def _decompressed(path: Path, sha: str, scratch: Path) -> Path:
+    """A compressed file's plain copy in the store's cache (made once, atomically), so that
+    it can be cut into blocks and read in parallel like any other file."""
+    openers: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    opener = openers[path.suffix.lower()]
+    target = scratch / f"{sha}{data_suffix(path)}"
+    if not target.exists():
+        scratch.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with opener(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"{path}: cannot decompress ({exc})") from exc
+        os.replace(tmp, target)
+    return target
 
 
 def file_sha256(path: Path) -> str:
@@ -78,7 +106,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def plan_blocks(source: str, fmt: str, files: list[tuple[Path, str]], strict: bool = False) -> tuple[list[BlockTask], list[dict[str, Any]]]:
+def plan_blocks(
+    source: str,
+    fmt: str,
+    files: list[tuple[Path, str]],
+    strict: bool = False,
+    columns: dict[str, str] | None = None,
+    scratch: Path | None = None,
+) -> tuple[list[BlockTask], list[dict[str, Any]]]:
     """Blocks for a source's files, and the files' manifest entries (path, sha256, bytes).
 
     Files are scanned in threads (hashlib releases the GIL), each in one pass that both
@@ -87,21 +122,31 @@ def plan_blocks(source: str, fmt: str, files: list[tuple[Path, str]], strict: bo
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(len(files), 4) or 1) as pool:
-        scans = list(pool.map(_scan_file, [p for p, _ in files]))
+        scans = list(pool.map(lambda p: _scan_file(p, scratch), [p for p, _ in files]))
     tasks: list[BlockTask] = []
     entries: list[dict[str, Any]] = []
-    for index, ((path, shown), (kind, sha, size, ranges)) in enumerate(zip(files, scans, strict=True)):
+    for index, ((original, shown), (path, kind, sha, size, ranges)) in enumerate(zip(files, scans, strict=True)):
+        del original  # a compressed file is read from its plain copy (`path`)
         entries.append({"path": shown, "sha256": sha, "bytes": size})
-        tasks += [BlockTask(source, fmt, str(path), shown, kind, index, a, b, first, sha, strict) for a, b, first in ranges]
+        renames = tuple(sorted((columns or {}).items()))
+        tasks += [BlockTask(source, fmt, str(path), shown, kind, index, a, b, first, sha, strict, renames) for a, b, first in ranges]
     return tasks, entries
 
 
-def _scan_file(path: Path) -> tuple[str, str, int, list[tuple[int, int, int]]]:
-    """(kind, sha256, bytes, blocks as (start, stop, first line or record))."""
+def _scan_file(path: Path, scratch: Path | None) -> tuple[Path, str, str, int, list[tuple[int, int, int]]]:
+    """(path to read, kind, sha256, bytes, blocks as (start, stop, first line or record)).
+
+    The sha256 and size are the file's as the user has it (compressed or not).
+    """
     kind = file_kind(path)
+    if path.is_file() and path.suffix.lower() in COMPRESSIONS:
+        sha, size = file_sha256(path), path.stat().st_size
+        plain = _decompressed(path, sha, scratch or path.parent / ".curate-decompressed")
+        _, _, _, _, ranges = _scan_file(plain, scratch)
+        return plain, kind, sha, size, ranges
     if kind == "jsonl":
         sha, ranges = _scan_jsonl(path)
-        return kind, sha, path.stat().st_size, ranges
+        return path, kind, sha, path.stat().st_size, ranges
     sha = file_sha256(path)
     if path.is_dir():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -113,7 +158,7 @@ def _scan_file(path: Path) -> tuple[str, str, int, list[tuple[int, int, int]]]:
         ranges = [(a, b, a + 1) for a, b in _record_ranges(_arrow_rows(path))]
     else:
         ranges = [(0, size, 1)]
-    return kind, sha, size, ranges
+    return path, kind, sha, size, ranges
 
 
 def _scan_jsonl(path: Path) -> tuple[str, list[tuple[int, int, int]]]:
@@ -356,14 +401,20 @@ def _csv_rows(path: str) -> list[tuple[int, Any]]:
 
 
 def _fast_or_slow(task: BlockTask, raw: pa.Table | None, numbers: np.ndarray, parsed) -> pa.Table:
+    renames = dict(task.columns)
     if raw is not None:
         try:
+            if renames:
+                raw = raw.rename_columns([renames.get(c, c) for c in raw.column_names])
             cols, meta = coerce(raw, task.fmt)
             table = normalize(cols, meta, task.fmt, task.source)
             return _finish(task, table, numbers, pa.nulls(table.num_rows, pa.string()))
         except CoerceError:
             pass
-    return _rows_from_objects(task, parsed())
+    items = parsed()
+    if renames:
+        items = [(n, {renames.get(k, k): v for k, v in obj.items()} if isinstance(obj, dict) else obj) for n, obj in items]
+    return _rows_from_objects(task, items)
 
 
 def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Table:

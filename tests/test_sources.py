@@ -218,3 +218,28 @@ def test_parquet_in_several_blocks_reads_every_row_once(tmp_path, monkeypatch):
     b = build(write_config(tmp_path, [{"name": "s", "path": "p.parquet", "format": "text"}]))
     assert sorted(int(r["origin"].split(":")[1]) for r in b.rows) == list(range(1, 1001))
     assert sorted(r["text"] for r in b.rows) == sorted(f"t{i}" for i in range(1000))
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_compressed_files_and_column_renames(tmp_path, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+    lines = [json.dumps({"question": f"q{i}", "answer": f"a{i}"}) for i in range(5)] + ["{broken"]
+    with opener(tmp_path / f"gsm.jsonl{suffix}", "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    cfg = write_config(tmp_path, [{"name": "s", "path": f"gsm.jsonl{suffix}", "format": "prompt_completion", "columns": {"question": "prompt", "answer": "completion"}}])
+    b = build(cfg)
+    assert sorted(r["messages"][0]["content"] for r in b.rows) == [f"q{i}" for i in range(5)]
+    assert [r["origin"] for r in b.ledger] == [f"gsm.jsonl{suffix}:6"]
+    files = b.manifest["sources"][0]["files"]
+    assert files[0]["path"] == f"gsm.jsonl{suffix}"
+    assert files[0]["sha256"] == hashlib.sha256((tmp_path / f"gsm.jsonl{suffix}").read_bytes()).hexdigest()
+
+
+def test_unreadable_file_types_are_a_config_error(cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    r = cli("build", write_config(tmp_path, [{"name": "s", "path": "notes.txt"}]), "--workers", "1")
+    assert r.code == 2 and "cannot read notes.txt: use .jsonl, .json, .parquet or .csv" in r.err
