@@ -34,12 +34,18 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def write_config(folder: Path, sources: list[dict[str, Any]], extra: str = "", name: str = "mixture.toml", seed: int = 7) -> Path:
     lines = [f'[build]\nname = "test"\nseed = {seed}\n']
     for src in sources:
         lines.append("[[sources]]")
         for key, value in src.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
         lines.append("")
     path = folder / name
     path.write_text("\n".join(lines) + "\n" + extra)
