@@ -62,11 +62,12 @@ def build(
 ) -> None:
     """Read, validate, deduplicate, mix and split the sources of CONFIG; print the manifest id."""
     from curate import api
+    from curate.manifests.manifest import warnings as manifest_warnings
     from curate.progress import Progress
 
     # This process has not used polars or started a thread yet (the progress display starts
     # with its first bar), so workers can be forked: they start without importing anything.
-    with Progress(enabled=not as_json) as progress:
+    with _pandas_hidden(), Progress(enabled=not as_json) as progress:
         result = api.build(config, store=_store(store), workers=workers, engine=engine, strict=strict, parent=parent, progress=progress, start_method="fork")
     if as_json:
         data = result.manifest
@@ -78,6 +79,7 @@ def build(
                 "splits": {name: entry["rows"] for name, entry in data["splits"].items()},
                 "store": result.run["store"],
                 "seconds": result.run["seconds"],
+                "warnings": manifest_warnings(data),
             }
         )
         return
@@ -159,6 +161,10 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
     splits = ", ".join(f"{name} {entry['rows']}" for name, entry in data["splits"].items())
     secs = f" in {run['seconds']:.1f}s" if run.get("seconds") is not None else ""
     console.print(f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}")
+    from curate.manifests.manifest import warnings as manifest_warnings
+
+    for warning in manifest_warnings(data):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"manifest [bold]{mid}[/bold]")
 
 
@@ -184,12 +190,15 @@ def verify(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None
 
 
 @app.command()
-def tag(name: Annotated[str, typer.Argument(help="Tag name")], ref: IdArg, store: StoreOpt = None) -> None:
+def tag(name: Annotated[str, typer.Argument(help="Tag name")], ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Name a build: NAME then resolves wherever an id is expected."""
     from curate import api
 
     mid = api.tag(name, ref, _store(store))
-    _console().print(f"{name} -> {mid}")
+    if as_json:
+        _print_json({"tag": name, "id": mid})
+    else:
+        _console().print(f"{name} -> {mid}")
 
 
 @app.command()
@@ -254,8 +263,12 @@ def review(
     from rich.panel import Panel
 
     from curate import api
+    from curate.errors import UserError
     from curate.review.sample import sample_rejections
+    from curate.steps import REASONS
 
+    if reason is not None and reason not in REASONS:
+        raise UserError(f"unknown reason {reason!r}; reasons are: {', '.join(REASONS)}")
     items = sample_rejections(api.open_manifest(ref, _store(store)), reason, source, n, seed)
     if as_json:
         _print_json(items)

@@ -306,3 +306,30 @@ def test_an_interrupted_build_resumes_from_the_blocks_it_finished(tmp_path, monk
     assert calls == ["d/2.jsonl", "d/3.jsonl"]  # the first two blocks came from the cache
     monkeypatch.setattr(passes, "read_block", real)
     assert build(cfg, store=tmp_path / "fresh").id == resumed.id
+
+
+def test_warnings_point_at_unusable_sources_and_left_out_rows(tmp_path, cli):
+    write_jsonl(tmp_path / "g.jsonl", [{"question": "q", "answer": "a"}, {"question": "q2", "answer": "a2"}])
+    write_jsonl(tmp_path / "a.jsonl", rows("a", 10))
+    write_jsonl(tmp_path / "b.jsonl", rows("b", 2))
+    cfg = write_config(tmp_path, [{"name": "g", "path": "g.jsonl", "weight": 1.0}, {"name": "a", "path": "a.jsonl", "weight": 1.0}, {"name": "b", "path": "b.jsonl", "weight": 1.0}])
+    r = cli("build", cfg, "--workers", "1", "--json", "--store", tmp_path / "st")
+    warnings = r.json()["warnings"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("source 'g': 2 of 2 rows could not be used (mostly invalid_schema)")
+    assert warnings[1] == "source 'a': 8 of 10 rows left out to honour the weights (`not_sampled`)"
+
+
+def test_warning_when_a_source_cannot_fill_its_share(tmp_path, cli):
+    write_jsonl(tmp_path / "a.jsonl", rows("a", 10))
+    write_jsonl(tmp_path / "b.jsonl", rows("b", 2))
+    cfg = write_config(tmp_path, [{"name": "a", "path": "a.jsonl", "weight": 1.0}, {"name": "b", "path": "b.jsonl", "weight": 1.0}], extra="[mixture]\ntotal = 12\n")
+    warnings = cli("build", cfg, "--workers", "1", "--json", "--store", tmp_path / "st").json()["warnings"]
+    assert warnings == ["source 'b': asked for 6 rows, has 2 (max_repeats 1): got 2"]
+
+
+def test_review_refuses_an_unknown_reason(planted, cli):
+    cfg, b = planted
+    r = cli("review", b.id, "--reason", "dupe", "--store", cfg.parent / ".store")
+    assert r.code == 2 and "unknown reason 'dupe'; reasons are: malformed" in r.err
+    assert cli("tag", "t", b.id, "--json", "--store", cfg.parent / ".store").json() == {"tag": "t", "id": b.id}

@@ -120,3 +120,32 @@ class Manifest:
     @property
     def counts(self) -> dict[str, Any]:
         return self.data["counts"]
+
+
+def warnings(data: dict[str, Any]) -> list[str]:
+    """What a user should look at before training on a build (derived from the manifest)."""
+    out: list[str] = []
+    read_reasons = ("malformed", "invalid_schema", "empty_response")
+    for src in data["sources"]:
+        name, rows_in = src["name"], src["rows_in"]
+        if rows_in == 0:
+            out.append(f"source {name!r}: no rows (are its files empty?)")
+            continue
+        unreadable = sum(n for r, n in src["rejected"].items() if r in read_reasons)
+        if unreadable * 2 >= rows_in:
+            worst = max(((r, n) for r, n in src["rejected"].items() if r in read_reasons), key=lambda rn: rn[1])
+            out.append(
+                f"source {name!r}: {unreadable} of {rows_in} rows could not be used (mostly {worst[0]}); "
+                f"check its `format`, or map its fields with `columns = {{ your_field = \"prompt\", ... }}`; "
+                f"`curate review ID --source {name}` shows them"
+            )
+        left_out = src["rejected"].get("not_sampled", 0)
+        if left_out * 2 >= rows_in:
+            out.append(f"source {name!r}: {left_out} of {rows_in} rows left out to honour the weights (`not_sampled`)")
+        mix = data["mixture"]["sources"].get(name, {})
+        if mix.get("capped") and mix.get("available_rows"):
+            out.append(
+                f"source {name!r}: asked for {mix['requested_rows']} rows, has {mix['available_rows']} "
+                f"(max_repeats {mix['max_repeats']}): got {mix['realized_rows']}"
+            )
+    return out
