@@ -333,3 +333,12 @@ def test_review_refuses_an_unknown_reason(planted, cli):
     r = cli("review", b.id, "--reason", "dupe", "--store", cfg.parent / ".store")
     assert r.code == 2 and "unknown reason 'dupe'; reasons are: malformed" in r.err
     assert cli("tag", "t", b.id, "--json", "--store", cfg.parent / ".store").json() == {"tag": "t", "id": b.id}
+
+
+def test_parent_is_recorded_and_changes_the_id(planted, cli):
+    cfg, b = planted
+    store = cfg.parent / ".store"
+    r = cli("build", cfg, "--workers", "1", "--json", "--store", store, "--parent", b.id[:10])
+    child = curate.open_manifest(r.json()["manifest_id"], store=store)
+    assert child.data["parent"] == b.id and child.id != b.id
+    assert cli("build", cfg, "--workers", "1", "--store", store, "--parent", "nope").code == 2
