@@ -28,7 +28,163 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be", "by", "at", "this", "are", "from", "or", "have", "an", "they", "which", "one", "you", "were", "her", "all", "she", "there", "would", "their", "we", "him", "been", "has", "when", "who", "will", "more", "no", "if", "out", "so", "said", "what", "up", "its", "about", "into", "than", "them", "can", "only", "other", "new", "some", "could", "time", "these", "two", "may", "then", "do", "first", "any", "my", "now", "such", "like", "our", "over", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here", "between", "both", "life", "being", "under", "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old", "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three", "sync", "folder", "error", "login", "password", "upload", "share", "link", "cache", "settings", "restart", "update", "version"]
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "with",
+    "was",
+    "on",
+    "be",
+    "by",
+    "at",
+    "this",
+    "are",
+    "from",
+    "or",
+    "have",
+    "an",
+    "they",
+    "which",
+    "one",
+    "you",
+    "were",
+    "her",
+    "all",
+    "she",
+    "there",
+    "would",
+    "their",
+    "we",
+    "him",
+    "been",
+    "has",
+    "when",
+    "who",
+    "will",
+    "more",
+    "no",
+    "if",
+    "out",
+    "so",
+    "said",
+    "what",
+    "up",
+    "its",
+    "about",
+    "into",
+    "than",
+    "them",
+    "can",
+    "only",
+    "other",
+    "new",
+    "some",
+    "could",
+    "time",
+    "these",
+    "two",
+    "may",
+    "then",
+    "do",
+    "first",
+    "any",
+    "my",
+    "now",
+    "such",
+    "like",
+    "our",
+    "over",
+    "man",
+    "me",
+    "even",
+    "most",
+    "made",
+    "after",
+    "also",
+    "did",
+    "many",
+    "before",
+    "must",
+    "through",
+    "back",
+    "years",
+    "where",
+    "much",
+    "your",
+    "way",
+    "well",
+    "down",
+    "should",
+    "because",
+    "each",
+    "just",
+    "those",
+    "people",
+    "how",
+    "too",
+    "little",
+    "state",
+    "good",
+    "very",
+    "make",
+    "world",
+    "still",
+    "own",
+    "see",
+    "men",
+    "work",
+    "long",
+    "get",
+    "here",
+    "between",
+    "both",
+    "life",
+    "being",
+    "under",
+    "never",
+    "day",
+    "same",
+    "another",
+    "know",
+    "while",
+    "last",
+    "might",
+    "us",
+    "great",
+    "old",
+    "year",
+    "off",
+    "come",
+    "since",
+    "against",
+    "go",
+    "came",
+    "right",
+    "used",
+    "take",
+    "three",
+    "sync",
+    "folder",
+    "error",
+    "login",
+    "password",
+    "upload",
+    "share",
+    "link",
+    "cache",
+    "settings",
+    "restart",
+    "update",
+    "version",
+]
 
 
 def generate(folder: Path, rows: int, sources: int, seed: int = 0) -> list[Path]:
@@ -56,7 +212,14 @@ def generate(folder: Path, rows: int, sources: int, seed: int = 0) -> list[Path]
                     q, a = questions[src[i]], answers[src[i]]
                     if i % 2:
                         q = "  " + q.upper()
-                row = {"messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": q}, {"role": "assistant", "content": a}], "id": f"{s}-{i}"}
+                row = {
+                    "messages": [
+                        {"role": "system", "content": "You are a helpful assistant."},
+                        {"role": "user", "content": q},
+                        {"role": "assistant", "content": a},
+                    ],
+                    "id": f"{s}-{i}",
+                }
                 fh.write(json.dumps(row) + "\n")
         paths.append(path)
     return paths
@@ -101,7 +264,9 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[flo
         root = psutil.Process(proc.pid)
         while not stop.is_set():
             try:
-                total = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
+                total = root.memory_info().rss + sum(
+                    c.memory_info().rss for c in root.children(recursive=True)
+                )
                 peak = max(peak, total / 2**20)
             except psutil.Error:
                 pass
@@ -126,7 +291,9 @@ def bench(rows: int, sources: int, workers: int | None, root: Path) -> dict[str,
     config = data / "mixture.toml"
     lines = ['[build]\nname = "bench"\nseed = 13\n']
     for i, p in enumerate(paths):
-        lines.append(f'[[sources]]\nname = "s{i}"\npath = "{p.name}"\nformat = "chat"\nweight = {weights[i]}\n')
+        lines.append(
+            f'[[sources]]\nname = "s{i}"\npath = "{p.name}"\nformat = "chat"\nweight = {weights[i]}\n'
+        )
     lines.append("[dedup]\nexact = true\n")
     config.write_text("\n".join(lines))
     os.sync()  # flush the generated files now, so neither contender pays for their write-back
@@ -139,7 +306,16 @@ def bench(rows: int, sources: int, workers: int | None, root: Path) -> dict[str,
     env = {**os.environ, "CI": "true"}
     c_sec, c_rss, c_out = run_measured(cmd, env)
     counts = json.loads(c_out)["counts"]
-    p_sec, p_rss, p_out = run_measured([sys.executable, "-c", PANDAS_SCRIPT, json.dumps([str(p) for p in paths]), json.dumps(weights), str(root / "pandas.parquet")])
+    p_sec, p_rss, p_out = run_measured(
+        [
+            sys.executable,
+            "-c",
+            PANDAS_SCRIPT,
+            json.dumps([str(p) for p in paths]),
+            json.dumps(weights),
+            str(root / "pandas.parquet"),
+        ]
+    )
     return {
         "rows": rows,
         "curate_s": c_sec,
@@ -154,7 +330,9 @@ def bench(rows: int, sources: int, workers: int | None, root: Path) -> dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--workers", type=int, default=None)
@@ -166,16 +344,26 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"machine: {os.cpu_count()} cores; curate workers: {args.workers or 'default (all cores)'}")
-    print(f"{'rows':>9} | {'curate rows/s':>13} {'peak MiB':>9} | {'pandas rows/s':>13} {'peak MiB':>9} | {'speed ratio':>11}")
+    print(
+        f"machine: {os.cpu_count()} cores; curate workers: {args.workers or 'default (all cores)'}"
+    )
+    print(
+        f"{'rows':>9} | {'curate rows/s':>13} {'peak MiB':>9} | {'pandas rows/s':>13} {'peak MiB':>9} | {'speed ratio':>11}"
+    )
     for r in results:
         print(
             f"{r['rows']:>9} | {r['curate_rows_s']:>13,.0f} {r['curate_rss']:>9,.0f} | {r['pandas_rows_s']:>13,.0f} {r['pandas_rss']:>9,.0f} | {r['curate_rows_s'] / r['pandas_rows_s']:>10.2f}x"
         )
     small, large = results
-    print(f"curate peak RSS 4N / N: {large['curate_rss'] / small['curate_rss']:.2f} (target <= 1.5); pandas: {large['pandas_rss'] / small['pandas_rss']:.2f}")
-    print(f"rows out: curate {small['curate_out']} / {large['curate_out']}, pandas {small['pandas_out']} / {large['pandas_out']}")
-    print(f"speed ratio target >= 3x: {'met' if min(r['curate_rows_s'] / r['pandas_rows_s'] for r in results) >= 3 else 'NOT met'}")
+    print(
+        f"curate peak RSS 4N / N: {large['curate_rss'] / small['curate_rss']:.2f} (target <= 1.5); pandas: {large['pandas_rss'] / small['pandas_rss']:.2f}"
+    )
+    print(
+        f"rows out: curate {small['curate_out']} / {large['curate_out']}, pandas {small['pandas_out']} / {large['pandas_out']}"
+    )
+    print(
+        f"speed ratio target >= 3x: {'met' if min(r['curate_rows_s'] / r['pandas_rows_s'] for r in results) >= 3 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

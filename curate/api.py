@@ -46,7 +46,16 @@ def build(
     cfg = config if isinstance(config, MixtureConfig) else load_config(config)
     where = store_for(store, cfg.base_dir / "mixture.toml")
     parent_id = where.resolve(parent) if parent else None
-    return run_build(cfg, where, workers=workers, engine=engine, strict=strict, progress=progress, parent=parent_id, start_method=start_method)
+    return run_build(
+        cfg,
+        where,
+        workers=workers,
+        engine=engine,
+        strict=strict,
+        progress=progress,
+        parent=parent_id,
+        start_method=start_method,
+    )
 
 
 def open_manifest(ref: str, store: str | Path | None = None) -> Manifest:
@@ -63,7 +72,9 @@ def load(ref: str, split: str = "train", store: str | Path | None = None) -> dat
 
     manifest = open_manifest(ref, store)
     if split not in manifest.data["splits"]:
-        raise UserError(f"manifest {manifest.id[:12]} has no split {split!r}; it has {', '.join(manifest.split_names())}")
+        raise UserError(
+            f"manifest {manifest.id[:12]} has no split {split!r}; it has {', '.join(manifest.split_names())}"
+        )
     path = manifest.store.cache_path("datasets", manifest.id, f"-{split}.arrow")
     if not path.exists():
         from curate.rows import ROW_SCHEMA
@@ -92,7 +103,9 @@ def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
     problems: list[str] = []
     blob = where.manifest_bytes(mid)
     if hashlib.sha256(blob).hexdigest() != mid:
-        problems.append(f"manifest {mid} is corrupt: its bytes hash to {hashlib.sha256(blob).hexdigest()}")
+        problems.append(
+            f"manifest {mid} is corrupt: its bytes hash to {hashlib.sha256(blob).hexdigest()}"
+        )
     try:
         manifest = Manifest(mid, where.read_manifest(mid), where)
     except IntegrityError as exc:
@@ -105,15 +118,24 @@ def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
             bad.add(sha)
     for src in data["sources"]:
         if src["rows_in"] != src["rows_kept"] + src["rows_rejected"]:
-            problems.append(f"source {src['name']!r}: rows_in {src['rows_in']} != rows_kept {src['rows_kept']} + rows_rejected {src['rows_rejected']}")
+            problems.append(
+                f"source {src['name']!r}: rows_in {src['rows_in']} != rows_kept {src['rows_kept']} + rows_rejected {src['rows_rejected']}"
+            )
     counts = data["counts"]
     if counts["rows_in"] != counts["rows_kept"] + counts["rows_rejected"]:
         problems.append(f"counts: rows_in {counts['rows_in']} != rows_kept + rows_rejected")
     if counts["rows_rejected"] != data["ledger"]["rows"]:
-        problems.append(f"ledger holds {data['ledger']['rows']} rows, counts say {counts['rows_rejected']} were rejected")
+        problems.append(
+            f"ledger holds {data['ledger']['rows']} rows, counts say {counts['rows_rejected']} were rejected"
+        )
     for part in data["ledger"]["parts"]:
-        if part["object"] not in bad and pq.ParquetFile(where.object_path(part["object"])).metadata.num_rows != part["rows"]:
-            problems.append(f"ledger part {part['object'][:12]}: row count differs from the manifest")
+        if (
+            part["object"] not in bad
+            and pq.ParquetFile(where.object_path(part["object"])).metadata.num_rows != part["rows"]
+        ):
+            problems.append(
+                f"ledger part {part['object'][:12]}: row count differs from the manifest"
+            )
     if sum(p["rows"] for p in data["ledger"]["parts"]) != data["ledger"]["rows"]:
         problems.append("ledger parts do not add up to ledger.rows")
     for split, entry in data["splits"].items():
@@ -121,7 +143,9 @@ def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
             if shard["object"] not in bad:
                 actual = pq.ParquetFile(where.object_path(shard["object"])).metadata.num_rows
                 if actual != shard["rows"]:
-                    problems.append(f"{split} shard {shard['object'][:12]}: {actual} rows, manifest says {shard['rows']}")
+                    problems.append(
+                        f"{split} shard {shard['object'][:12]}: {actual} rows, manifest says {shard['rows']}"
+                    )
     if sum(e["rows"] for e in data["splits"].values()) != counts["rows_out"]:
         problems.append("split row counts do not add up to counts.rows_out")
     return {"id": mid, "objects": len(manifest.objects()), "problems": problems}
@@ -143,7 +167,9 @@ def export(ref: str, fmt: str, out: str | Path, store: str | Path | None = None)
         target = out / "dataset"
         tmp = out / f".dataset.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        datasets.DatasetDict({s: load(manifest.id, s, manifest.store.root) for s in manifest.split_names()}).save_to_disk(str(tmp))
+        datasets.DatasetDict(
+            {s: load(manifest.id, s, manifest.store.root) for s in manifest.split_names()}
+        ).save_to_disk(str(tmp))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         return [target]
@@ -157,7 +183,9 @@ def export(ref: str, fmt: str, out: str | Path, store: str | Path | None = None)
 
             with pq.ParquetWriter(str(tmp), ROW_SCHEMA, compression="zstd") as writer:
                 for shard in shards:
-                    writer.write_table(pq.read_table(shard), row_group_size=PARQUET_OPTIONS["row_group_size"])
+                    writer.write_table(
+                        pq.read_table(shard), row_group_size=PARQUET_OPTIONS["row_group_size"]
+                    )
         else:
             import polars as pl
 
@@ -201,4 +229,3 @@ def tag(name: str, ref: str, store: str | Path | None = None) -> str:
     mid = where.resolve(ref)
     where.tag(name, mid)
     return mid
-

@@ -26,7 +26,10 @@ app = typer.Typer(
 
 StoreOpt = Annotated[
     Path | None,
-    typer.Option("--store", help="Store folder (default: $CURATE_STORE, else .curate/ beside the config or here)."),
+    typer.Option(
+        "--store",
+        help="Store folder (default: $CURATE_STORE, else .curate/ beside the config or here).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IdArg = Annotated[str, typer.Argument(help="Manifest id, unique prefix (8+ hex digits) or tag.")]
@@ -43,7 +46,11 @@ def _print_json(obj: Any) -> None:
 
 
 def _store(store: Path | None) -> Path | None:
-    return store if store is not None else (Path(os.environ["CURATE_STORE"]) if os.environ.get("CURATE_STORE") else None)
+    return (
+        store
+        if store is not None
+        else (Path(os.environ["CURATE_STORE"]) if os.environ.get("CURATE_STORE") else None)
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,9 +62,15 @@ def build(
     config: Annotated[Path, typer.Argument(help="mixture.toml")],
     store: StoreOpt = None,
     engine: Annotated[str, typer.Option(help="local (ray in a later version)")] = "local",
-    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: the machine's cores).")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad row instead of quarantining it.")] = False,
-    parent: Annotated[str | None, typer.Option(help="Manifest this build derives from (recorded as `parent`).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: the machine's cores).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first bad row instead of quarantining it.")
+    ] = False,
+    parent: Annotated[
+        str | None, typer.Option(help="Manifest this build derives from (recorded as `parent`).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Read, validate, deduplicate, mix and split the sources of CONFIG; print the manifest id."""
@@ -68,14 +81,35 @@ def build(
     # This process has not used polars or started a thread yet (the progress display starts
     # with its first bar), so workers can be forked: they start without importing anything.
     with _pandas_hidden(), Progress(enabled=not as_json) as progress:
-        result = api.build(config, store=_store(store), workers=workers, engine=engine, strict=strict, parent=parent, progress=progress, start_method="fork")
+        result = api.build(
+            config,
+            store=_store(store),
+            workers=workers,
+            engine=engine,
+            strict=strict,
+            parent=parent,
+            progress=progress,
+            start_method="fork",
+        )
     if as_json:
         data = result.manifest
         _print_json(
             {
                 "manifest_id": result.manifest_id,
                 "counts": data["counts"],
-                "sources": {s["name"]: {k: s[k] for k in ("rows_in", "rows_kept", "rows_rejected", "rows_emitted", "rejected")} for s in data["sources"]},
+                "sources": {
+                    s["name"]: {
+                        k: s[k]
+                        for k in (
+                            "rows_in",
+                            "rows_kept",
+                            "rows_rejected",
+                            "rows_emitted",
+                            "rejected",
+                        )
+                    }
+                    for s in data["sources"]
+                },
                 "splits": {name: entry["rows"] for name, entry in data["splits"].items()},
                 "store": result.run["store"],
                 "seconds": result.run["seconds"],
@@ -100,7 +134,9 @@ def _pandas_hidden() -> Iterator[None]:
     class _HidePandas(importlib.abc.MetaPathFinder):
         def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
             if name == "pandas" or name.startswith("pandas."):
-                raise ModuleNotFoundError(f"pandas is hidden during `curate build` (see curate.cli._pandas_hidden): {name}")
+                raise ModuleNotFoundError(
+                    f"pandas is hidden during `curate build` (see curate.cli._pandas_hidden): {name}"
+                )
 
     finder = _HidePandas()
     sys.meta_path.insert(0, finder)
@@ -135,7 +171,15 @@ def log_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         return
     table = Table("id", "name", "created", "rows in", "rows out", "rejected", "tags")
     for e in entries:
-        table.add_row(e["id"][:16], e["name"], e["created"] or "", str(e["rows_in"]), str(e["rows_out"]), str(e["rows_rejected"]), ", ".join(e["tags"]))
+        table.add_row(
+            e["id"][:16],
+            e["name"],
+            e["created"] or "",
+            str(e["rows_in"]),
+            str(e["rows_out"]),
+            str(e["rows_rejected"]),
+            ", ".join(e["tags"]),
+        )
     _console().print(table)
 
 
@@ -143,13 +187,29 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
     from rich.table import Table
 
     console = _console()
-    table = Table("source", "role", "rows in", "kept", "rejected", "emitted", "requested share", "realized share", title="sources")
+    table = Table(
+        "source",
+        "role",
+        "rows in",
+        "kept",
+        "rejected",
+        "emitted",
+        "requested share",
+        "realized share",
+        title="sources",
+    )
     mix = data["mixture"]["sources"]
     for s in data["sources"]:
         m = mix.get(s["name"], {})
         table.add_row(
-            s["name"], s["role"], str(s["rows_in"]), str(s["rows_kept"]), str(s["rows_rejected"]), str(s["rows_emitted"]),
-            f"{m.get('requested_share', 0):.3f}", f"{m.get('realized_share', 0):.3f}" + (" (capped)" if m.get("capped") else ""),
+            s["name"],
+            s["role"],
+            str(s["rows_in"]),
+            str(s["rows_kept"]),
+            str(s["rows_rejected"]),
+            str(s["rows_emitted"]),
+            f"{m.get('requested_share', 0):.3f}",
+            f"{m.get('realized_share', 0):.3f}" + (" (capped)" if m.get("capped") else ""),
         )
     console.print(table)
     counts = data["counts"]
@@ -160,7 +220,9 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
         console.print(reasons)
     splits = ", ".join(f"{name} {entry['rows']}" for name, entry in data["splits"].items())
     secs = f" in {run['seconds']:.1f}s" if run.get("seconds") is not None else ""
-    console.print(f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}")
+    console.print(
+        f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}"
+    )
     from curate.manifests.manifest import warnings as manifest_warnings
 
     for warning in manifest_warnings(data):
@@ -185,12 +247,22 @@ def verify(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None
             raise typer.Exit(2)
         return
     if report["problems"]:
-        raise IntegrityError(f"manifest {report['id']} failed verification:\n" + "\n".join(f"  - {p}" for p in report["problems"]))
-    _console().print(f"ok: manifest {report['id']}, {report['objects']} objects re-hashed, rows conserved")
+        raise IntegrityError(
+            f"manifest {report['id']} failed verification:\n"
+            + "\n".join(f"  - {p}" for p in report["problems"])
+        )
+    _console().print(
+        f"ok: manifest {report['id']}, {report['objects']} objects re-hashed, rows conserved"
+    )
 
 
 @app.command()
-def tag(name: Annotated[str, typer.Argument(help="Tag name")], ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def tag(
+    name: Annotated[str, typer.Argument(help="Tag name")],
+    ref: IdArg,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Name a build: NAME then resolves wherever an id is expected."""
     from curate import api
 
@@ -225,7 +297,12 @@ def export(
 
 
 @app.command()
-def query(ref: IdArg, sql: Annotated[str, typer.Argument(help="SQL over views `rows` and `ledger`")], store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def query(
+    ref: IdArg,
+    sql: Annotated[str, typer.Argument(help="SQL over views `rows` and `ledger`")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Run DuckDB SQL over a build's output (`rows`, with `split`) and its `ledger`."""
     from rich.table import Table
 
@@ -277,7 +354,9 @@ def review(
     if not items:
         console.print("no rejected rows match")
     for item in items:
-        title = f"{item['reason']} · {item['source']} · {item['id']} · {item['row'].get('origin', '')}"
+        title = (
+            f"{item['reason']} · {item['source']} · {item['id']} · {item['row'].get('origin', '')}"
+        )
         left = Panel(_render_row(item["row"]), title="rejected", width=60)
         panels = [left]
         if item["twin"]:
@@ -332,7 +411,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in curate; run again with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in curate; run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

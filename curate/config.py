@@ -202,7 +202,11 @@ def _key_of(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     node: Any = raw
     for item in loc:
         if isinstance(item, int):
-            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            name = (
+                node[item].get("name")
+                if isinstance(node, list) and item < len(node) and isinstance(node[item], dict)
+                else None
+            )
             parts[-1] += f"[{item}]" + (f" ({name!r})" if name else "")
             node = node[item] if isinstance(node, list) and item < len(node) else None
         else:
@@ -223,41 +227,99 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
         key = f"sources[{i}]" + (f" ({name!r})" if name else "")
         if isinstance(name, str):
             if name in seen:
-                problems.append(Problem(f"{key}.name", f"duplicate source name (also sources[{seen[name]}])", name, file))
+                problems.append(
+                    Problem(
+                        f"{key}.name",
+                        f"duplicate source name (also sources[{seen[name]}])",
+                        name,
+                        file,
+                    )
+                )
             seen.setdefault(name, i)
         weight = src.get("weight")
         if isinstance(weight, int | float) and not isinstance(weight, bool):
             if not math.isfinite(weight) or weight < 0:
-                problems.append(Problem(f"{key}.weight", "must be a finite number >= 0", weight, file))
+                problems.append(
+                    Problem(f"{key}.weight", "must be a finite number >= 0", weight, file)
+                )
             else:
                 weights.append(float(weight))
         path = src.get("path")
         found = expand_path(base_dir, path) if isinstance(path, str) else []
         if isinstance(path, str) and not found:
-            problems.append(Problem(f"{key}.path", f"no data file matches (looked in {base_dir})", path, file))
+            problems.append(
+                Problem(f"{key}.path", f"no data file matches (looked in {base_dir})", path, file)
+            )
         for f in found:
             if not (f.is_dir() and is_hf_dataset_dir(f)) and (f.is_dir() or data_suffix(f) is None):
                 problems.append(
-                    Problem(f"{key}.path", f"cannot read {f.name}: use .jsonl, .json, .parquet or .csv (optionally .gz, .bz2, .xz) or a save_to_disk folder", path, file)
+                    Problem(
+                        f"{key}.path",
+                        f"cannot read {f.name}: use .jsonl, .json, .parquet or .csv (optionally .gz, .bz2, .xz) or a save_to_disk folder",
+                        path,
+                        file,
+                    )
                 )
     given = [i for i, src in enumerate(sources) if "weight" in src]
     if given and len(given) < len(sources):
         missing = ", ".join(f"sources[{i}]" for i in range(len(sources)) if i not in given)
-        problems.append(Problem("sources.weight", f"give every source a weight, or none (none: every row is kept); missing on {missing}", None, file))
+        problems.append(
+            Problem(
+                "sources.weight",
+                f"give every source a weight, or none (none: every row is kept); missing on {missing}",
+                None,
+                file,
+            )
+        )
     elif sources and len(weights) == len(sources) and sum(weights) <= 0:
-        problems.append(Problem("sources.weight", "weights sum to 0: at least one source needs a weight > 0", sum(weights), file))
+        problems.append(
+            Problem(
+                "sources.weight",
+                "weights sum to 0: at least one source needs a weight > 0",
+                sum(weights),
+                file,
+            )
+        )
     if _section(raw, "split").get("by") == "cluster":
-        problems.append(Problem("split.by", "'cluster' needs near-duplicate clusters, which this version does not compute; use 'row' or a meta field name", "cluster", file))
+        problems.append(
+            Problem(
+                "split.by",
+                "'cluster' needs near-duplicate clusters, which this version does not compute; use 'row' or a meta field name",
+                "cluster",
+                file,
+            )
+        )
     if _section(raw, "mixture").get("unit") == "tokens":
-        problems.append(Problem("mixture.unit", "'tokens' needs token counts from tokenizer-aware validation, which this version does not run; use 'rows'", "tokens", file))
+        problems.append(
+            Problem(
+                "mixture.unit",
+                "'tokens' needs token counts from tokenizer-aware validation, which this version does not run; use 'rows'",
+                "tokens",
+                file,
+            )
+        )
     validate = _section(raw, "validate")
     if validate.get("languages") or validate.get("pii", "off") != "off":
-        problems.append(Problem("validate", "language and PII validators are not available in this version; remove them or set pii = 'off'", None, file))
+        problems.append(
+            Problem(
+                "validate",
+                "language and PII validators are not available in this version; remove them or set pii = 'off'",
+                None,
+                file,
+            )
+        )
     for key, what in _NOT_YET.items():
         section, _, sub = key.partition(".")
         present = raw.get(section) if not sub else _section(raw, section).get(sub)
         if present:
-            problems.append(Problem(key, f"{what} is not available in this version of curate; remove the key", None, file))
+            problems.append(
+                Problem(
+                    key,
+                    f"{what} is not available in this version of curate; remove the key",
+                    None,
+                    file,
+                )
+            )
     return problems
 
 

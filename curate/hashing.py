@@ -14,7 +14,9 @@ def sha256_hex(values: pa.Array, length: int = 64) -> pa.Array:
     as the vectorized kernels at hand (DuckDB's `sha256`), and the loop costs under 10% of it.
     """
     blobs = values.cast(pa.binary()).to_pylist()
-    return pa.array([None if b is None else hashlib.sha256(b).hexdigest()[:length] for b in blobs], pa.string())
+    return pa.array(
+        [None if b is None else hashlib.sha256(b).hexdigest()[:length] for b in blobs], pa.string()
+    )
 
 
 def hash128(values: pa.Table) -> pa.Table:
@@ -26,4 +28,6 @@ def hash128(values: pa.Table) -> pa.Table:
 
     frame = pl.from_arrow(values)
     assert isinstance(frame, pl.DataFrame)
-    return pa.table({"h1": frame.hash_rows(0x5EED).to_arrow(), "h2": frame.hash_rows(0xC0FFEE).to_arrow()})
+    return pa.table(
+        {"h1": frame.hash_rows(0x5EED).to_arrow(), "h2": frame.hash_rows(0xC0FFEE).to_arrow()}
+    )

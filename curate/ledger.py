@@ -49,6 +49,8 @@ def query(manifest: Manifest, sql: str) -> pa.Table:
         relation = con.sql(sql)
         return relation.to_arrow_table() if relation is not None else pa.table({})
     except duckdb.Error as exc:
-        raise UserError(f"query failed: {exc}\n(views: rows — the output with a `split` column; ledger — rejected rows with stage, reason, detail)") from exc
+        raise UserError(
+            f"query failed: {exc}\n(views: rows — the output with a `split` column; ledger — rejected rows with stage, reason, detail)"
+        ) from exc
     finally:
         con.close()

@@ -42,8 +42,14 @@ from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
 READER_VERSION = "1"
 EMPTY_INDEX = {
-    "id": pl.String, "order": pl.Int64, "stage": pl.String, "reason": pl.String, "detail": pl.String,
-    "block": pl.Int32, "row": pl.Int32, "source_rank": pl.Int32,
+    "id": pl.String,
+    "order": pl.Int64,
+    "stage": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+    "block": pl.Int32,
+    "row": pl.Int32,
+    "source_rank": pl.Int32,
 }  # bump when reading/normalization changes what a block holds
 OUTPUT_SHARD_ROWS = 50_000
 
@@ -78,7 +84,9 @@ def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]
     return out
 
 
-def make_engine(name: str, workers: int | None, progress: Progress, start_method: str = "forkserver") -> LocalEngine:
+def make_engine(
+    name: str, workers: int | None, progress: Progress, start_method: str = "forkserver"
+) -> LocalEngine:
     if name != "local":
         raise UserError(f"engine {name!r} is not available in this version; use --engine local")
     return LocalEngine(workers, progress, start_method)
@@ -109,8 +117,18 @@ def run_build(
             ranks: list[int] = []
             file_entries: list[list[dict[str, Any]]] = []
             for rank, src in enumerate(config.sources):
-                files = [(p, Path(os.path.relpath(p, config.base_dir)).as_posix()) for p in config.source_files(src)]
-                src_tasks, entries = plan_blocks(src.name, src.format, files, strict, src.columns, store.root / "cache" / "decompressed")
+                files = [
+                    (p, Path(os.path.relpath(p, config.base_dir)).as_posix())
+                    for p in config.source_files(src)
+                ]
+                src_tasks, entries = plan_blocks(
+                    src.name,
+                    src.format,
+                    files,
+                    strict,
+                    src.columns,
+                    store.root / "cache" / "decompressed",
+                )
                 tasks += src_tasks
                 ranks += [rank] * len(src_tasks)
                 file_entries.append(entries)
@@ -121,26 +139,55 @@ def run_build(
             t0 = time.time()
             indexes = eng.map(
                 passes.ingest,
-                [(t, c, first_rows, first_global, group_field) for t, c in zip(tasks, cache, strict=True)],
+                [
+                    (t, c, first_rows, first_global, group_field)
+                    for t, c in zip(tasks, cache, strict=True)
+                ],
                 "read",
             )
             timings["read"] = time.time() - t0
             state = _index_frame(indexes, ranks)
-            stage_counts = [stage_entry("read", _reader_fingerprint(), {"formats": {s.name: s.format for s in config.sources}}, state, "read")]
+            stage_counts = [
+                stage_entry(
+                    "read",
+                    _reader_fingerprint(),
+                    {"formats": {s.name: s.format for s in config.sources}},
+                    state,
+                    "read",
+                )
+            ]
             t0 = time.time()
             for i, (row_steps, global_step) in enumerate(segs):
                 if i > 0:
                     state = _run_later_rows(eng, state, cache, row_steps, global_step)
                 for step in row_steps:
-                    stage_counts.append(stage_entry(step.name, step.fingerprint(), step.params(), state, step.stage))
+                    stage_counts.append(
+                        stage_entry(step.name, step.fingerprint(), step.params(), state, step.stage)
+                    )
                 if global_step is not None:
                     state = _resolve(state, global_step, config)
-                    stage_counts.append(stage_entry(global_step.name, global_step.fingerprint(), global_step.params(), state, global_step.stage))
+                    stage_counts.append(
+                        stage_entry(
+                            global_step.name,
+                            global_step.fingerprint(),
+                            global_step.params(),
+                            state,
+                            global_step.stage,
+                        )
+                    )
             timings["steps"] = time.time() - t0
 
             t0 = time.time()
             state, mixture_report = _mix(state, config)
-            stage_counts.append(stage_entry("mixture", _params_fingerprint("mixture", config.mixture.model_dump()), config.mixture.model_dump(), state, "mixture"))
+            stage_counts.append(
+                stage_entry(
+                    "mixture",
+                    _params_fingerprint("mixture", config.mixture.model_dump()),
+                    config.mixture.model_dump(),
+                    state,
+                    "mixture",
+                )
+            )
             state = _split(state, config)
             timings["mix"] = time.time() - t0
 
@@ -150,13 +197,15 @@ def run_build(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    manifest = assemble(config, state, file_entries, stage_counts, mixture_report, splits, ledger, parent)
+    manifest = assemble(
+        config, state, file_entries, stage_counts, mixture_report, splits, ledger, parent
+    )
     run = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "python": platform.python_version(),
         "engine": engine,
-        "workers": workers,
+        "workers": eng.workers,
         "store": str(store.root.resolve()),
         "config_dir": str(config.base_dir),
         "seconds": round(time.time() - started, 3),
@@ -167,7 +216,9 @@ def run_build(
 
 
 def _block_key(task: BlockTask) -> str:
-    return hashlib.sha256(f"{task.fingerprint()}\x00{READER_VERSION}\x00{__version__}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{task.fingerprint()}\x00{READER_VERSION}\x00{__version__}".encode()
+    ).hexdigest()
 
 
 def _reader_fingerprint() -> str:
@@ -175,7 +226,9 @@ def _reader_fingerprint() -> str:
 
 
 def _params_fingerprint(name: str, params: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps({"step": name, "params": params}, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps({"step": name, "params": params}, sort_keys=True).encode()
+    ).hexdigest()
 
 
 def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:
@@ -197,12 +250,18 @@ def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:
     repeated = np.nonzero(state["id"].is_duplicated().to_numpy())[0]
     if len(repeated) == 0:
         return state
-    copies = state[repeated].select(pl.col("id") + "#" + pl.int_range(pl.len()).over("id").cast(pl.String))["id"]
+    copies = state[repeated].select(
+        pl.col("id") + "#" + pl.int_range(pl.len()).over("id").cast(pl.String)
+    )["id"]
     is_later = ~copies.str.ends_with("#0").to_numpy()
-    return state.with_columns(state["id"].clone().scatter(repeated[is_later], copies.filter(pl.Series(is_later))))
+    return state.with_columns(
+        state["id"].clone().scatter(repeated[is_later], copies.filter(pl.Series(is_later)))
+    )
 
 
-def _apply_verdicts(state: pl.DataFrame, rows: np.ndarray, verdicts: Verdicts, stage: str) -> pl.DataFrame:
+def _apply_verdicts(
+    state: pl.DataFrame, rows: np.ndarray, verdicts: Verdicts, stage: str
+) -> pl.DataFrame:
     """Record the rejections of `verdicts` (aligned with `rows` of `state`)."""
     if len(verdicts.rows) == 0:
         return state
@@ -212,7 +271,9 @@ def _apply_verdicts(state: pl.DataFrame, rows: np.ndarray, verdicts: Verdicts, s
         "detail": pl.Series(verdicts.detail, dtype=pl.String),
         "stage": pl.Series(np.full(len(hit), stage, dtype=object), dtype=pl.String),
     }
-    return state.with_columns(*[state[name].clone().scatter(hit, values) for name, values in updates.items()])
+    return state.with_columns(
+        *[state[name].clone().scatter(hit, values) for name, values in updates.items()]
+    )
 
 
 def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl.DataFrame:
@@ -220,11 +281,25 @@ def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl
     if len(alive) == 0:
         return state
     names = [s.name for s in config.sources]
-    keys = state[alive].with_columns(pl.col("source_rank").replace_strict(list(range(len(names))), names, return_dtype=pl.String).alias("source")).to_arrow()
+    keys = (
+        state[alive]
+        .with_columns(
+            pl.col("source_rank")
+            .replace_strict(list(range(len(names))), names, return_dtype=pl.String)
+            .alias("source")
+        )
+        .to_arrow()
+    )
     return _apply_verdicts(state, alive, step.resolve(keys), step.stage)
 
 
-def _run_later_rows(eng: LocalEngine, state: pl.DataFrame, cache: list[str], row_steps: list[RowStep], key_step: GlobalStep | None) -> pl.DataFrame:
+def _run_later_rows(
+    eng: LocalEngine,
+    state: pl.DataFrame,
+    cache: list[str],
+    row_steps: list[RowStep],
+    key_step: GlobalStep | None,
+) -> pl.DataFrame:
     alive_all = state["reason"].is_null().to_numpy()
     bounds = _block_bounds(state)
     items = [(cache[b], alive_all[a:z], row_steps, key_step) for b, (a, z) in enumerate(bounds)]
@@ -246,14 +321,24 @@ def _block_bounds(state: pl.DataFrame) -> list[tuple[int, int]]:
 
 def _mix(state: pl.DataFrame, config: MixtureConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
     alive = np.nonzero(state["reason"].is_null().to_numpy())[0]
-    plan = plan_mixture(state["source_rank"].to_numpy()[alive], list(config.sources), config.mixture, config.build.seed)
+    plan = plan_mixture(
+        state["source_rank"].to_numpy()[alive],
+        list(config.sources),
+        config.mixture,
+        config.build.seed,
+    )
     copies = np.zeros(state.height, dtype=np.int64)
     copies[alive] = plan.copies
     dropped = alive[plan.copies == 0]
     names = [s.name for s in config.sources]
     ranks = state["source_rank"].to_numpy()[dropped]
-    per_source = pa.array([json.dumps(not_sampled_detail(plan.report, name), sort_keys=True) for name in names], pa.string())
-    verdicts = Verdicts.reject(len(dropped), np.arange(len(dropped)), "not_sampled", per_source.take(pa.array(ranks)))
+    per_source = pa.array(
+        [json.dumps(not_sampled_detail(plan.report, name), sort_keys=True) for name in names],
+        pa.string(),
+    )
+    verdicts = Verdicts.reject(
+        len(dropped), np.arange(len(dropped)), "not_sampled", per_source.take(pa.array(ranks))
+    )
     state = _apply_verdicts(state, dropped, verdicts, "mixture")
     return state.with_columns(pl.Series("copies", copies)), plan.report
 
@@ -262,11 +347,18 @@ def _split(state: pl.DataFrame, config: MixtureConfig) -> pl.DataFrame:
     kept = np.nonzero(state["copies"].to_numpy() > 0)[0]
     groups = state["group"].to_arrow().take(pa.array(kept)) if "group" in state.columns else None
     codes = np.zeros(state.height, dtype=np.int8)
-    codes[kept] = assign_splits(state["id"].to_arrow().take(pa.array(kept)), groups, config.split.validation, config.build.seed)
+    codes[kept] = assign_splits(
+        state["id"].to_arrow().take(pa.array(kept)),
+        groups,
+        config.split.validation,
+        config.build.seed,
+    )
     return state.with_columns(pl.Series("split", codes))
 
 
-def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
+def _write(
+    eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store
+) -> tuple[dict[str, Any], dict[str, Any]]:
     copies = state["copies"].to_numpy()
     placed = np.concatenate(output_positions(copies, state["split"].to_numpy(), seed))
     # per row, the positions of its copies: a list array whose offsets are the copy counts
@@ -277,10 +369,15 @@ def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, w
     # Workers read their block's slice of this file memory-mapped: shipping slices of Arrow
     # arrays to a process would pickle the whole arrays behind them, once per block.
     plan_file = work / "plan.arrow"
-    plan = state.select("id", "stage", "reason", "detail", pl.col("split").alias("split_code")).to_arrow()
+    plan = state.select(
+        "id", "stage", "reason", "detail", pl.col("split").alias("split_code")
+    ).to_arrow()
     passes.write_ipc(plan.append_column("positions", positions), plan_file)
     bounds = _block_bounds(state)
-    items = [(cache[b], b, str(plan_file), a, z - a, str(work), OUTPUT_SHARD_ROWS, str(store.root)) for b, (a, z) in enumerate(bounds)]
+    items = [
+        (cache[b], b, str(plan_file), a, z - a, str(work), OUTPUT_SHARD_ROWS, str(store.root))
+        for b, (a, z) in enumerate(bounds)
+    ]
     results = eng.map(passes.emit, items, "write", weights=[z - a for a, z in bounds])
 
     buckets: dict[tuple[int, int], list[str]] = {}
@@ -289,7 +386,11 @@ def _write(eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, w
             buckets.setdefault((code, shard), []).append(path)
     keys = sorted(buckets)
     scratch = [str(work / f"shard-{c}-{s:06d}.parquet") for c, s in keys]
-    objects = eng.map(passes.gather, [(buckets[k], f, str(store.root)) for k, f in zip(keys, scratch, strict=True)], "shards")
+    objects = eng.map(
+        passes.gather,
+        [(buckets[k], f, str(store.root)) for k, f in zip(keys, scratch, strict=True)],
+        "shards",
+    )
     splits: dict[str, Any] = {name: {"rows": 0, "shards": []} for name in SPLIT_NAMES}
     for (code, _), entry in zip(keys, objects, strict=True):
         split = splits[SPLIT_NAMES[code]]

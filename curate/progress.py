@@ -32,7 +32,11 @@ class _Plain:
 
     def close(self) -> None:
         if self.enabled:
-            print(f"{self.label}: {self.done}/{self.total} in {time.monotonic() - self.start:.1f}s", file=sys.stderr, flush=True)
+            print(
+                f"{self.label}: {self.done}/{self.total} in {time.monotonic() - self.start:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class _Rich:
@@ -63,7 +67,11 @@ class Progress:
         from rich.progress import Progress as RichProgress
 
         self._live = RichProgress(
-            TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
         )
         self._live.start()
 
@@ -76,7 +84,11 @@ class Progress:
     def task(self, label: str, total: int) -> Iterator[_Plain | _Rich]:
         if self.enabled and self.rich and self._live is None:
             self._start_live()
-        bar: _Plain | _Rich = _Rich(self._live, label, total) if self._live is not None else _Plain(label, total, self.enabled)
+        bar: _Plain | _Rich = (
+            _Rich(self._live, label, total)
+            if self._live is not None
+            else _Plain(label, total, self.enabled)
+        )
         try:
             yield bar
         finally:

@@ -158,7 +158,9 @@ def _coerce_column(col: pa.Array, typ: pa.DataType, name: str) -> pa.Array:
     # a null element inside the list becomes an element with null fields (caught as missing)
     struct = pa.StructArray.from_arrays(children, fields=list(typ.value_type))
     offsets = _offsets(col)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct, type=typ, mask=col.is_null())
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), struct, type=typ, mask=col.is_null()
+    )
 
 
 def _offsets(col: pa.Array) -> np.ndarray:
@@ -222,7 +224,11 @@ def normalize(cols: pa.Table, meta: pa.Array | None, fmt: str, source: str) -> p
             kinds[rows] = "text"
             text = sub.column("text").combine_chunks()
             blank = _is_blank(text)
-            verdicts.mark(rows[blank], "empty_response", {"field": "text", "error": "empty or whitespace only"})
+            verdicts.mark(
+                rows[blank],
+                "empty_response",
+                {"field": "text", "error": "empty or whitespace only"},
+            )
             texts = _scatter(texts, rows, text)
             continue
         if name == "preference":
@@ -232,7 +238,11 @@ def normalize(cols: pa.Table, meta: pa.Array | None, fmt: str, source: str) -> p
             for field in ("chosen", "rejected"):
                 answer = sub.column(field).combine_chunks()
                 blank = _is_blank(answer)
-                verdicts.mark(rows[blank], "empty_response", {"field": field, "error": "empty or whitespace only"})
+                verdicts.mark(
+                    rows[blank],
+                    "empty_response",
+                    {"field": field, "error": "empty or whitespace only"},
+                )
                 built = _build_turns(len(rows), [("assistant", answer)])
                 if field == "chosen":
                     chosen = _scatter(chosen, rows, built)
@@ -318,19 +328,27 @@ def _chat_turns(sub: pa.Table, fmt: str) -> tuple[pa.Array, tuple[str, str, str]
     if fmt == "chat":
         col = sub.column("messages").combine_chunks()
         items = col.flatten()
-        struct = pa.StructArray.from_arrays([items.field("role"), items.field("content")], fields=list(MESSAGE))
-        built = pa.ListArray.from_arrays(pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null())
+        struct = pa.StructArray.from_arrays(
+            [items.field("role"), items.field("content")], fields=list(MESSAGE)
+        )
+        built = pa.ListArray.from_arrays(
+            pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
+        )
         return built, ("messages", "role", "content")
     if fmt == "sharegpt":
         col = sub.column("conversations").combine_chunks()
         items = col.flatten()
         raw_roles = items.field("from")
         keys = pa.array(list(SHAREGPT_ROLES))
-        mapped = pa.array(list(SHAREGPT_ROLES.values())).take(pc.index_in(pc.utf8_lower(raw_roles), keys))
+        mapped = pa.array(list(SHAREGPT_ROLES.values())).take(
+            pc.index_in(pc.utf8_lower(raw_roles), keys)
+        )
         # an unknown `from` keeps its original value so that the check can name it
         roles = pc.if_else(pc.is_null(mapped), raw_roles, mapped)
         struct = pa.StructArray.from_arrays([roles, items.field("value")], fields=list(MESSAGE))
-        turns = pa.ListArray.from_arrays(pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null())
+        turns = pa.ListArray.from_arrays(
+            pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
+        )
         system = sub.column("system").combine_chunks()
         if system.null_count < n:
             turns = _prepend_system(system, turns)
@@ -369,7 +387,9 @@ def _concat_lists(a: pa.Array, b: pa.Array) -> pa.Array:
     index[from_a] = oa[row[from_a]] + pos[from_a]
     index[~from_a] = len(a.flatten()) + ob[row[~from_a]] + pos[~from_a] - la[row[~from_a]]
     mask = pc.and_(a.is_null(), b.is_null())
-    return pa.ListArray.from_arrays(pa.array(out_offsets, pa.int32()), flat.take(pa.array(index)), type=MESSAGES, mask=mask)
+    return pa.ListArray.from_arrays(
+        pa.array(out_offsets, pa.int32()), flat.take(pa.array(index)), type=MESSAGES, mask=mask
+    )
 
 
 def _build_turns(n: int, turns: list[tuple[str, pa.Array]]) -> pa.Array:
@@ -380,14 +400,18 @@ def _build_turns(n: int, turns: list[tuple[str, pa.Array]]) -> pa.Array:
     row_major = (np.arange(n)[:, None] + np.arange(count)[None, :] * n).ravel()
     picked = row_major[present[row_major]]
     roles = pa.array([r for r, _ in turns]).take(pa.array(picked // max(n, 1)))
-    struct = pa.StructArray.from_arrays([roles, contents.take(pa.array(picked))], fields=list(MESSAGE))
+    struct = pa.StructArray.from_arrays(
+        [roles, contents.take(pa.array(picked))], fields=list(MESSAGE)
+    )
     per_row = present.reshape(count, n).sum(axis=0)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(per_row, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct, type=MESSAGES)
 
 
-def _check_turns(turns: pa.Array, rows: np.ndarray, labels: tuple[str, str, str], verdicts: _Verdicts) -> None:
+def _check_turns(
+    turns: pa.Array, rows: np.ndarray, labels: tuple[str, str, str], verdicts: _Verdicts
+) -> None:
     """Unknown roles, missing content, no assistant turn, empty assistant turns."""
     list_name, role_key, content_key = labels
     n = len(turns)
@@ -416,22 +440,32 @@ def _check_turns(turns: pa.Array, rows: np.ndarray, labels: tuple[str, str, str]
                     {
                         "field": f"{list_name}[{k}].{role_key}",
                         "value": role,
-                        "error": "missing role" if role is None else "unknown role; expected one of " + ", ".join(ROLES),
+                        "error": "missing role"
+                        if role is None
+                        else "unknown role; expected one of " + ", ".join(ROLES),
                     }
                 )
             else:
-                details.append({"field": f"{list_name}[{k}].{content_key}", "error": "missing or not a string"})
+                details.append(
+                    {"field": f"{list_name}[{k}].{content_key}", "error": "missing or not a string"}
+                )
         verdicts.mark(rows[first_rows], "invalid_schema", details)
 
     assistant_count = np.bincount(elem_row[is_assistant], minlength=n)
     no_answer = np.nonzero((assistant_count == 0) & (lengths > 0))[0]
-    verdicts.mark(rows[no_answer], "invalid_schema", {"field": list_name, "error": "no assistant turn"})
+    verdicts.mark(
+        rows[no_answer], "invalid_schema", {"field": list_name, "error": "no assistant turn"}
+    )
 
     blank = is_assistant & _is_blank(contents)
     blank_elems = np.nonzero(blank)[0]
     blank_rows, blank_at = np.unique(elem_row[blank_elems], return_index=True)
     details = [
-        {"field": f"{list_name}[{int(turn[e])}].{content_key}", "turn": int(turn[e]), "error": "empty assistant turn"}
+        {
+            "field": f"{list_name}[{int(turn[e])}].{content_key}",
+            "turn": int(turn[e]),
+            "error": "empty assistant turn",
+        }
         for e in blank_elems[blank_at].tolist()
     ]
     verdicts.mark(rows[blank_rows], "empty_response", details)
@@ -499,7 +533,9 @@ def fold_text(values: pa.Array) -> pa.Array:
     if pc.all(ascii_only).as_py():
         folded = pc.ascii_lower(values)  # NFKC is the identity on ASCII; ~20× cheaper
     else:
-        folded = pc.if_else(ascii_only, pc.ascii_lower(values), pc.utf8_lower(pc.utf8_normalize(values, "NFKC")))
+        folded = pc.if_else(
+            ascii_only, pc.ascii_lower(values), pc.utf8_lower(pc.utf8_normalize(values, "NFKC"))
+        )
     return pc.utf8_trim(pc.replace_substring_regex(folded, _WHITESPACE_TO_FOLD, " "), " ")
 
 
@@ -508,7 +544,9 @@ def row_ids(rows: pa.Table, source: str) -> pa.Array:
     content = canonical_content(rows)
     raw = rows.column("raw").combine_chunks() if "raw" in rows.column_names else None
     if raw is not None and raw.null_count < len(raw):
-        content = pc.if_else(pc.is_null(raw), content, pc.binary_join_element_wise("raw", raw, "\x00"))
+        content = pc.if_else(
+            pc.is_null(raw), content, pc.binary_join_element_wise("raw", raw, "\x00")
+        )
     keyed = pc.binary_join_element_wise(pa.scalar(source), content, "\x00")
     return sha256_hex(keyed, 16)
 
@@ -523,8 +561,12 @@ def dedup_keys(rows: pa.Table) -> pa.Table:
     def folded(name: str) -> pa.Array:
         col = rows.column(name).combine_chunks()
         items = col.flatten()
-        struct = pa.StructArray.from_arrays([items.field("role"), fold_text(items.field("content"))], fields=list(MESSAGE))
-        return pa.ListArray.from_arrays(pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null())
+        struct = pa.StructArray.from_arrays(
+            [items.field("role"), fold_text(items.field("content"))], fields=list(MESSAGE)
+        )
+        return pa.ListArray.from_arrays(
+            pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
+        )
 
     text = rows.column("text").combine_chunks()
     table = pa.table(

@@ -62,7 +62,15 @@ class BlockTask:
     columns: tuple[tuple[str, str], ...] = ()  # renames: (column in the file, field curate reads)
 
     def fingerprint(self) -> str:
-        parts = [self.source, self.fmt, self.kind, self.file_sha256, str(self.file_index), str(self.start), str(self.stop)]
+        parts = [
+            self.source,
+            self.fmt,
+            self.kind,
+            self.file_sha256,
+            str(self.file_index),
+            str(self.start),
+            str(self.stop),
+        ]
         parts += [f"{a}->{b}" for a, b in self.columns]
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
@@ -71,7 +79,13 @@ def file_kind(path: Path) -> str:
     if path.is_dir():
         return "arrow"
     suffix = data_suffix(path)
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix or ""]
+    return {
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".json": "json",
+        ".csv": "csv",
+        ".parquet": "parquet",
+    }[suffix or ""]
 
 
 def _decompressed(path: Path, sha: str, scratch: Path) -> Path:
@@ -125,15 +139,22 @@ def plan_blocks(
         scans = list(pool.map(lambda p: _scan_file(p, scratch), [p for p, _ in files]))
     tasks: list[BlockTask] = []
     entries: list[dict[str, Any]] = []
-    for index, ((original, shown), (path, kind, sha, size, ranges)) in enumerate(zip(files, scans, strict=True)):
+    for index, ((original, shown), (path, kind, sha, size, ranges)) in enumerate(
+        zip(files, scans, strict=True)
+    ):
         del original  # a compressed file is read from its plain copy (`path`)
         entries.append({"path": shown, "sha256": sha, "bytes": size})
         renames = tuple(sorted((columns or {}).items()))
-        tasks += [BlockTask(source, fmt, str(path), shown, kind, index, a, b, first, sha, strict, renames) for a, b, first in ranges]
+        tasks += [
+            BlockTask(source, fmt, str(path), shown, kind, index, a, b, first, sha, strict, renames)
+            for a, b, first in ranges
+        ]
     return tasks, entries
 
 
-def _scan_file(path: Path, scratch: Path | None) -> tuple[Path, str, str, int, list[tuple[int, int, int]]]:
+def _scan_file(
+    path: Path, scratch: Path | None
+) -> tuple[Path, str, str, int, list[tuple[int, int, int]]]:
     """(path to read, kind, sha256, bytes, blocks as (start, stop, first line or record)).
 
     The sha256 and size are the file's as the user has it (compressed or not).
@@ -188,7 +209,9 @@ def _scan_jsonl(path: Path) -> tuple[str, list[tuple[int, int, int]]]:
 
 
 def _record_ranges(total: int) -> list[tuple[int, int]]:
-    return [(a, min(a + ROWS_PER_BLOCK, total)) for a in range(0, total, ROWS_PER_BLOCK)] or [(0, 0)]
+    return [(a, min(a + ROWS_PER_BLOCK, total)) for a in range(0, total, ROWS_PER_BLOCK)] or [
+        (0, 0)
+    ]
 
 
 def _parquet_ranges(path: Path) -> list[tuple[int, int]]:
@@ -249,7 +272,9 @@ def read_block(task: BlockTask) -> pa.Table:
     else:
         raw = _read_columnar(task)
         numbers = np.arange(task.start, task.stop) + 1
-        table = _fast_or_slow(task, raw, numbers, lambda: list(zip(numbers.tolist(), raw.to_pylist(), strict=True)))
+        table = _fast_or_slow(
+            task, raw, numbers, lambda: list(zip(numbers.tolist(), raw.to_pylist(), strict=True))
+        )
     if task.strict:
         _raise_first_rejection(task, table)
     return table
@@ -280,7 +305,9 @@ def _read_jsonl(task: BlockTask) -> pa.Table:
         data = fh.read(task.stop - task.start)
     starts, ends, lines = _nonblank_lines(data, task.first_line)
     try:
-        raw = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=max(len(data), 1 << 16) + 1))
+        raw = pj.read_json(
+            io.BytesIO(data), read_options=pj.ReadOptions(block_size=max(len(data), 1 << 16) + 1)
+        )
         if raw.num_rows != len(lines):
             raise CoerceError("line count differs")  # e.g. two objects on one line
         raw.validate(full=True)  # Arrow's JSON reader lets invalid UTF-8 through
@@ -288,7 +315,10 @@ def _read_jsonl(task: BlockTask) -> pa.Table:
         raw = None
 
     def parsed() -> list[tuple[int, Any]]:
-        return [(line, _parse_line(data[a:b])) for a, b, line in zip(starts.tolist(), ends.tolist(), lines.tolist(), strict=True)]
+        return [
+            (line, _parse_line(data[a:b]))
+            for a, b, line in zip(starts.tolist(), ends.tolist(), lines.tolist(), strict=True)
+        ]
 
     return _fast_or_slow(task, raw, lines, parsed)
 
@@ -298,7 +328,11 @@ def _nonblank_lines(data: bytes, first_line: int) -> tuple[np.ndarray, np.ndarra
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.nonzero(buf == 10)[0]
     ends = np.append(newlines, len(buf)) if (len(buf) and buf[-1] != 10) else newlines
-    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else np.array([], dtype=np.int64)
+    starts = (
+        np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+        if len(ends)
+        else np.array([], dtype=np.int64)
+    )
     # A line whose first byte is not whitespace has ink; only the rare others are scanned.
     keep = ends > starts
     heads = np.nonzero(keep)[0]
@@ -336,15 +370,47 @@ def _read_json_list(task: BlockTask) -> pa.Table:
     try:
         data = json.loads(blob.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        return _rows_from_objects(task, [(1, _Bad(f"invalid UTF-8 at byte {exc.start}", blob.decode("utf-8", errors="replace")))])
+        return _rows_from_objects(
+            task,
+            [
+                (
+                    1,
+                    _Bad(
+                        f"invalid UTF-8 at byte {exc.start}", blob.decode("utf-8", errors="replace")
+                    ),
+                )
+            ],
+        )
     except json.JSONDecodeError as exc:
-        return _rows_from_objects(task, [(exc.lineno, _Bad(f"broken JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", blob.decode()))])
+        return _rows_from_objects(
+            task,
+            [
+                (
+                    exc.lineno,
+                    _Bad(
+                        f"broken JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                        blob.decode(),
+                    ),
+                )
+            ],
+        )
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]} as some exports write it
     if not isinstance(data, list):
-        return _rows_from_objects(task, [(1, _Bad(f"expected a JSON list of objects, got {_json_type(data)}", blob.decode()))])
+        return _rows_from_objects(
+            task,
+            [(1, _Bad(f"expected a JSON list of objects, got {_json_type(data)}", blob.decode()))],
+        )
     items = [
-        (i + 1, obj if isinstance(obj, dict) else _Bad(f"expected a JSON object, got {_json_type(obj)}", json.dumps(obj, ensure_ascii=False)))
+        (
+            i + 1,
+            obj
+            if isinstance(obj, dict)
+            else _Bad(
+                f"expected a JSON object, got {_json_type(obj)}",
+                json.dumps(obj, ensure_ascii=False),
+            ),
+        )
         for i, obj in enumerate(data)
     ]
     return _rows_from_objects(task, items)
@@ -361,7 +427,9 @@ def _read_csv(task: BlockTask) -> pa.Table:
     try:
         raw = pcsv.read_csv(
             task.path,
-            convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False
+            ),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
         )
         raw.validate(full=True)  # invalid UTF-8 is answered row by row
@@ -413,7 +481,10 @@ def _fast_or_slow(task: BlockTask, raw: pa.Table | None, numbers: np.ndarray, pa
             pass
     items = parsed()
     if renames:
-        items = [(n, {renames.get(k, k): v for k, v in obj.items()} if isinstance(obj, dict) else obj) for n, obj in items]
+        items = [
+            (n, {renames.get(k, k): v for k, v in obj.items()} if isinstance(obj, dict) else obj)
+            for n, obj in items
+        ]
     return _rows_from_objects(task, items)
 
 
@@ -430,20 +501,38 @@ def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Tabl
             bad_numbers.append(number)
             bad_rows.append({"raw": obj.raw, "reason": "malformed", "detail": {"error": obj.error}})
             continue
-        problem = next((p for name, typ in fields.items() if (p := _type_problem(obj.get(name), typ, name))), None)
+        problem = next(
+            (p for name, typ in fields.items() if (p := _type_problem(obj.get(name), typ, name))),
+            None,
+        )
         if problem:
             bad_numbers.append(number)
-            bad_rows.append({"raw": json.dumps(obj, ensure_ascii=False), "reason": "invalid_schema", "detail": problem})
+            bad_rows.append(
+                {
+                    "raw": json.dumps(obj, ensure_ascii=False),
+                    "reason": "invalid_schema",
+                    "detail": problem,
+                }
+            )
             continue
         good.append({name: obj.get(name) for name in fields})
         extra = {k: v for k, v in obj.items() if k not in fields}
-        metas.append(json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None)
+        metas.append(
+            json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None
+        )
         good_numbers.append(number)
     parts: list[pa.Table] = []
     if good:
         cols = pa.Table.from_pylist(good, schema=pa.schema(list(fields.items())))
         table = normalize(cols, pa.array(metas, pa.string()), task.fmt, task.source)
-        parts.append(_finish(task, table, np.array(good_numbers, dtype=np.int64), pa.nulls(len(good), pa.string())))
+        parts.append(
+            _finish(
+                task,
+                table,
+                np.array(good_numbers, dtype=np.int64),
+                pa.nulls(len(good), pa.string()),
+            )
+        )
     if bad_rows:
         n = len(bad_rows)
         table = pa.table(
@@ -451,10 +540,19 @@ def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Tabl
                 "source": pa.array([task.source] * n, pa.string()),
                 "stage": pa.array(["read"] * n, pa.string()),
                 "reason": pa.array([b["reason"] for b in bad_rows], pa.string()),
-                "detail": pa.array([json.dumps(b["detail"], ensure_ascii=False, sort_keys=True) for b in bad_rows]),
+                "detail": pa.array(
+                    [json.dumps(b["detail"], ensure_ascii=False, sort_keys=True) for b in bad_rows]
+                ),
             }
         )
-        parts.append(_finish(task, table, np.array(bad_numbers, dtype=np.int64), pa.array([b["raw"] for b in bad_rows], pa.string())))
+        parts.append(
+            _finish(
+                task,
+                table,
+                np.array(bad_numbers, dtype=np.int64),
+                pa.array([b["raw"] for b in bad_rows], pa.string()),
+            )
+        )
     if not parts:
         return BUILD_SCHEMA.empty_table()
     merged = pa.concat_tables(parts)
@@ -471,8 +569,12 @@ def _finish(task: BlockTask, table: pa.Table, numbers: np.ndarray, raw: pa.Array
         else:
             columns[field.name] = pa.nulls(n, field.type)
     prefix = task.shown + ":"
-    columns["origin"] = pc.binary_join_element_wise(pa.scalar(prefix), pa.array(numbers).cast(pa.string()), "")
-    columns["order"] = pa.array((np.int64(task.file_index) << ORDER_FILE_SHIFT) + numbers, pa.int64())
+    columns["origin"] = pc.binary_join_element_wise(
+        pa.scalar(prefix), pa.array(numbers).cast(pa.string()), ""
+    )
+    columns["order"] = pa.array(
+        (np.int64(task.file_index) << ORDER_FILE_SHIFT) + numbers, pa.int64()
+    )
     columns["raw"] = raw
     out = pa.table(columns, schema=BUILD_SCHEMA)
     return out.set_column(0, "id", row_ids(out, task.source))
@@ -485,14 +587,28 @@ def _type_problem(value: Any, typ: pa.DataType, path: str) -> dict[str, Any] | N
     if pa.types.is_string(typ):
         if isinstance(value, str):
             return None
-        return {"field": path, "error": f"expected a string, got {_json_type(value)}", "value": _short(value)}
+        return {
+            "field": path,
+            "error": f"expected a string, got {_json_type(value)}",
+            "value": _short(value),
+        }
     if not isinstance(value, list):
-        return {"field": path, "error": f"expected a list, got {_json_type(value)}", "value": _short(value)}
+        return {
+            "field": path,
+            "error": f"expected a list, got {_json_type(value)}",
+            "value": _short(value),
+        }
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            return {"field": f"{path}[{i}]", "error": f"expected an object, got {_json_type(item)}", "value": _short(item)}
+            return {
+                "field": f"{path}[{i}]",
+                "error": f"expected an object, got {_json_type(item)}",
+                "value": _short(item),
+            }
         for field in typ.value_type:
-            if problem := _type_problem(item.get(field.name), field.type, f"{path}[{i}].{field.name}"):
+            if problem := _type_problem(
+                item.get(field.name), field.type, f"{path}[{i}].{field.name}"
+            ):
                 return problem
     return None
 
@@ -500,7 +616,14 @@ def _type_problem(value: Any, typ: pa.DataType, path: str) -> dict[str, Any] | N
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
-    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _short(value: Any) -> Any:

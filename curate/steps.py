@@ -56,16 +56,24 @@ class Verdicts:
 
     @classmethod
     def keep_all(cls, n: int) -> Verdicts:
-        return cls(n, np.empty(0, dtype=np.int64), pa.array([], pa.string()), pa.array([], pa.string()))
+        return cls(
+            n, np.empty(0, dtype=np.int64), pa.array([], pa.string()), pa.array([], pa.string())
+        )
 
     @classmethod
-    def reject(cls, n: int, rows: np.ndarray, reason: str, details: list[dict[str, Any]] | pa.Array) -> Verdicts:
+    def reject(
+        cls, n: int, rows: np.ndarray, reason: str, details: list[dict[str, Any]] | pa.Array
+    ) -> Verdicts:
         """Reject `rows` of `n` with one reason; `details` are dicts or JSON strings, one per row."""
         rows = np.asarray(rows, dtype=np.int64)
         if not isinstance(details, pa.Array):
             encoded: dict[int, str] = {}  # details are often one shared object per group
             details = pa.array(
-                [encoded.get(id(d)) or encoded.setdefault(id(d), json.dumps(d, ensure_ascii=False, sort_keys=True)) for d in details],
+                [
+                    encoded.get(id(d))
+                    or encoded.setdefault(id(d), json.dumps(d, ensure_ascii=False, sort_keys=True))
+                    for d in details
+                ],
                 pa.string(),
             )
         reasons = pa.repeat(pa.scalar(reason, pa.string()), len(rows))
@@ -93,7 +101,9 @@ class Step:
         return {}
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"step": self.name, "version": self.version, "params": self.params()}, sort_keys=True)
+        blob = json.dumps(
+            {"step": self.name, "version": self.version, "params": self.params()}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -40,7 +40,13 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def write_config(folder: Path, sources: list[dict[str, Any]], extra: str = "", name: str = "mixture.toml", seed: int = 7) -> Path:
+def write_config(
+    folder: Path,
+    sources: list[dict[str, Any]],
+    extra: str = "",
+    name: str = "mixture.toml",
+    seed: int = 7,
+) -> Path:
     lines = [f'[build]\nname = "test"\nseed = {seed}\n']
     for src in sources:
         lines.append("[[sources]]")

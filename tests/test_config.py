@@ -52,13 +52,25 @@ def test_negative_or_nan_weight(cli, data, weight):
 
 
 def test_weights_sum_to_zero(cli, data):
-    r = build(cli, write_config(data, [{"name": "a", "path": "a.jsonl", "weight": 0.0}, {"name": "b", "path": "b.jsonl", "weight": 0.0}]))
+    r = build(
+        cli,
+        write_config(
+            data,
+            [
+                {"name": "a", "path": "a.jsonl", "weight": 0.0},
+                {"name": "b", "path": "b.jsonl", "weight": 0.0},
+            ],
+        ),
+    )
     assert r.code == 2
     assert "weights sum to 0" in r.err
 
 
 def test_duplicate_source_names(cli, data):
-    r = build(cli, write_config(data, [{"name": "a", "path": "a.jsonl"}, {"name": "a", "path": "b.jsonl"}]))
+    r = build(
+        cli,
+        write_config(data, [{"name": "a", "path": "a.jsonl"}, {"name": "a", "path": "b.jsonl"}]),
+    )
     assert r.code == 2
     assert "sources[1] ('a').name: duplicate source name (also sources[0])" in r.err
 
@@ -84,16 +96,32 @@ def test_config_not_found(cli, data):
 
 
 def test_every_problem_reported_at_once(cli, data):
-    cfg = write_config(data, [{"name": "a", "path": "a.jsonl", "weight": -2.0}, {"name": "a", "path": "gone.jsonl", "weight": 1.0}], extra="[split]\nvalidation = 1.5\n")
+    cfg = write_config(
+        data,
+        [
+            {"name": "a", "path": "a.jsonl", "weight": -2.0},
+            {"name": "a", "path": "gone.jsonl", "weight": 1.0},
+        ],
+        extra="[split]\nvalidation = 1.5\n",
+    )
     r = build(cli, cfg)
     assert r.code == 2
     assert "4 problems in the config" in r.err
-    for piece in ("split.validation", "weight: must be a finite", "duplicate source name", "gone.jsonl"):
+    for piece in (
+        "split.validation",
+        "weight: must be a finite",
+        "duplicate source name",
+        "gone.jsonl",
+    ):
         assert piece in r.err
 
 
 def test_unavailable_sections_are_refused_not_ignored(cli, data):
-    cfg = write_config(data, [{"name": "a", "path": "a.jsonl"}], extra='[tokenizer]\npath = "x"\n[dedup]\nnear = { threshold = 0.8 }\n')
+    cfg = write_config(
+        data,
+        [{"name": "a", "path": "a.jsonl"}],
+        extra='[tokenizer]\npath = "x"\n[dedup]\nnear = { threshold = 0.8 }\n',
+    )
     r = build(cli, cfg)
     assert r.code == 2
     assert "tokenizer: tokenizer-aware validation is not available" in r.err
@@ -116,7 +144,13 @@ def test_usage_error_exit_code(cli):
 
 
 def test_weights_on_some_sources_only(cli, data):
-    r = build(cli, write_config(data, [{"name": "a", "path": "a.jsonl", "weight": 1.0}, {"name": "b", "path": "b.jsonl"}]))
+    r = build(
+        cli,
+        write_config(
+            data,
+            [{"name": "a", "path": "a.jsonl", "weight": 1.0}, {"name": "b", "path": "b.jsonl"}],
+        ),
+    )
     assert r.code == 2
     assert "give every source a weight, or none" in r.err and "missing on sources[1]" in r.err
 
@@ -130,4 +164,7 @@ def test_store_flag_and_env(cli, data, monkeypatch):
     assert r2.code == 0 and (data / "env-store" / "manifests").is_dir()
     assert cli("show", r2.json()["manifest_id"][:10], "--json").code == 0
     monkeypatch.delenv("CURATE_STORE")
-    assert cli("show", r2.json()["manifest_id"][:10], "--store", data / "env-store", "--json").code == 0
+    assert (
+        cli("show", r2.json()["manifest_id"][:10], "--store", data / "env-store", "--json").code
+        == 0
+    )

@@ -16,11 +16,25 @@ WORDS = ["alpha", "Beta", "gamma  ", "DELTA", "eps\tilon", "zeta", "ηta", "ｔ�
 
 text = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
 good_row = st.one_of(
-    st.builds(lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}, text, text),
+    st.builds(
+        lambda q, a: {
+            "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        },
+        text,
+        text,
+    ),
     st.builds(lambda q, a: {"instruction": q, "output": a}, text, text),
     st.builds(lambda t: {"text": t}, text),
 )
-bad_row = st.sampled_from(['{"messages": [', "[1, 2]", '{"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}', '{"text": "   "}', '{"text": 5}'])
+bad_row = st.sampled_from(
+    [
+        '{"messages": [',
+        "[1, 2]",
+        '{"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+        '{"text": "   "}',
+        '{"text": 5}',
+    ]
+)
 source_rows = st.lists(st.one_of(good_row, good_row, good_row, bad_row), min_size=1, max_size=25)
 
 
@@ -46,7 +60,9 @@ def write_case(folder: Path, case) -> Path:
         if weights:
             entry["weight"] = weights[i]
         entries.append(entry)
-    extra = (f"[mixture]\ntotal = {total}\n" if total else "") + f"[split]\nvalidation = {validation}\n"
+    extra = (
+        f"[mixture]\ntotal = {total}\n" if total else ""
+    ) + f"[split]\nvalidation = {validation}\n"
     return write_config(folder, entries, extra=extra, seed=seed)
 
 
@@ -90,7 +106,9 @@ def assert_conserved(b) -> None:
     assert len(set(ledger_ids)) == len(ledger_ids)
     assert not out_ids & set(ledger_ids)
     assert len(out_ids) + len(ledger_ids) == total_in
-    origins = sorted([r["origin"] for r in b.ledger] + list({r["id"]: r["origin"] for r in b.rows}.values()))
+    origins = sorted(
+        [r["origin"] for r in b.ledger] + list({r["id"]: r["origin"] for r in b.rows}.values())
+    )
     assert len(set(origins)) == total_in  # each input line accounted for once
     for src in b.manifest["sources"]:
         assert src["rows_in"] == src["rows_kept"] + src["rows_rejected"]

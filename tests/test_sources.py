@@ -15,7 +15,9 @@ from tests.conftest import build, chat, write_config, write_jsonl
 GOOD = chat("What is 2+2?", "4")
 
 
-def one_source(tmp_path: Path, rows: list, fmt: str = "auto", name: str = "s.jsonl", **extra) -> Path:
+def one_source(
+    tmp_path: Path, rows: list, fmt: str = "auto", name: str = "s.jsonl", **extra
+) -> Path:
     write_jsonl(tmp_path / name, rows)
     return write_config(tmp_path, [{"name": "s", "path": name, "format": fmt, **extra}])
 
@@ -51,15 +53,28 @@ def test_invalid_utf8_is_malformed_and_loses_nothing(tmp_path):
 
 
 def test_wrong_type_names_the_field(tmp_path):
-    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["a", "list"]}]}
+    bad = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": ["a", "list"]},
+        ]
+    }
     b = build(one_source(tmp_path, [GOOD, bad], fmt="chat"))
     row, detail = only(b, "invalid_schema")
-    assert detail["field"] == "messages[1].content" and detail["error"] == "expected a string, got a list"
+    assert (
+        detail["field"] == "messages[1].content"
+        and detail["error"] == "expected a string, got a list"
+    )
     assert json.loads(row["raw"]) == bad
 
 
 def test_unknown_role(tmp_path):
-    bad = {"messages": [{"role": "customer", "content": "refund"}, {"role": "assistant", "content": "ok"}]}
+    bad = {
+        "messages": [
+            {"role": "customer", "content": "refund"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
     b = build(one_source(tmp_path, [GOOD, bad], fmt="chat"))
     row, detail = only(b, "invalid_schema")
     assert detail["field"] == "messages[0].role" and detail["value"] == "customer"
@@ -68,14 +83,26 @@ def test_unknown_role(tmp_path):
 
 @pytest.mark.parametrize("answer", ["", "   \n\t "])
 def test_empty_or_whitespace_assistant_turn(tmp_path, answer):
-    multi = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": answer}]}
+    multi = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+            {"role": "assistant", "content": answer},
+        ]
+    }
     b = build(one_source(tmp_path, [GOOD, multi], fmt="chat"))
     _, detail = only(b, "empty_response")
     assert detail["turn"] == 3 and detail["field"] == "messages[3].content"
 
 
 def test_missing_fields_and_no_assistant_turn(tmp_path):
-    rows = [GOOD, {"instruction": "x"}, {"messages": [{"role": "user", "content": "only a question"}]}, {"messages": []}]
+    rows = [
+        GOOD,
+        {"instruction": "x"},
+        {"messages": [{"role": "user", "content": "only a question"}]},
+        {"messages": []},
+    ]
     b = build(one_source(tmp_path, rows))
     details = sorted(json.loads(r["detail"])["error"] for r in b.rejected("invalid_schema"))
     assert details == sorted(
@@ -91,41 +118,85 @@ def test_strict_mode_stops_at_the_first_bad_row(cli, tmp_path):
     cfg = one_source(tmp_path, [GOOD, GOOD | {"messages": [{"role": "user", "content": 1}]}])
     r = cli("build", cfg, "--strict", "--workers", "1", "--store", tmp_path / "st")
     assert r.code == 2
-    assert "s.jsonl:2, field messages[0].content: invalid_schema: expected a string, got a number" in r.err
+    assert (
+        "s.jsonl:2, field messages[0].content: invalid_schema: expected a string, got a number"
+        in r.err
+    )
 
 
 def test_formats_normalize_to_one_schema(tmp_path):
     write_jsonl(tmp_path / "chat.jsonl", [chat("q1", "a1", system="sys")])
-    write_jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}], "system": "s2"}])
-    write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": "q3", "input": "ctx", "output": "a3"}, {"instruction": "q3b", "input": "", "output": "a3b"}])
+    write_jsonl(
+        tmp_path / "sharegpt.jsonl",
+        [
+            {
+                "conversations": [{"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}],
+                "system": "s2",
+            }
+        ],
+    )
+    write_jsonl(
+        tmp_path / "alpaca.jsonl",
+        [
+            {"instruction": "q3", "input": "ctx", "output": "a3"},
+            {"instruction": "q3b", "input": "", "output": "a3b"},
+        ],
+    )
     write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "q4", "completion": "a4"}])
     write_jsonl(tmp_path / "text.jsonl", [{"text": "plain document"}])
     write_jsonl(tmp_path / "pref.jsonl", [{"prompt": "q6", "chosen": "good", "rejected": "bad"}])
     sources = [
         {"name": n, "path": f"{n}.jsonl", "format": f}
-        for n, f in [("chat", "chat"), ("sharegpt", "sharegpt"), ("alpaca", "alpaca"), ("pc", "prompt_completion"), ("text", "text"), ("pref", "preference")]
+        for n, f in [
+            ("chat", "chat"),
+            ("sharegpt", "sharegpt"),
+            ("alpaca", "alpaca"),
+            ("pc", "prompt_completion"),
+            ("text", "text"),
+            ("pref", "preference"),
+        ]
     ]
     b = build(write_config(tmp_path, sources))
     by_source = {}
     for r in b.rows:
         by_source.setdefault(r["source"], []).append(r)
-    assert by_source["chat"][0]["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}]
-    assert by_source["sharegpt"][0]["messages"] == [{"role": "system", "content": "s2"}, {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    assert by_source["chat"][0]["messages"] == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+    ]
+    assert by_source["sharegpt"][0]["messages"] == [
+        {"role": "system", "content": "s2"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "a2"},
+    ]
     alpaca = sorted((r["messages"] for r in by_source["alpaca"]), key=str)
     assert alpaca == [
         [{"role": "user", "content": "q3\n\nctx"}, {"role": "assistant", "content": "a3"}],
         [{"role": "user", "content": "q3b"}, {"role": "assistant", "content": "a3b"}],
     ]
-    assert by_source["pc"][0]["messages"] == [{"role": "user", "content": "q4"}, {"role": "assistant", "content": "a4"}]
-    assert by_source["text"][0]["kind"] == "text" and by_source["text"][0]["text"] == "plain document"
+    assert by_source["pc"][0]["messages"] == [
+        {"role": "user", "content": "q4"},
+        {"role": "assistant", "content": "a4"},
+    ]
+    assert (
+        by_source["text"][0]["kind"] == "text" and by_source["text"][0]["text"] == "plain document"
+    )
     pref = by_source["pref"][0]
     assert pref["kind"] == "preference"
     assert pref["messages"] == [{"role": "user", "content": "q6"}]
-    assert pref["chosen"] == [{"role": "assistant", "content": "good"}] and pref["rejected"] == [{"role": "assistant", "content": "bad"}]
+    assert pref["chosen"] == [{"role": "assistant", "content": "good"}] and pref["rejected"] == [
+        {"role": "assistant", "content": "bad"}
+    ]
 
 
 def test_auto_detects_per_row_in_a_mixed_file(tmp_path):
-    rows = [GOOD, {"instruction": "i", "output": "o"}, {"text": "t"}, {"prompt": "p", "completion": "c"}]
+    rows = [
+        GOOD,
+        {"instruction": "i", "output": "o"},
+        {"text": "t"},
+        {"prompt": "p", "completion": "c"},
+    ]
     b = build(one_source(tmp_path, rows))
     assert sorted(r["kind"] for r in b.rows) == ["chat", "chat", "chat", "text"]
     assert b.manifest["counts"]["rows_rejected"] == 0
@@ -134,10 +205,23 @@ def test_auto_detects_per_row_in_a_mixed_file(tmp_path):
 def test_json_parquet_csv_and_save_to_disk(tmp_path):
     import datasets
 
-    (tmp_path / "list.json").write_text(json.dumps([{"instruction": "j1", "output": "o1"}, [1], {"instruction": "j2", "output": "o2"}]))
-    pq.write_table(pa.Table.from_pylist([{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]), tmp_path / "t.parquet")
-    (tmp_path / "t.csv").write_text('prompt,completion\n"multi\nline",c1\nq2,c2\nbroken,row,extra\n')
-    datasets.Dataset.from_list([{"text": "hf one"}, {"text": "hf two"}]).save_to_disk(str(tmp_path / "hf"))
+    (tmp_path / "list.json").write_text(
+        json.dumps(
+            [{"instruction": "j1", "output": "o1"}, [1], {"instruction": "j2", "output": "o2"}]
+        )
+    )
+    pq.write_table(
+        pa.Table.from_pylist(
+            [{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]
+        ),
+        tmp_path / "t.parquet",
+    )
+    (tmp_path / "t.csv").write_text(
+        'prompt,completion\n"multi\nline",c1\nq2,c2\nbroken,row,extra\n'
+    )
+    datasets.Dataset.from_list([{"text": "hf one"}, {"text": "hf two"}]).save_to_disk(
+        str(tmp_path / "hf")
+    )
     sources = [
         {"name": "json", "path": "list.json", "format": "alpaca"},
         {"name": "parquet", "path": "t.parquet", "format": "prompt_completion"},
@@ -147,8 +231,13 @@ def test_json_parquet_csv_and_save_to_disk(tmp_path):
     b = build(write_config(tmp_path, sources))
     counts = {s["name"]: (s["rows_in"], s["rows_kept"]) for s in b.manifest["sources"]}
     assert counts == {"json": (3, 2), "parquet": (2, 2), "csv": (3, 2), "hf": (2, 2)}
-    malformed = sorted((r["origin"], json.loads(r["detail"])["error"]) for r in b.rejected("malformed"))
-    assert malformed == [("list.json:2", "expected a JSON object, got a list"), ("t.csv:5", "expected 2 fields, got 3")]
+    malformed = sorted(
+        (r["origin"], json.loads(r["detail"])["error"]) for r in b.rejected("malformed")
+    )
+    assert malformed == [
+        ("list.json:2", "expected a JSON object, got a list"),
+        ("t.csv:5", "expected 2 fields, got 3"),
+    ]
     csv_prompts = sorted(r["messages"][0]["content"] for r in b.rows if r["source"] == "csv")
     assert csv_prompts == ["multi\nline", "q2"]
 
@@ -162,7 +251,10 @@ def test_glob_reads_files_in_sorted_order(tmp_path):
 
 
 def expected_id(source: str, messages: list[dict]) -> str:
-    enc = f"{len(messages)};" + "".join(f"{len(m['role'].encode())}:{m['role']}{len(m['content'].encode())}:{m['content']}" for m in messages)
+    enc = f"{len(messages)};" + "".join(
+        f"{len(m['role'].encode())}:{m['role']}{len(m['content'].encode())}:{m['content']}"
+        for m in messages
+    )
     content = "\x00".join(["chat", enc, "0:", "0;", "0;"])
     return hashlib.sha256(f"{source}\x00{content}".encode()).hexdigest()[:16]
 
@@ -203,7 +295,9 @@ def test_parquet_blocks_follow_row_groups(tmp_path):
 
 def test_csv_origins_name_real_lines(tmp_path):
     (tmp_path / "a.csv").write_text('prompt,completion\n"two\nlines",c1\n\nq2,\nq3,c3\n')
-    b = build(write_config(tmp_path, [{"name": "s", "path": "a.csv", "format": "prompt_completion"}]))
+    b = build(
+        write_config(tmp_path, [{"name": "s", "path": "a.csv", "format": "prompt_completion"}])
+    )
     assert sorted(r["origin"] for r in b.rows) == ["a.csv:2", "a.csv:6"]
     row, detail = only(b, "empty_response")
     assert row["origin"] == "a.csv:5"
@@ -213,8 +307,18 @@ def test_parquet_in_several_blocks_reads_every_row_once(tmp_path, monkeypatch):
     import curate.sources as sources
 
     monkeypatch.setattr(sources, "ROWS_PER_BLOCK", 250)
-    pq.write_table(pa.Table.from_pylist([{"text": f"t{i}"} for i in range(1000)]), tmp_path / "p.parquet", row_group_size=100)
-    assert sources._parquet_ranges(tmp_path / "p.parquet") == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
+    pq.write_table(
+        pa.Table.from_pylist([{"text": f"t{i}"} for i in range(1000)]),
+        tmp_path / "p.parquet",
+        row_group_size=100,
+    )
+    assert sources._parquet_ranges(tmp_path / "p.parquet") == [
+        (0, 200),
+        (200, 400),
+        (400, 600),
+        (600, 800),
+        (800, 1000),
+    ]
     b = build(write_config(tmp_path, [{"name": "s", "path": "p.parquet", "format": "text"}]))
     assert sorted(int(r["origin"].split(":")[1]) for r in b.rows) == list(range(1, 1001))
     assert sorted(r["text"] for r in b.rows) == sorted(f"t{i}" for i in range(1000))
@@ -230,13 +334,26 @@ def test_compressed_files_and_column_renames(tmp_path, suffix):
     lines = [json.dumps({"question": f"q{i}", "answer": f"a{i}"}) for i in range(5)] + ["{broken"]
     with opener(tmp_path / f"gsm.jsonl{suffix}", "wt") as fh:
         fh.write("\n".join(lines) + "\n")
-    cfg = write_config(tmp_path, [{"name": "s", "path": f"gsm.jsonl{suffix}", "format": "prompt_completion", "columns": {"question": "prompt", "answer": "completion"}}])
+    cfg = write_config(
+        tmp_path,
+        [
+            {
+                "name": "s",
+                "path": f"gsm.jsonl{suffix}",
+                "format": "prompt_completion",
+                "columns": {"question": "prompt", "answer": "completion"},
+            }
+        ],
+    )
     b = build(cfg)
     assert sorted(r["messages"][0]["content"] for r in b.rows) == [f"q{i}" for i in range(5)]
     assert [r["origin"] for r in b.ledger] == [f"gsm.jsonl{suffix}:6"]
     files = b.manifest["sources"][0]["files"]
     assert files[0]["path"] == f"gsm.jsonl{suffix}"
-    assert files[0]["sha256"] == hashlib.sha256((tmp_path / f"gsm.jsonl{suffix}").read_bytes()).hexdigest()
+    assert (
+        files[0]["sha256"]
+        == hashlib.sha256((tmp_path / f"gsm.jsonl{suffix}").read_bytes()).hexdigest()
+    )
 
 
 def test_unreadable_file_types_are_a_config_error(cli, tmp_path):

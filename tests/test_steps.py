@@ -24,9 +24,13 @@ class RejectsForbidden(RowStep):
         messages = batch.column("messages").combine_chunks()
         answers = pc.list_flatten(messages).field("content")
         parents = pc.list_parent_indices(messages).to_numpy()
-        hit = pc.fill_null(pc.match_substring(answers, "FORBIDDEN"), False).to_numpy(zero_copy_only=False)
+        hit = pc.fill_null(pc.match_substring(answers, "FORBIDDEN"), False).to_numpy(
+            zero_copy_only=False
+        )
         rows = np.unique(parents[hit])
-        return Verdicts.reject(batch.num_rows, rows, "invalid_format", [{"word": "FORBIDDEN"}] * len(rows))
+        return Verdicts.reject(
+            batch.num_rows, rows, "invalid_format", [{"word": "FORBIDDEN"}] * len(rows)
+        )
 
 
 class KeepsShortest(GlobalStep):
@@ -37,16 +41,25 @@ class KeepsShortest(GlobalStep):
 
     def keys(self, batch: pa.Table) -> pa.Table:
         turns = batch.column("messages").to_pylist()
-        return pa.table({"answer": [t[-1]["content"] for t in turns], "qlen": [len(t[0]["content"]) for t in turns]})
+        return pa.table(
+            {
+                "answer": [t[-1]["content"] for t in turns],
+                "qlen": [len(t[0]["content"]) for t in turns],
+            }
+        )
 
     def resolve(self, keys: pa.Table) -> Verdicts:
         best: dict[str, tuple[int, int]] = {}
-        for i, (a, q) in enumerate(zip(keys.column("answer").to_pylist(), keys.column("qlen").to_pylist(), strict=True)):
+        for i, (a, q) in enumerate(
+            zip(keys.column("answer").to_pylist(), keys.column("qlen").to_pylist(), strict=True)
+        ):
             if a not in best or q < best[a][0]:
                 best[a] = (q, i)
         keep = {i for _, i in best.values()}
         rows = np.array([i for i in range(keys.num_rows) if i not in keep], dtype=np.int64)
-        return Verdicts.reject(keys.num_rows, rows, "near_duplicate", [{"kept": "shortest"}] * len(rows))
+        return Verdicts.reject(
+            keys.num_rows, rows, "near_duplicate", [{"kept": "shortest"}] * len(rows)
+        )
 
 
 def test_segments_close_runs_of_row_steps_with_global_steps():
@@ -58,7 +71,16 @@ def test_segments_close_runs_of_row_steps_with_global_steps():
 
 @pytest.fixture
 def data(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", [chat("q1", "FORBIDDEN answer"), chat("q1", "FORBIDDEN answer"), chat("long question", "same"), chat("q", "same"), chat("ok", "fine")])
+    write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            chat("q1", "FORBIDDEN answer"),
+            chat("q1", "FORBIDDEN answer"),
+            chat("long question", "same"),
+            chat("q", "same"),
+            chat("ok", "fine"),
+        ],
+    )
     return write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}])
 
 
@@ -73,14 +95,25 @@ def by_origin(b):
 
 def test_row_step_after_a_global_step(monkeypatch, data):
     b = run_with(monkeypatch, data, [ExactDedup(), RejectsForbidden()])
-    assert by_origin(b) == {"a.jsonl:1": ("validate", "invalid_format"), "a.jsonl:2": ("exact_dedup", "exact_duplicate")}
+    assert by_origin(b) == {
+        "a.jsonl:1": ("validate", "invalid_format"),
+        "a.jsonl:2": ("exact_dedup", "exact_duplicate"),
+    }
     names = [(s["name"], s["rows_in"], s["rows_out"]) for s in b.manifest["stages"]]
-    assert names == [("read", 5, 5), ("exact_dedup", 5, 4), ("forbidden_words", 4, 3), ("mixture", 3, 3)]
+    assert names == [
+        ("read", 5, 5),
+        ("exact_dedup", 5, 4),
+        ("forbidden_words", 4, 3),
+        ("mixture", 3, 3),
+    ]
 
 
 def test_row_step_before_a_global_step_shadows_it(monkeypatch, data):
     b = run_with(monkeypatch, data, [RejectsForbidden(), ExactDedup()])
-    assert by_origin(b) == {"a.jsonl:1": ("validate", "invalid_format"), "a.jsonl:2": ("validate", "invalid_format")}
+    assert by_origin(b) == {
+        "a.jsonl:1": ("validate", "invalid_format"),
+        "a.jsonl:2": ("validate", "invalid_format"),
+    }
 
 
 def test_custom_global_step_sees_only_alive_rows_in_canonical_order(monkeypatch, data):

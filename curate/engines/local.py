@@ -23,7 +23,15 @@ from curate.progress import Progress
 
 T = TypeVar("T")
 
-PRELOAD = ["curate.sources", "curate.rows", "curate.engines.passes", "curate.manifests.store", "pyarrow.parquet", "pyarrow.json", "polars"]
+PRELOAD = [
+    "curate.sources",
+    "curate.rows",
+    "curate.engines.passes",
+    "curate.manifests.store",
+    "pyarrow.parquet",
+    "pyarrow.json",
+    "polars",
+]
 
 
 @contextmanager
@@ -64,7 +72,12 @@ def default_workers() -> int:
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: int | None = None, progress: Progress | None = None, start_method: str = "forkserver"):
+    def __init__(
+        self,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        start_method: str = "forkserver",
+    ):
         self.workers = workers or default_workers()
         self.start_method = start_method
         self.progress = progress or Progress(enabled=False)
@@ -78,7 +91,9 @@ class LocalEngine:
                 ctx.set_forkserver_preload(PRELOAD)
             helpers = self.workers - 1  # this process is the other worker
             with _without_user_main():
-                self._pool = ProcessPoolExecutor(max_workers=helpers, mp_context=ctx, initializer=_one_thread_each)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=helpers, mp_context=ctx, initializer=_one_thread_each
+                )
                 # Start every worker now (a pool spawns them on submit): their imports then
                 # overlap with the caller's planning, and no worker is spawned later.
                 for _ in range(helpers):
@@ -98,7 +113,9 @@ class LocalEngine:
         polars was used. The CLI asks for `fork` before any of that has happened; the
         Python API, which cannot know what its caller did, uses the forkserver.
         """
-        if self.start_method == "fork" and (threading.active_count() > 1 or sys.platform != "linux"):
+        if self.start_method == "fork" and (
+            threading.active_count() > 1 or sys.platform != "linux"
+        ):
             return "forkserver"
         return self.start_method
 
@@ -110,7 +127,13 @@ class LocalEngine:
 
             pa.set_cpu_count(self._arrow_threads)
 
-    def map(self, fn: Callable[..., T], items: Sequence[Any], label: str, weights: Sequence[int] | None = None) -> list[T]:
+    def map(
+        self,
+        fn: Callable[..., T],
+        items: Sequence[Any],
+        label: str,
+        weights: Sequence[int] | None = None,
+    ) -> list[T]:
         """`[fn(*item) for item in items]`, in parallel, in order, with a progress bar."""
         total = sum(weights) if weights else len(items)
         with self.progress.task(label, total) as bar:

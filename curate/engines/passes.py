@@ -29,7 +29,10 @@ LEDGER_SCHEMA = pa.schema(
         ("stage", pa.string()),
         ("reason", pa.string()),
         ("detail", pa.string()),
-        *[BUILD_SCHEMA.field(n) for n in ("kind", "messages", "text", "chosen", "rejected", "meta", "origin", "raw")],
+        *[
+            BUILD_SCHEMA.field(n)
+            for n in ("kind", "messages", "text", "chosen", "rejected", "meta", "origin", "raw")
+        ],
     ]
 )
 VERDICT_COLUMNS = ("stage", "reason", "detail")
@@ -52,7 +55,13 @@ def read_ipc(path: str | Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
-def ingest(task: BlockTask, cache_file: str, row_steps: list[RowStep], key_step: GlobalStep | None, group_field: str | None) -> pa.Table:
+def ingest(
+    task: BlockTask,
+    cache_file: str,
+    row_steps: list[RowStep],
+    key_step: GlobalStep | None,
+    group_field: str | None,
+) -> pa.Table:
     path = Path(cache_file)
     if path.exists():
         table = read_ipc(path)
@@ -69,7 +78,9 @@ def ingest(task: BlockTask, cache_file: str, row_steps: list[RowStep], key_step:
         if name not in VERDICT_COLUMNS:
             index = index.append_column(name, update.column(name))
     if group_field is not None:
-        groups = pc.utf8_slice_codeunits(pc.cast(_meta_field(table.column("meta"), group_field), pa.string()), 0, 1 << 20)
+        groups = pc.utf8_slice_codeunits(
+            pc.cast(_meta_field(table.column("meta"), group_field), pa.string()), 0, 1 << 20
+        )
         index = index.append_column("group", groups)
     return index
 
@@ -82,11 +93,15 @@ def _meta_field(meta: pa.ChunkedArray, field: str) -> pa.Array:
     return series.str.json_path_match(path).to_arrow()
 
 
-def run_segment(cache_file: str, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None) -> pa.Table:
+def run_segment(
+    cache_file: str, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None
+) -> pa.Table:
     return _apply(read_ipc(cache_file), alive, row_steps, key_step)
 
 
-def _apply(table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None) -> pa.Table:
+def _apply(
+    table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None
+) -> pa.Table:
     """Row steps in order on the rows still alive, then the next global step's keys.
 
     Returns, aligned with `table`: stage/reason/detail for rows a row step rejected (null
@@ -119,7 +134,9 @@ def _apply(table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_ste
         keys = key_step.keys(table.take(pa.array(rows)))
         for name in keys.column_names:
             col = keys.column(name).combine_chunks()
-            full = pa.concat_arrays([pa.nulls(1, col.type), col]).take(pa.array(_scatter_index(n, rows)))
+            full = pa.concat_arrays([pa.nulls(1, col.type), col]).take(
+                pa.array(_scatter_index(n, rows))
+            )
             out = out.append_column(name, full)
     return out
 
@@ -137,7 +154,15 @@ PARQUET_OPTIONS = {
     "compression": "snappy",
     "row_group_size": 8192,
     "write_statistics": ["id", "source", "kind", "stage", "reason"],
-    "use_dictionary": ["source", "kind", "stage", "reason", "messages.list.element.role", "chosen.list.element.role", "rejected.list.element.role"],
+    "use_dictionary": [
+        "source",
+        "kind",
+        "stage",
+        "reason",
+        "messages.list.element.role",
+        "chosen.list.element.role",
+        "rejected.list.element.role",
+    ],
 }
 
 
@@ -152,7 +177,16 @@ def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, A
     return {"object": Store(store_root).put_file(scratch), "rows": table.num_rows}
 
 
-def emit(cache_file: str, block: int, plan_file: str, offset: int, length: int, out_dir: str, shard_rows: int, store_root: str) -> tuple[dict[str, Any] | None, list[tuple[int, int, str]]]:
+def emit(
+    cache_file: str,
+    block: int,
+    plan_file: str,
+    offset: int,
+    length: int,
+    out_dir: str,
+    shard_rows: int,
+    store_root: str,
+) -> tuple[dict[str, Any] | None, list[tuple[int, int, str]]]:
     """Write the block's ledger part to the store and bucket its output rows by (split, shard).
 
     The block's rows are rows [offset, offset + length) of `plan_file`: final id, stage,
@@ -161,7 +195,11 @@ def emit(cache_file: str, block: int, plan_file: str, offset: int, length: int, 
     (split, shard, path) buckets that `gather` turns into output shards.
     """
     plan = read_ipc(plan_file).slice(offset, length)
-    verdicts, positions, splits = plan, plan.column("positions").combine_chunks(), plan.column("split_code").combine_chunks()
+    verdicts, positions, splits = (
+        plan,
+        plan.column("positions").combine_chunks(),
+        plan.column("split_code").combine_chunks(),
+    )
     table = read_ipc(cache_file)
     for name in ("id", *VERDICT_COLUMNS):
         table = table.set_column(table.schema.get_field_index(name), name, verdicts.column(name))

@@ -22,7 +22,9 @@ from curate.mixers.split import SPLIT_NAMES
 MANIFEST_SCHEMA = "curate.manifest/1"
 
 
-def stage_entry(name: str, fingerprint: str, params: dict[str, Any], state: pl.DataFrame, stage: str) -> dict[str, Any]:
+def stage_entry(
+    name: str, fingerprint: str, params: dict[str, Any], state: pl.DataFrame, stage: str
+) -> dict[str, Any]:
     """Rows in/out and rejections by reason of one stage, read off the build's state."""
     mine = state.filter(pl.col("stage") == stage)
     rejected = {r: int(n) for r, n in mine.group_by("reason").len().sort("reason").iter_rows()}
@@ -51,7 +53,9 @@ def assemble(
     for rank, src in enumerate(config.sources):
         rows = state.filter(pl.col("source_rank") == rank)
         rejected = rows.filter(pl.col("reason").is_not_null())
-        by_reason = {r: int(n) for r, n in rejected.group_by("reason").len().sort("reason").iter_rows()}
+        by_reason = {
+            r: int(n) for r, n in rejected.group_by("reason").len().sort("reason").iter_rows()
+        }
         sources.append(
             {
                 "name": src.name,
@@ -68,7 +72,14 @@ def assemble(
                 "rejected": by_reason,
             }
         )
-    totals = {r: int(n) for r, n in state.filter(pl.col("reason").is_not_null()).group_by("reason").len().sort("reason").iter_rows()}
+    totals = {
+        r: int(n)
+        for r, n in state.filter(pl.col("reason").is_not_null())
+        .group_by("reason")
+        .len()
+        .sort("reason")
+        .iter_rows()
+    }
     return {
         "schema": MANIFEST_SCHEMA,
         "parent": parent,
@@ -87,7 +98,11 @@ def assemble(
             "rows_out": sum(splits[s]["rows"] for s in SPLIT_NAMES),
             "rejected": totals,
         },
-        "code": {"curate": __version__, "pyarrow": pa.__version__, "reader": stages[0]["fingerprint"][:16]},
+        "code": {
+            "curate": __version__,
+            "pyarrow": pa.__version__,
+            "reader": stages[0]["fingerprint"][:16],
+        },
     }
 
 
@@ -133,15 +148,20 @@ def warnings(data: dict[str, Any]) -> list[str]:
             continue
         unreadable = sum(n for r, n in src["rejected"].items() if r in read_reasons)
         if unreadable * 2 >= rows_in:
-            worst = max(((r, n) for r, n in src["rejected"].items() if r in read_reasons), key=lambda rn: rn[1])
+            worst = max(
+                ((r, n) for r, n in src["rejected"].items() if r in read_reasons),
+                key=lambda rn: rn[1],
+            )
             out.append(
                 f"source {name!r}: {unreadable} of {rows_in} rows could not be used (mostly {worst[0]}); "
-                f"check its `format`, or map its fields with `columns = {{ your_field = \"prompt\", ... }}`; "
+                f'check its `format`, or map its fields with `columns = {{ your_field = "prompt", ... }}`; '
                 f"`curate review ID --source {name}` shows them"
             )
         left_out = src["rejected"].get("not_sampled", 0)
         if left_out * 2 >= rows_in:
-            out.append(f"source {name!r}: {left_out} of {rows_in} rows left out to honour the weights (`not_sampled`)")
+            out.append(
+                f"source {name!r}: {left_out} of {rows_in} rows left out to honour the weights (`not_sampled`)"
+            )
         mix = data["mixture"]["sources"].get(name, {})
         if mix.get("capped") and mix.get("available_rows"):
             out.append(

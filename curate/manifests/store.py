@@ -65,7 +65,10 @@ def _fsync_dir(folder: Path) -> None:
 
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8, trailing newline: the bytes a manifest id hashes."""
-    return (json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
+    return (
+        json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        + "\n"
+    ).encode()
 
 
 def sha256_file(path: Path) -> str:
@@ -128,7 +131,10 @@ class Store:
         path = self.root / "manifests" / f"{mid}.json"
         if not path.exists():
             atomic_write(path, data)
-        atomic_write(self.root / "manifests" / f"{mid}.run.json", json.dumps(run, indent=2, sort_keys=True).encode())
+        atomic_write(
+            self.root / "manifests" / f"{mid}.run.json",
+            json.dumps(run, indent=2, sort_keys=True).encode(),
+        )
         return mid
 
     def manifest_ids(self) -> list[str]:
@@ -149,9 +155,17 @@ class Store:
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
-                raise UnknownIdError(f"{ref!r} is ambiguous in store {self.root}: it starts {len(found)} manifests ({', '.join(f[:12] for f in found[:5])}); give more digits")
-        hint = " (an id prefix needs at least 8 hex digits)" if re.fullmatch(r"[0-9a-f]{1,7}", ref) else ""
-        raise UnknownIdError(f"no manifest or tag {ref!r} in store {self.root}{hint}; `curate log --store {self.root}` lists them")
+                raise UnknownIdError(
+                    f"{ref!r} is ambiguous in store {self.root}: it starts {len(found)} manifests ({', '.join(f[:12] for f in found[:5])}); give more digits"
+                )
+        hint = (
+            " (an id prefix needs at least 8 hex digits)"
+            if re.fullmatch(r"[0-9a-f]{1,7}", ref)
+            else ""
+        )
+        raise UnknownIdError(
+            f"no manifest or tag {ref!r} in store {self.root}{hint}; `curate log --store {self.root}` lists them"
+        )
 
     def read_manifest(self, mid: str) -> dict[str, Any]:
         path = self.root / "manifests" / f"{mid}.json"
@@ -160,7 +174,9 @@ class Store:
         except FileNotFoundError:
             raise UnknownIdError(f"manifest {mid} is not in store {self.root}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IntegrityError(f"manifest {mid} in {self.root} is not valid JSON ({exc}); `curate verify` reports it") from exc
+            raise IntegrityError(
+                f"manifest {mid} in {self.root} is not valid JSON ({exc}); `curate verify` reports it"
+            ) from exc
 
     def manifest_bytes(self, mid: str) -> bytes:
         return (self.root / "manifests" / f"{mid}.json").read_bytes()
@@ -176,7 +192,9 @@ class Store:
 
     def tag(self, name: str, mid: str) -> None:
         if not TAG.match(name) or HEX64.match(name) or re.fullmatch(r"[0-9a-f]{8,64}", name):
-            raise UserError(f"tag name {name!r} is not usable: use letters, digits, '.', '_' or '-', not something that looks like an id")
+            raise UserError(
+                f"tag name {name!r} is not usable: use letters, digits, '.', '_' or '-', not something that looks like an id"
+            )
         atomic_write(self.root / "refs" / name, (mid + "\n").encode())
 
     def tags(self) -> Iterator[tuple[str, str]]:

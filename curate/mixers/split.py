@@ -20,7 +20,9 @@ TRAIN, VALIDATION = 0, 1
 SPLIT_NAMES = ("train", "validation")
 
 
-def assign_splits(ids: pa.Array, groups: pa.Array | None, validation: float, seed: int) -> np.ndarray:
+def assign_splits(
+    ids: pa.Array, groups: pa.Array | None, validation: float, seed: int
+) -> np.ndarray:
     """Per row: TRAIN or VALIDATION. `groups` (nullable) holds the split key where by = field."""
     n = len(ids)
     split = np.full(n, TRAIN, dtype=np.int8)
@@ -31,10 +33,14 @@ def assign_splits(ids: pa.Array, groups: pa.Array | None, validation: float, see
     keys = ids
     if groups is not None:
         groups = groups.cast(pa.string())  # a row without the field is a group of its own
-        keys = pc.if_else(pc.is_null(groups), pc.binary_join_element_wise("\x00id", ids, ":"), groups)
+        keys = pc.if_else(
+            pc.is_null(groups), pc.binary_join_element_wise("\x00id", ids, ":"), groups
+        )
     frame = pl.DataFrame({"key": pl.Series(keys), "row": np.arange(n)})
     unit = frame.group_by("key", maintain_order=True).agg(pl.col("row"), pl.len().alias("size"))
-    salted = sha256_hex(pc.binary_join_element_wise(str(seed), unit["key"].to_arrow().cast(pa.string()), "\x00"), 16)
+    salted = sha256_hex(
+        pc.binary_join_element_wise(str(seed), unit["key"].to_arrow().cast(pa.string()), "\x00"), 16
+    )
     unit = unit.with_columns(pl.Series("rank", salted)).sort("rank", "key")
     taken = np.cumsum(unit["size"].to_numpy())
     count = int(np.searchsorted(taken, target) + 1)
@@ -52,5 +58,7 @@ def output_positions(copies: np.ndarray, split: np.ndarray, seed: int) -> list[n
         order = np.random.Generator(np.random.PCG64([seed, 7919, code])).permutation(len(rows))
         positions = np.empty(len(rows), dtype=np.int64)
         positions[order] = np.arange(len(rows))
-        out.append(np.stack([rows, positions], axis=1) if len(rows) else np.empty((0, 2), dtype=np.int64))
+        out.append(
+            np.stack([rows, positions], axis=1) if len(rows) else np.empty((0, 2), dtype=np.int64)
+        )
     return out

@@ -66,14 +66,20 @@ def plan_mixture(
         requested_total = int(math.floor(min(limits) + 1e-9)) if limits else 0
     requested = _apportion(requested_total, p)
     copies = np.zeros(len(source_rank), dtype=np.int64)
-    report: dict[str, Any] = {"sources": {}, "requested_total": requested_total, "temperature": mixture.temperature}
+    report: dict[str, Any] = {
+        "sources": {},
+        "requested_total": requested_total,
+        "temperature": mixture.temperature,
+    }
     realized_total = 0
     for i, src in enumerate(sources):
         rows = np.nonzero(source_rank == i)[0]
         want = min(requested[i], caps[i])
         a = len(rows)
         if a and want:
-            draw = np.random.Generator(np.random.PCG64([seed, zlib.crc32(src.name.encode())])).permutation(a)
+            draw = np.random.Generator(
+                np.random.PCG64([seed, zlib.crc32(src.name.encode())])
+            ).permutation(a)
             base, extra = divmod(want, a)
             per_row = np.full(a, base, dtype=np.int64)
             per_row[draw[:extra]] += 1
@@ -90,7 +96,9 @@ def plan_mixture(
             "capped": bool(want < requested[i]),
         }
     for entry in report["sources"].values():
-        entry["realized_share"] = round(entry["realized_rows"] / realized_total, 6) if realized_total else 0.0
+        entry["realized_share"] = (
+            round(entry["realized_rows"] / realized_total, 6) if realized_total else 0.0
+        )
     report["realized_total"] = realized_total
     return MixturePlan(copies, report)
 

@@ -15,18 +15,28 @@ from curate.manifests.manifest import Manifest
 PAYLOAD = ("kind", "messages", "text", "chosen", "rejected", "meta", "origin", "raw")
 
 
-def sample_rejections(manifest: Manifest, reason: str | None = None, source: str | None = None, n: int = 10, seed: int = 0) -> list[dict[str, Any]]:
+def sample_rejections(
+    manifest: Manifest,
+    reason: str | None = None,
+    source: str | None = None,
+    n: int = 10,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     con = connect(manifest)
     try:
-        picked = con.sql(
-            """
+        picked = (
+            con.sql(
+                """
             SELECT * FROM ledger
             WHERE ($reason IS NULL OR reason = $reason) AND ($source IS NULL OR source = $source)
             ORDER BY sha256(CAST($seed AS VARCHAR) || chr(0) || id), id
             LIMIT $n
             """,
-            params={"reason": reason, "source": source, "seed": seed, "n": n},
-        ).to_arrow_table().to_pylist()
+                params={"reason": reason, "source": source, "seed": seed, "n": n},
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
         out = []
         for rec in picked:
             detail = json.loads(rec["detail"]) if rec["detail"] else {}
@@ -49,7 +59,11 @@ def sample_rejections(manifest: Manifest, reason: str | None = None, source: str
 
 def _find(con: Any, row_id: str) -> dict[str, Any] | None:
     for view, where in (("rows", "kept"), ("ledger", "rejected")):
-        found = con.sql(f"SELECT * FROM {view} WHERE id = $id LIMIT 1", params={"id": row_id}).to_arrow_table().to_pylist()
+        found = (
+            con.sql(f"SELECT * FROM {view} WHERE id = $id LIMIT 1", params={"id": row_id})
+            .to_arrow_table()
+            .to_pylist()
+        )
         if found:
             rec = found[0]
             twin = {"id": rec["id"], "source": rec["source"], "status": where, **_payload(rec)}
