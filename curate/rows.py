@@ -7,10 +7,7 @@ marking each row that cannot be used with a reason from the ledger vocabulary
 (`invalid_schema`, `empty_response`) and its evidence. Rows that are not even JSON objects
 (`malformed`) are caught earlier by the readers (see `sources.py`).
 
-Row ids follow the contract: `sha256(source + "\\0" + canonical content)[:16]`, where the
-canonical content is an unambiguous, length-prefixed encoding of the row's kind and turns.
-The `#k` suffix for the k-th identical copy inside one source is added once all of a source's
-rows are known (see `dedup/exact.py`).
+Row ids and exact-dedup keys are computed from these rows in `identity.py`.
 """
 
 from __future__ import annotations
@@ -21,8 +18,6 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from curate.hashing import hash128, sha256_hex
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
@@ -157,13 +152,14 @@ def _coerce_column(col: pa.Array, typ: pa.DataType, name: str) -> pa.Array:
             children.append(pa.nulls(len(items), pa.string()))
     # a null element inside the list becomes an element with null fields (caught as missing)
     struct = pa.StructArray.from_arrays(children, fields=list(typ.value_type))
-    offsets = _offsets(col)
+    offsets = list_offsets(col)
     return pa.ListArray.from_arrays(
         pa.array(offsets, pa.int32()), struct, type=typ, mask=col.is_null()
     )
 
 
-def _offsets(col: pa.Array) -> np.ndarray:
+def list_offsets(col: pa.Array) -> np.ndarray:
+    """int64 offsets of a list array (nulls count as empty), honouring slices."""
     lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
     offsets = np.zeros(len(col) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -332,7 +328,7 @@ def _chat_turns(sub: pa.Table, fmt: str) -> tuple[pa.Array, tuple[str, str, str]
             [items.field("role"), items.field("content")], fields=list(MESSAGE)
         )
         built = pa.ListArray.from_arrays(
-            pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
+            pa.array(list_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
         )
         return built, ("messages", "role", "content")
     if fmt == "sharegpt":
@@ -347,7 +343,7 @@ def _chat_turns(sub: pa.Table, fmt: str) -> tuple[pa.Array, tuple[str, str, str]
         roles = pc.if_else(pc.is_null(mapped), raw_roles, mapped)
         struct = pa.StructArray.from_arrays([roles, items.field("value")], fields=list(MESSAGE))
         turns = pa.ListArray.from_arrays(
-            pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
+            pa.array(list_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
         )
         system = sub.column("system").combine_chunks()
         if system.null_count < n:
@@ -377,7 +373,7 @@ def _concat_lists(a: pa.Array, b: pa.Array) -> pa.Array:
     lb = pc.fill_null(pc.list_value_length(b), 0).to_numpy(zero_copy_only=False)
     n = len(a)
     flat = pa.concat_arrays([a.flatten(), b.flatten()])
-    oa, ob = _offsets(a), _offsets(b)
+    oa, ob = list_offsets(a), list_offsets(b)
     index = np.empty(int(la.sum() + lb.sum()), dtype=np.int64)
     out_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(la + lb, out=out_offsets[1:])
@@ -415,7 +411,7 @@ def _check_turns(
     """Unknown roles, missing content, no assistant turn, empty assistant turns."""
     list_name, role_key, content_key = labels
     n = len(turns)
-    offsets = _offsets(turns)
+    offsets = list_offsets(turns)
     lengths = np.diff(offsets)
     empty_rows = np.nonzero(lengths == 0)[0]
     verdicts.mark(rows[empty_rows], "invalid_schema", {"field": list_name, "error": "no turns"})
@@ -469,113 +465,3 @@ def _check_turns(
         for e in blank_elems[blank_at].tolist()
     ]
     verdicts.mark(rows[blank_rows], "empty_response", details)
-
-
-# ---------------------------------------------------------------------------------------
-# canonical content, ids and exact-dedup keys
-
-
-def _encode_turns(turns: pa.Array, contents: pa.Array | None = None) -> pa.Array:
-    """Per row: `<count>;` then `<bytes>:<role><bytes>:<content>` per turn (injective)."""
-    if turns.null_count == len(turns):  # e.g. chosen/rejected of chat rows
-        return pa.repeat(pa.scalar("0;"), len(turns))
-    items = turns.flatten()
-    roles = pc.fill_null(items.field("role"), "")
-    if contents is None:
-        contents = items.field("content")
-    contents = pc.fill_null(contents, "")
-    parts = pc.binary_join_element_wise(
-        pc.binary_length(roles).cast(pa.string()),
-        ":",
-        roles,
-        pc.binary_length(contents).cast(pa.string()),
-        ":",
-        contents,
-        "",
-    )
-    lists = pa.ListArray.from_arrays(pa.array(_offsets(turns), pa.int32()), parts)
-    count = pc.fill_null(pc.list_value_length(turns), 0).cast(pa.string())
-    return pc.binary_join_element_wise(count, pc.binary_join(lists, ""), ";")
-
-
-def _encode_text(text: pa.Array) -> pa.Array:
-    if text.null_count == len(text):
-        return pa.repeat(pa.scalar("0:"), len(text))
-    text = pc.fill_null(text, "")
-    return pc.binary_join_element_wise(pc.binary_length(text).cast(pa.string()), text, ":")
-
-
-def canonical_content(rows: pa.Table) -> pa.Array:
-    """The content a row id is computed from: kind, then every part length-prefixed."""
-
-    def turns(name: str) -> pa.Array:
-        return _encode_turns(rows.column(name).combine_chunks())
-
-    parts = [
-        pc.fill_null(rows.column("kind").combine_chunks(), "raw"),
-        turns("messages"),
-        _encode_text(rows.column("text").combine_chunks()),
-        turns("chosen"),
-        turns("rejected"),
-    ]
-    return pc.binary_join_element_wise(*parts, "\x00")
-
-
-# A run of two or more whitespace characters, or a single one that is not a space: only
-# these need rewriting, so the regex touches little of ordinary text (≈10× faster than
-# splitting on whitespace and joining).
-_WHITESPACE_TO_FOLD = r"[\t\n\v\f\r \x{85}\x{2028}\x{2029}]{2,}|[\t\n\v\f\r\x{85}\x{2028}\x{2029}]"
-
-
-def fold_text(values: pa.Array) -> pa.Array:
-    """NFKC, lower case, runs of whitespace folded to one space, trimmed."""
-    ascii_only = pc.fill_null(pc.string_is_ascii(values), True)
-    if pc.all(ascii_only).as_py():
-        folded = pc.ascii_lower(values)  # NFKC is the identity on ASCII; ~20× cheaper
-    else:
-        folded = pc.if_else(
-            ascii_only, pc.ascii_lower(values), pc.utf8_lower(pc.utf8_normalize(values, "NFKC"))
-        )
-    return pc.utf8_trim(pc.replace_substring_regex(folded, _WHITESPACE_TO_FOLD, " "), " ")
-
-
-def row_ids(rows: pa.Table, source: str) -> pa.Array:
-    """`sha256(source + "\\0" + canonical content)[:16]`; a malformed row hashes its raw text."""
-    content = canonical_content(rows)
-    raw = rows.column("raw").combine_chunks() if "raw" in rows.column_names else None
-    if raw is not None and raw.null_count < len(raw):
-        content = pc.if_else(
-            pc.is_null(raw), content, pc.binary_join_element_wise("raw", raw, "\x00")
-        )
-    keyed = pc.binary_join_element_wise(pa.scalar(source), content, "\x00")
-    return sha256_hex(keyed, 16)
-
-
-def dedup_keys(rows: pa.Table) -> pa.Table:
-    """Exact-dedup key: a 128-bit hash (columns h1, h2) of the normalized (folded) content.
-
-    The nested columns are folded in place and hashed as they are (polars hashes lists of
-    structs natively), which spares building one long string per row.
-    """
-
-    def folded(name: str) -> pa.Array:
-        col = rows.column(name).combine_chunks()
-        items = col.flatten()
-        struct = pa.StructArray.from_arrays(
-            [items.field("role"), fold_text(items.field("content"))], fields=list(MESSAGE)
-        )
-        return pa.ListArray.from_arrays(
-            pa.array(_offsets(col), pa.int32()), struct, type=MESSAGES, mask=col.is_null()
-        )
-
-    text = rows.column("text").combine_chunks()
-    table = pa.table(
-        {
-            "kind": rows.column("kind").combine_chunks(),
-            "messages": folded("messages"),
-            "text": fold_text(text) if text.null_count < len(text) else text,
-            "chosen": folded("chosen"),
-            "rejected": folded("rejected"),
-        }
-    )
-    return hash128(table)

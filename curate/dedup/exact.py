@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from curate.rows import dedup_keys
+from curate.identity import dedup_keys
 from curate.steps import GlobalStep, Verdicts
 
 

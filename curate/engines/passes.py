@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.readers import read_block
 from curate.rows import BUILD_SCHEMA, ROW_SCHEMA
-from curate.sources import BlockTask, read_block
+from curate.sources import BlockTask
 from curate.steps import GlobalStep, RowStep
 
 LEDGER_SCHEMA = pa.schema(
