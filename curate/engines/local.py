@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 PRELOAD = [
     "curate.sources",
+    "curate.readers",
+    "curate.identity",
     "curate.rows",
     "curate.engines.passes",
     "curate.manifests.store",
