@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -107,19 +108,20 @@ class Step:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class RowStep(Step):
+class RowStep(Step, ABC):
+    @abstractmethod
     def __call__(self, batch: pa.Table) -> Verdicts:
-        raise NotImplementedError
+        """Keep or reject each row of `batch` (rows still alive, in BUILD_SCHEMA)."""
 
 
-class GlobalStep(Step):
+class GlobalStep(Step, ABC):
+    @abstractmethod
     def keys(self, batch: pa.Table) -> pa.Table:
         """Per row of `batch` (rows still alive), the columns `resolve` needs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def resolve(self, keys: pa.Table) -> Verdicts:
         """Over all alive rows in canonical order (source order, then input order).
 
         `keys` holds the columns returned by `keys()` plus `id`, `source` and `source_rank`.
         """
-        raise NotImplementedError
