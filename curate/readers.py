@@ -279,7 +279,7 @@ def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Tabl
             )
             continue
         good.append({name: obj.get(name) for name in fields})
-        extra = {k: v for k, v in obj.items() if k not in fields}
+        extra = {k: obj[k] for k in sorted(obj) if k not in fields and obj[k] is not None}
         metas.append(
             json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None
         )

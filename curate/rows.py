@@ -167,13 +167,24 @@ def list_offsets(col: pa.Array) -> np.ndarray:
 
 
 def _meta_json(extra: pa.Table) -> pa.Array:
-    """Extra fields of each row as one compact JSON object (nulls left out)."""
+    """Extra fields of each row as one compact JSON object: keys sorted, null fields left out
+    (as the row-by-row path writes it), null when there are none."""
     import polars as pl
 
     try:
         frame = pl.from_arrow(extra)
         assert isinstance(frame, pl.DataFrame)
-        encoded = frame.select(pl.struct(pl.all()).struct.json_encode().alias("m")).to_series()
+        # `{"name":value}` per column, braces cut off, joined over the non-null fields
+        fragments = [
+            pl.when(pl.col(c).is_not_null()).then(
+                pl.struct(c).struct.json_encode().str.slice(1).str.strip_suffix("}")
+            )
+            for c in sorted(frame.columns)
+        ]
+        joined = pl.concat_str(fragments, separator=",", ignore_nulls=True)
+        encoded = frame.select(
+            pl.when(joined != "").then("{" + joined + "}").alias("m")
+        ).to_series()
         return encoded.to_arrow().cast(pa.string())
     except Exception as exc:  # an exotic type polars cannot encode: row by row instead
         raise CoerceError(f"extra fields: {exc}") from exc
