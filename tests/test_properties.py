@@ -132,6 +132,13 @@ rich_row = st.builds(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(rich_row, min_size=1, max_size=15))
+def comparable(rows: list[dict]) -> list[dict]:
+    return sorted(
+        ({k: v for k, v in r.items() if k != "split"} for r in rows),
+        key=lambda r: (r["origin"], r["id"]),
+    )
+
+
 def test_fast_and_row_by_row_paths_give_the_same_rows(rows):
     """A block with one broken line is read row by row; its good rows must not change."""
     root = Path(tempfile.mkdtemp(prefix="curate-prop-"))
@@ -148,11 +155,9 @@ def test_fast_and_row_by_row_paths_give_the_same_rows(rows):
                 root / "slow", [{"name": "s", "path": "s.jsonl"}], extra="[dedup]\nexact = false\n"
             )
         )
-        key = lambda r: (r["origin"], r["id"])  # noqa: E731
-        strip = lambda rs: sorted(
-            ({k: v for k, v in r.items() if k != "split"} for r in rs), key=key
-        )  # noqa: E731
-        assert strip(fast.rows) == strip(slow.rows)
-        assert strip(fast.ledger) == strip([r for r in slow.ledger if r["reason"] != "malformed"])
+        assert comparable(fast.rows) == comparable(slow.rows)
+        assert comparable(fast.ledger) == comparable(
+            [r for r in slow.ledger if r["reason"] != "malformed"]
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
