@@ -130,8 +130,6 @@ rich_row = st.builds(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(rich_row, min_size=1, max_size=15))
 def comparable(rows: list[dict]) -> list[dict]:
     return sorted(
         ({k: v for k, v in r.items() if k != "split"} for r in rows),
@@ -139,6 +137,8 @@ def comparable(rows: list[dict]) -> list[dict]:
     )
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(rich_row, min_size=1, max_size=15))
 def test_fast_and_row_by_row_paths_give_the_same_rows(rows):
     """A block with one broken line is read row by row; its good rows must not change."""
     root = Path(tempfile.mkdtemp(prefix="curate-prop-"))
