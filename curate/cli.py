@@ -418,5 +418,21 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def run() -> None:
+    """The `curate` executable: `main`, then leave without tearing the interpreter down.
+
+    Everything a command writes is closed, fsynced and renamed before `main` returns;
+    skipping the interpreter's teardown of pyarrow, polars and DuckDB saves ~0.1 s a command.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()
