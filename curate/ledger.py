@@ -16,29 +16,53 @@ from curate.rows import ROW_SCHEMA
 
 
 def connect(manifest: Manifest) -> Any:
+    """A DuckDB connection with the views `rows` and `ledger` over the build's objects."""
     import duckdb
 
     con = duckdb.connect()
-    parts = []
-    for split in manifest.split_names():
-        paths = [str(p) for p in manifest.shard_paths(split)]
-        if paths:
-            parts.append(f"SELECT *, '{split}' AS split FROM read_parquet({paths!r})")
-    if parts:
-        con.execute("CREATE VIEW rows AS " + " UNION ALL ".join(parts))
-    else:
-        empty = ROW_SCHEMA.append(pa.field("split", pa.string())).empty_table()
-        con.register("empty_rows", empty)
-        con.execute("CREATE VIEW rows AS SELECT * FROM empty_rows")
-    ledger_parts = [str(p) for p in manifest.ledger_paths()]
-    if ledger_parts:
-        con.execute(f"CREATE VIEW ledger AS SELECT * FROM read_parquet({ledger_parts!r})")
-    else:
-        from curate.engines.passes import LEDGER_SCHEMA
+    splits = [
+        (name, [str(p) for p in manifest.shard_paths(name)]) for name in manifest.split_names()
+    ]
+    _view(
+        con,
+        "rows",
+        [(paths, name) for name, paths in splits if paths],
+        ROW_SCHEMA.append(pa.field("split", pa.string())),
+    )
+    from curate.engines.passes import LEDGER_SCHEMA
 
-        con.register("empty_ledger", LEDGER_SCHEMA.empty_table())
-        con.execute("CREATE VIEW ledger AS SELECT * FROM empty_ledger")
+    _view(con, "ledger", [([str(p) for p in manifest.ledger_paths()], None)], LEDGER_SCHEMA)
     return con
+
+
+def _view(
+    con: Any, name: str, parts: list[tuple[list[str], str | None]], schema: pa.Schema
+) -> None:
+    """`name` as the union of Parquet file lists (each tagged with a split, if given).
+
+    Paths go through DuckDB's relation API, never into SQL text, so no store path can break
+    the statement.
+    """
+    relations = []
+    for paths, split in parts:
+        if not paths:
+            continue
+        relation = con.read_parquet(paths)
+        if split is not None:
+            relation = relation.select("*", duckdb_constant(split).alias("split"))
+        relations.append(relation)
+    if not relations:
+        relations.append(con.from_arrow(schema.empty_table()))
+    union = relations[0]
+    for other in relations[1:]:
+        union = union.union(other)
+    union.create_view(name)
+
+
+def duckdb_constant(value: str) -> Any:
+    import duckdb
+
+    return duckdb.ConstantExpression(value)
 
 
 def query(manifest: Manifest, sql: str) -> pa.Table:

@@ -528,3 +528,12 @@ def test_parent_is_recorded_and_changes_the_id(planted, cli):
     child = curate.open_manifest(r.json()["manifest_id"], store=store)
     assert child.data["parent"] == b.id and child.id != b.id
     assert cli("build", cfg, "--workers", "1", "--store", store, "--parent", "nope").code == 2
+
+
+def test_store_paths_with_quotes_work_in_queries(tmp_path, cli):
+    write_jsonl(tmp_path / "a.jsonl", [*rows("a", 3), "{bad"])
+    store = tmp_path / 'it\'s a "store"'
+    b = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]), store=store)
+    assert len(b.rows) == 3 and len(b.ledger) == 1
+    r = cli("query", b.id, "SELECT count(*) AS n FROM ledger", "--store", store, "--json")
+    assert r.json() == [{"n": 1}]
