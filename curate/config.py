@@ -146,8 +146,8 @@ def _is_data(path: Path) -> bool:
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
-    """A folder written by `datasets.Dataset.save_to_disk`."""
-    return (path / "dataset_info.json").exists() or (path / "state.json").exists()
+    """A folder written by `save_to_disk` (a Dataset, or a DatasetDict with its splits)."""
+    return any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
 # Sections that are part of the mixture.toml contract but whose steps this version does not

@@ -360,3 +360,18 @@ def test_unreadable_file_types_are_a_config_error(cli, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     r = cli("build", write_config(tmp_path, [{"name": "s", "path": "notes.txt"}]), "--workers", "1")
     assert r.code == 2 and "cannot read notes.txt: use .jsonl, .json, .parquet or .csv" in r.err
+
+
+def test_save_to_disk_datasetdict_reads_every_split(tmp_path):
+    import datasets
+
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]),
+            "test": datasets.Dataset.from_list([{"prompt": "p3", "completion": "c3"}]),
+        }
+    )
+    dd.save_to_disk(str(tmp_path / "dd"))
+    b = build(write_config(tmp_path, [{"name": "s", "path": "dd", "format": "prompt_completion"}]))
+    assert sorted(r["messages"][0]["content"] for r in b.rows) == ["p1", "p2", "p3"]
+    assert b.manifest["sources"][0]["files"][0]["path"] == "dd"
