@@ -161,7 +161,7 @@ def show(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 @app.command("log")
 def log_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List the builds in the store, newest first."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from curate import api
 
@@ -169,7 +169,8 @@ def log_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(entries)
         return
-    table = Table("id", "name", "created", "rows in", "rows out", "rejected", "tags")
+    table = Table("name", "created", "rows in", "rows out", "rejected", "tags")
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=16))
     for e in entries:
         table.add_row(
             e["id"][:16],

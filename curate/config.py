@@ -147,7 +147,9 @@ def _is_data(path: Path) -> bool:
 
 def is_hf_dataset_dir(path: Path) -> bool:
     """A folder written by `save_to_disk` (a Dataset, or a DatasetDict with its splits)."""
-    return any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    return any(
+        (path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")
+    )
 
 
 # Sections that are part of the mixture.toml contract but whose steps this version does not

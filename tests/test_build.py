@@ -537,3 +537,17 @@ def test_store_paths_with_quotes_work_in_queries(tmp_path, cli):
     assert len(b.rows) == 3 and len(b.ledger) == 1
     r = cli("query", b.id, "SELECT count(*) AS n FROM ledger", "--store", store, "--json")
     assert r.json() == [{"n": 1}]
+
+
+def test_text_output_of_every_command(planted, cli, tmp_path):
+    cfg, b = planted
+    store = cfg.parent / ".store"
+    shown = cli("show", b.id, "--store", store)
+    assert shown.code == 0 and "exact_duplicate" in shown.out and b.id in shown.out
+    assert b.id[:16] in cli("log", "--store", store).out
+    assert "rows conserved" in cli("verify", b.id, "--store", store).out
+    assert "train.jsonl" in cli("export", b.id, "--out", tmp_path / "x", "--store", store).out
+    assert "train" in cli("query", b.id, "SELECT DISTINCT split FROM rows", "--store", store).out
+    assert cli("tag", "not an ok tag!", b.id, "--store", store).code == 2
+    assert cli("tag", "deadbeef", b.id, "--store", store).code == 2  # looks like an id
+    assert cli("export", b.id, "--format", "xml", "--store", store).code == 2

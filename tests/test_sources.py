@@ -367,7 +367,9 @@ def test_save_to_disk_datasetdict_reads_every_split(tmp_path):
 
     dd = datasets.DatasetDict(
         {
-            "train": datasets.Dataset.from_list([{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]),
+            "train": datasets.Dataset.from_list(
+                [{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]
+            ),
             "test": datasets.Dataset.from_list([{"prompt": "p3", "completion": "c3"}]),
         }
     )
