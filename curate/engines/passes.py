@@ -64,9 +64,13 @@ def ingest(
     group_field: str | None,
 ) -> pa.Table:
     path = Path(cache_file)
+    table = None
     if path.exists():
-        table = read_ipc(path)
-    else:
+        try:
+            table = read_ipc(path)
+        except (OSError, pa.ArrowInvalid):  # a cache file damaged by a crash: read again
+            table = None
+    if table is None:
         table = read_block(task)
         write_ipc(table, path)
     index = table.select(["id", "order", *VERDICT_COLUMNS])
@@ -175,7 +179,8 @@ def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, A
 
     scratch.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, str(scratch), **PARQUET_OPTIONS)
-    return {"object": Store(store_root).put_file(scratch), "rows": table.num_rows}
+    # made durable by the build, all at once, before its manifest names it
+    return {"object": Store(store_root).put_file(scratch, durable=False), "rows": table.num_rows}
 
 
 def emit(

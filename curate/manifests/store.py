@@ -96,20 +96,45 @@ class Store:
             path.chmod(0o444)
         return sha
 
-    def put_file(self, src: Path) -> str:
-        """Move a finished temp file into the store under its hash (same filesystem)."""
+    def put_file(self, src: Path, durable: bool = True) -> str:
+        """Move a finished temp file into the store under its hash (same filesystem).
+
+        `durable=False` skips the fsyncs: for objects a build writes in bulk and then makes
+        durable together with `sync_objects` before any manifest names them. An object left
+        half-written by a crash has the wrong size and is replaced here.
+        """
         sha = sha256_file(src)
         path = self.object_path(sha)
-        if path.exists():
+        if path.exists() and path.stat().st_size == src.stat().st_size:
             src.unlink()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(src, "rb") as fh:
-                os.fsync(fh.fileno())
+            if durable:
+                with open(src, "rb") as fh:
+                    os.fsync(fh.fileno())
             os.replace(src, path)
             path.chmod(0o444)
-            _fsync_dir(path.parent)
+            if durable:
+                _fsync_dir(path.parent)
         return sha
+
+    def sync_objects(self, shas: list[str]) -> None:
+        """fsync objects and their folders, in parallel (the filesystem batches them into
+        few journal commits): a manifest is written only after this."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def sync(path: Path) -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        files = [self.object_path(s) for s in shas]
+        folders = sorted({f.parent for f in files})
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(sync, files))
+            list(pool.map(sync, folders))
 
     def verify_object(self, sha: str) -> str | None:
         """None when the object is present and its bytes hash to its name, else the problem."""
