@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -40,7 +41,7 @@ from curate.progress import Progress
 from curate.sources import BlockTask, plan_blocks
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
-READER_VERSION = "1"
+READER_VERSION = "2"  # bump when reading/normalization changes what a cached block holds
 EMPTY_INDEX = {
     "id": pl.String,
     "order": pl.Int64,
@@ -50,8 +51,8 @@ EMPTY_INDEX = {
     "block": pl.Int32,
     "row": pl.Int32,
     "source_rank": pl.Int32,
-}  # bump when reading/normalization changes what a block holds
-OUTPUT_SHARD_ROWS = 50_000
+}
+OUTPUT_SHARD_ROWS = 50_000  # at most; a split's shards are made equal in size
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,13 @@ def _run_later_rows(
     return merged
 
 
+def _shard_size(rows: int) -> int:
+    """Rows per shard for a split of `rows`: as few shards as OUTPUT_SHARD_ROWS allows, all
+    of one size (so that the shards of a split take the same time to write)."""
+    shards = max(1, math.ceil(rows / OUTPUT_SHARD_ROWS))
+    return max(1, math.ceil(rows / shards))
+
+
 def _block_bounds(state: pl.DataFrame) -> list[tuple[int, int]]:
     sizes = state.group_by("block", maintain_order=True).len()["len"].to_numpy()
     ends = np.cumsum(sizes)
@@ -360,7 +368,8 @@ def _write(
     eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     copies = state["copies"].to_numpy()
-    placed = np.concatenate(output_positions(copies, state["split"].to_numpy(), seed))
+    output_positions_by_split = output_positions(copies, state["split"].to_numpy(), seed)
+    placed = np.concatenate(output_positions_by_split)
     # per row, the positions of its copies: a list array whose offsets are the copy counts
     by_row = placed[np.argsort(placed[:, 0], kind="stable"), 1]
     offsets = np.zeros(state.height + 1, dtype=np.int64)
@@ -374,8 +383,9 @@ def _write(
     ).to_arrow()
     passes.write_ipc(plan.append_column("positions", positions), plan_file)
     bounds = _block_bounds(state)
+    shard_rows = tuple(_shard_size(len(p)) for p in output_positions_by_split)
     items = [
-        (cache[b], b, str(plan_file), a, z - a, str(work), OUTPUT_SHARD_ROWS, str(store.root))
+        (cache[b], b, str(plan_file), a, z - a, str(work), shard_rows, str(store.root))
         for b, (a, z) in enumerate(bounds)
     ]
     results = eng.map(passes.emit, items, "write", weights=[z - a for a, z in bounds])

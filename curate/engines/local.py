@@ -15,7 +15,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -136,29 +136,51 @@ class LocalEngine:
         label: str,
         weights: Sequence[int] | None = None,
     ) -> list[T]:
-        """`[fn(*item) for item in items]`, in parallel, in order, with a progress bar."""
+        """`[fn(*item) for item in items]`, in parallel, in order, with a progress bar.
+
+        The pool's workers take tasks from the front, one at a time as each finishes (so
+        none holds a task it has not started), and this process takes them from the back;
+        they meet in the middle. Results keep the order of `items`.
+        """
         total = sum(weights) if weights else len(items)
+        results: list[Any] = [None] * len(items)
         with self.progress.task(label, total) as bar:
             if self._pool is None or len(items) <= 1:
-                serial: list[T] = []
                 for i, item in enumerate(items):
-                    serial.append(fn(*item))
+                    results[i] = fn(*item)
                     bar.advance(weights[i] if weights else 1)
-                return serial
-            # The pool takes tasks from the front; this process takes them from the back,
-            # each one it can still withdraw from the pool. So it works while the pool's
-            # workers start (hiding their start-up) and the two meet in the middle.
-            futures = [self._pool.submit(fn, *item) for item in items]
-            results: list[Any] = [None] * len(items)
-            local: set[int] = set()
-            for i in reversed(range(len(items))):
-                if not futures[i].cancel():
-                    break
+                return results
+            pool = self._pool
+            lock = threading.Lock()
+            bounds = {"front": 0, "back": len(items)}  # tasks [front, back) are not taken yet
+            futures: dict[int, Future[Any]] = {}
+
+            def feed(_: object = None) -> None:
+                with lock:  # take the next task and submit it in one step
+                    if bounds["front"] >= bounds["back"]:
+                        return
+                    i = bounds["front"]
+                    bounds["front"] += 1
+                    try:
+                        futures[i] = pool.submit(fn, *items[i])
+                    except RuntimeError:  # the pool is shutting down after a failure
+                        return
+                futures[i].add_done_callback(feed)
+
+            for _ in range(self.workers - 1):
+                feed()
+            while True:
+                with lock:
+                    if bounds["front"] >= bounds["back"]:
+                        break
+                    bounds["back"] -= 1
+                    i = bounds["back"]
                 results[i] = fn(*items[i])
-                local.add(i)
                 bar.advance(weights[i] if weights else 1)
-            for i, future in enumerate(futures):
-                if i not in local:
+            for i in range(len(items)):
+                with lock:
+                    future = futures.get(i)
+                if future is not None:
                     results[i] = future.result()
                     bar.advance(weights[i] if weights else 1)
             return results

@@ -190,14 +190,14 @@ def emit(
     offset: int,
     length: int,
     out_dir: str,
-    shard_rows: int,
+    shard_rows: tuple[int, ...],
     store_root: str,
 ) -> tuple[dict[str, Any] | None, list[tuple[int, int, str]]]:
     """Write the block's ledger part to the store and bucket its output rows by (split, shard).
 
     The block's rows are rows [offset, offset + length) of `plan_file`: final id, stage,
     reason, detail, split code, and the positions of the row's copies in its split (empty
-    for rejected rows). Returns the ledger part's object entry (or None) and the
+    for rejected rows). A copy at position p of split c goes to shard p // shard_rows[c]. Returns the ledger part's object entry (or None) and the
     (split, shard, path) buckets that `gather` turns into output shards.
     """
     plan = read_ipc(plan_file).slice(offset, length)
@@ -223,7 +223,7 @@ def emit(
         pos = pc.list_flatten(positions).to_numpy(zero_copy_only=False)
         split = np.repeat(splits.to_numpy(zero_copy_only=False), counts)
         emitted = emitted.append_column("_position", pa.array(pos, pa.int64()))
-        shard = pos // shard_rows
+        shard = pos // np.asarray(shard_rows)[split]
         for code in np.unique(split):
             for s in np.unique(shard[split == code]):
                 pick = np.nonzero((split == code) & (shard == s))[0]
