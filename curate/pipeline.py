@@ -38,7 +38,7 @@ from curate.manifests.store import Store
 from curate.mixers.split import SPLIT_NAMES, assign_splits, output_positions
 from curate.mixers.weights import not_sampled_detail, plan_mixture
 from curate.progress import Progress
-from curate.sources import BlockTask, plan_blocks
+from curate.sources import BlockTask, plan_blocks, scan_file
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
 READER_VERSION = "2"  # bump when reading/normalization changes what a cached block holds
@@ -114,21 +114,23 @@ def run_build(
     work = store.temp_dir("build-")
     try:
         with make_engine(engine, workers, progress, start_method) as eng:
+            files = [
+                [
+                    (p, Path(os.path.relpath(p, config.base_dir)).as_posix())
+                    for p in config.source_files(src)
+                ]
+                for src in config.sources
+            ]
+            scratch = str(store.root / "cache" / "decompressed")
+            scans = eng.map(scan_file, [(str(p), scratch) for fs in files for p, _ in fs], "scan")
             tasks: list[BlockTask] = []
             ranks: list[int] = []
             file_entries: list[list[dict[str, Any]]] = []
             for rank, src in enumerate(config.sources):
-                files = [
-                    (p, Path(os.path.relpath(p, config.base_dir)).as_posix())
-                    for p in config.source_files(src)
-                ]
+                mine, scans = scans[: len(files[rank])], scans[len(files[rank]) :]
+                shown = [name for _, name in files[rank]]
                 src_tasks, entries = plan_blocks(
-                    src.name,
-                    src.format,
-                    files,
-                    strict,
-                    src.columns,
-                    store.root / "cache" / "decompressed",
+                    src.name, src.format, shown, mine, strict, src.columns
                 )
                 tasks += src_tasks
                 ranks += [rank] * len(src_tasks)

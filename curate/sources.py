@@ -1,5 +1,8 @@
 """Sources: a source's files → blocks, the units a build reads in parallel.
 
+Files are scanned in parallel (`scan_file`, one pass that hashes a file and finds its block
+boundaries), then cut into blocks (`plan_blocks`).
+
 A source's files are cut into blocks (byte ranges of a JSONL file at line boundaries, row
 groups of a Parquet file, records of a `save_to_disk` folder, a whole CSV or JSON file);
 compressed files are first decompressed once into the store's cache. Each file is hashed
@@ -106,66 +109,63 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def plan_blocks(
-    source: str,
-    fmt: str,
-    files: list[tuple[Path, str]],
-    strict: bool = False,
-    columns: dict[str, str] | None = None,
-    scratch: Path | None = None,
-) -> tuple[list[BlockTask], list[dict[str, Any]]]:
-    """Blocks for a source's files, and the files' manifest entries (path, sha256, bytes).
+FileScan = tuple[str, str, str, int, list[tuple[int, int, int]]]
 
-    Files are scanned in threads (hashlib releases the GIL), each in one pass that both
-    hashes it and finds its block boundaries.
+
+def scan_file(path: str, scratch: str | None = None) -> FileScan:
+    """One pass over a file: (path to read, kind, sha256, bytes, blocks).
+
+    Blocks are (start, stop, first line or record). The sha256 and size are the file's as
+    the user has it; a compressed file is read from a plain copy made in `scratch`.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(len(files), 4) or 1) as pool:
-        scans = list(pool.map(lambda p: _scan_file(p, scratch), [p for p, _ in files]))
-    tasks: list[BlockTask] = []
-    entries: list[dict[str, Any]] = []
-    for index, ((original, shown), (path, kind, sha, size, ranges)) in enumerate(
-        zip(files, scans, strict=True)
-    ):
-        del original  # a compressed file is read from its plain copy (`path`)
-        entries.append({"path": shown, "sha256": sha, "bytes": size})
-        renames = tuple(sorted((columns or {}).items()))
-        tasks += [
-            BlockTask(source, fmt, str(path), shown, kind, index, a, b, first, sha, strict, renames)
-            for a, b, first in ranges
-        ]
-    return tasks, entries
-
-
-def _scan_file(
-    path: Path, scratch: Path | None
-) -> tuple[Path, str, str, int, list[tuple[int, int, int]]]:
-    """(path to read, kind, sha256, bytes, blocks as (start, stop, first line or record)).
-
-    The sha256 and size are the file's as the user has it (compressed or not).
-    """
-    kind = file_kind(path)
-    if path.is_file() and path.suffix.lower() in COMPRESSIONS:
-        sha, size = file_sha256(path), path.stat().st_size
-        plain = _decompressed(path, sha, scratch or path.parent / ".curate-decompressed")
-        _, _, _, _, ranges = _scan_file(plain, scratch)
-        return plain, kind, sha, size, ranges
+    file = Path(path)
+    kind = file_kind(file)
+    if file.is_file() and file.suffix.lower() in COMPRESSIONS:
+        sha, size = file_sha256(file), file.stat().st_size
+        plain = _decompressed(
+            file, sha, Path(scratch) if scratch else file.parent / ".curate-decompressed"
+        )
+        ranges = scan_file(str(plain), scratch)[4]
+        return str(plain), kind, sha, size, ranges
     if kind == "jsonl":
-        sha, ranges = _scan_jsonl(path)
-        return path, kind, sha, path.stat().st_size, ranges
-    sha = file_sha256(path)
-    if path.is_dir():
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        sha, ranges = _scan_jsonl(file)
+        return path, kind, sha, file.stat().st_size, ranges
+    sha = file_sha256(file)
+    if file.is_dir():
+        size = sum(p.stat().st_size for p in file.rglob("*") if p.is_file())
     else:
-        size = path.stat().st_size
+        size = file.stat().st_size
     if kind == "parquet":
-        ranges = [(a, b, a + 1) for a, b in _parquet_ranges(path)]
+        ranges = [(a, b, a + 1) for a, b in _parquet_ranges(file)]
     elif kind == "arrow":
-        ranges = [(a, b, a + 1) for a, b in _record_ranges(_arrow_rows(path))]
+        ranges = [(a, b, a + 1) for a, b in _record_ranges(_arrow_rows(file))]
     else:
         ranges = [(0, size, 1)]
     return path, kind, sha, size, ranges
+
+
+def plan_blocks(
+    source: str,
+    fmt: str,
+    shown: list[str],
+    scans: list[FileScan],
+    strict: bool = False,
+    columns: dict[str, str] | None = None,
+) -> tuple[list[BlockTask], list[dict[str, Any]]]:
+    """Blocks for a source's scanned files, and the files' manifest entries.
+
+    `shown` names each file as the manifest does (relative to the config).
+    """
+    renames = tuple(sorted((columns or {}).items()))
+    tasks: list[BlockTask] = []
+    entries: list[dict[str, Any]] = []
+    for index, (name, (path, kind, sha, size, ranges)) in enumerate(zip(shown, scans, strict=True)):
+        entries.append({"path": name, "sha256": sha, "bytes": size})
+        tasks += [
+            BlockTask(source, fmt, path, name, kind, index, a, b, first, sha, strict, renames)
+            for a, b, first in ranges
+        ]
+    return tasks, entries
 
 
 def _scan_jsonl(path: Path) -> tuple[str, list[tuple[int, int, int]]]:
