@@ -203,6 +203,9 @@ def run_build(
     manifest = assemble(
         config, state, file_entries, stage_counts, mixture_report, splits, ledger, parent
     )
+    # every object this build wrote becomes durable before a manifest can name it
+    objects = [s["object"] for split in splits.values() for s in split["shards"]]
+    store.sync_objects(objects + [p["object"] for p in ledger["parts"]])
     run = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),

@@ -52,6 +52,9 @@ def _without_user_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
+_ENGINE_RAN = False  # set once an engine ran in this process (and so polars was used)
+
+
 def _one_thread_each() -> None:
     """Workers already fill the cores: keep Arrow's and polars' own thread pools to one thread."""
     os.environ["POLARS_MAX_THREADS"] = "1"
@@ -87,6 +90,7 @@ class LocalEngine:
         self._arrow_threads = 0
 
     def __enter__(self) -> LocalEngine:
+        global _ENGINE_RAN
         if self.workers > 1:
             ctx = multiprocessing.get_context(self._safe_start_method())
             if ctx.get_start_method() == "forkserver":
@@ -105,6 +109,7 @@ class LocalEngine:
 
             self._arrow_threads = pa.cpu_count()
             pa.set_cpu_count(1)
+        _ENGINE_RAN = True  # an engine's work uses polars here: no later fork is safe
         return self
 
     def _safe_start_method(self) -> str:
@@ -115,9 +120,8 @@ class LocalEngine:
         polars was used. The CLI asks for `fork` before any of that has happened; the
         Python API, which cannot know what its caller did, uses the forkserver.
         """
-        if self.start_method == "fork" and (
-            threading.active_count() > 1 or sys.platform != "linux"
-        ):
+        unsafe = threading.active_count() > 1 or sys.platform != "linux" or _ENGINE_RAN
+        if self.start_method == "fork" and unsafe:
             return "forkserver"
         return self.start_method
 
