@@ -63,3 +63,25 @@ def test_a_damaged_cache_block_is_read_again(tmp_path):
     (block,) = (tmp_path / ".store" / "cache" / "blocks").rglob("*.arrow")
     block.write_bytes(block.read_bytes()[:100])  # truncated by a crash
     assert build(cfg).id == first.id
+
+
+def test_objects_are_made_durable_before_the_manifest_names_them(tmp_path, monkeypatch):
+    import curate
+
+    events: list[tuple[str, object]] = []
+    real_sync, real_put = Store.sync_objects, Store.put_manifest
+    monkeypatch.setattr(
+        Store,
+        "sync_objects",
+        lambda self, shas: (events.append(("sync", sorted(shas))), real_sync(self, shas))[1],
+    )
+    monkeypatch.setattr(
+        Store,
+        "put_manifest",
+        lambda self, m, r: (events.append(("manifest", None)), real_put(self, m, r))[1],
+    )
+    write_jsonl(tmp_path / "a.jsonl", [chat("q", "a"), chat("q", "a"), "{bad"])
+    result = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
+    assert [e for e, _ in events] == ["sync", "manifest"]
+    manifest = curate.open_manifest(result.id, store=tmp_path / ".store")
+    assert events[0][1] == sorted(manifest.objects())
