@@ -373,6 +373,15 @@ def _type_problem(value: Any, typ: pa.DataType, path: str) -> dict[str, Any] | N
                 item.get(field.name), field.type, f"{path}[{i}].{field.name}"
             ):
                 return problem
+        known = {f.name for f in typ.value_type}
+        extra = next((k for k, v in item.items() if k not in known and v is not None), None)
+        if extra is not None:
+            return {
+                "field": f"{path}[{i}].{extra}",
+                "error": f"turns may only hold {' and '.join(sorted(known))}; this version "
+                "would lose the rest (tool calls, names, per-turn weights), so the row is kept out",
+                "value": _short(item[extra]),
+            }
     return None
 
 

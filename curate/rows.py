@@ -143,6 +143,12 @@ def _coerce_column(col: pa.Array, typ: pa.DataType, name: str) -> pa.Array:
         items = pa.nulls(len(items), typ.value_type)
     if not pa.types.is_struct(items.type):
         raise CoerceError(f"{name}: expected a list of objects, column has {col.type}")
+    known = {f.name for f in typ.value_type}
+    for field in items.type:
+        if field.name not in known and items.field(field.name).null_count < len(items):
+            # e.g. tool_calls, name, a per-turn weight: the row-by-row path rejects the rows
+            # that carry one rather than let them lose it silently
+            raise CoerceError(f"{name}[].{field.name}: a turn field curate does not keep")
     children = []
     for field in typ.value_type:
         if items.type.get_field_index(field.name) >= 0:

@@ -377,3 +377,32 @@ def test_save_to_disk_datasetdict_reads_every_split(tmp_path):
     b = build(write_config(tmp_path, [{"name": "s", "path": "dd", "format": "prompt_completion"}]))
     assert sorted(r["messages"][0]["content"] for r in b.rows) == ["p1", "p2", "p3"]
     assert b.manifest["sources"][0]["files"][0]["path"] == "dd"
+
+
+def test_turn_fields_curate_cannot_keep_are_rejected_not_dropped(tmp_path):
+    tool = {
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather"}]},
+            {"role": "tool", "content": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+        ]
+    }
+    masked = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "bad", "weight": 0},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "good", "weight": 1},
+        ]
+    }
+    plain = {
+        "messages": [
+            {"role": "user", "content": "q", "name": None},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
+    b = build(one_source(tmp_path, [plain, tool, masked], fmt="chat"))
+    assert [r["messages"][0]["content"] for r in b.rows] == ["q"]  # a null extra field is harmless
+    fields = sorted(json.loads(r["detail"])["field"] for r in b.rejected("invalid_schema"))
+    assert fields == ["messages[1].tool_calls", "messages[1].weight"]
