@@ -35,6 +35,7 @@ def build(
     parent: str | None = None,
     progress: Progress | None = None,
     start_method: str = "forkserver",
+    prescanned: dict[tuple[str, str | None], Any] | None = None,
 ) -> BuildResult:
     """Build the mixture a config describes; returns the manifest id, manifest and run info.
 
@@ -55,6 +56,7 @@ def build(
         progress=progress,
         parent=parent_id,
         start_method=start_method,
+        prescanned=prescanned,
     )
 
 

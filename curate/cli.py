@@ -74,15 +74,25 @@ def build(
     as_json: JsonOpt = False,
 ) -> None:
     """Read, validate, deduplicate, mix and split the sources of CONFIG; print the manifest id."""
+    from curate.config import load_config
+    from curate.manifests.store import default_store
+    from curate.sources import Prescan, scratch_dir
+
+    cfg = load_config(config)
+    # Hash the source files on a thread while this process imports pyarrow and polars.
+    scratch = scratch_dir(_store(store) or default_store(config))
+    prescan = Prescan([(str(p), scratch) for src in cfg.sources for p in cfg.source_files(src)])
+
     from curate import api
     from curate.manifests.manifest import warnings as manifest_warnings
     from curate.progress import Progress
 
+    prescanned = prescan.results()  # the thread is done: forking is safe again
     # This process has not used polars or started a thread yet (the progress display starts
     # with its first bar), so workers can be forked: they start without importing anything.
     with _pandas_hidden(), Progress(enabled=not as_json) as progress:
         result = api.build(
-            config,
+            cfg,
             store=_store(store),
             workers=workers,
             engine=engine,
@@ -90,6 +100,7 @@ def build(
             parent=parent,
             progress=progress,
             start_method="fork",
+            prescanned=prescanned,
         )
     if as_json:
         data = result.manifest

@@ -38,7 +38,7 @@ from curate.manifests.store import Store
 from curate.mixers.split import SPLIT_NAMES, assign_splits, output_positions
 from curate.mixers.weights import not_sampled_detail, plan_mixture
 from curate.progress import Progress
-from curate.sources import BlockTask, plan_blocks, scan_file
+from curate.sources import BlockTask, FileScan, plan_blocks, scan_file, scratch_dir
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
 READER_VERSION = "2"  # bump when reading/normalization changes what a cached block holds
@@ -103,6 +103,7 @@ def run_build(
     progress: Progress | None = None,
     parent: str | None = None,
     start_method: str = "forkserver",
+    prescanned: dict[tuple[str, str | None], FileScan] | None = None,
 ) -> BuildResult:
     started = time.time()
     timings: dict[str, float] = {}
@@ -121,8 +122,11 @@ def run_build(
                 ]
                 for src in config.sources
             ]
-            scratch = str(store.root / "cache" / "decompressed")
-            scans = eng.map(scan_file, [(str(p), scratch) for fs in files for p, _ in fs], "scan")
+            jobs = [(str(p), scratch_dir(store.root)) for fs in files for p, _ in fs]
+            known = prescanned or {}
+            missing = [job for job in jobs if job not in known]
+            found = dict(zip(missing, eng.map(scan_file, missing, "scan"), strict=True))
+            scans = [known[job] if job in known else found[job] for job in jobs]
             tasks: list[BlockTask] = []
             ranks: list[int] = []
             file_entries: list[list[dict[str, Any]]] = []

@@ -18,12 +18,11 @@ import json
 import lzma
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
 
 from curate.config import COMPRESSIONS, data_suffix
 from curate.errors import InputError
@@ -112,6 +111,11 @@ def file_sha256(path: Path) -> str:
 FileScan = tuple[str, str, str, int, list[tuple[int, int, int]]]
 
 
+def scratch_dir(store_root: Path) -> str:
+    """Where a store keeps plain copies of compressed sources."""
+    return str(Path(store_root) / "cache" / "decompressed")
+
+
 def scan_file(path: str, scratch: str | None = None) -> FileScan:
     """One pass over a file: (path to read, kind, sha256, bytes, blocks).
 
@@ -142,6 +146,32 @@ def scan_file(path: str, scratch: str | None = None) -> FileScan:
     else:
         ranges = [(0, size, 1)]
     return path, kind, sha, size, ranges
+
+
+class Prescan:
+    """Scans files on a background thread while the caller does other work.
+
+    The CLI starts it as soon as the config is read, so that hashing the sources (hashlib
+    releases the GIL) overlaps with importing pyarrow and polars. `results()` joins the
+    thread: call it before any worker process is forked. A file whose scan fails is left out
+    and scanned again by the build, which then reports the problem.
+    """
+
+    def __init__(self, jobs: list[tuple[str, str | None]]):
+        self._found: dict[tuple[str, str | None], FileScan] = {}
+        self._thread = threading.Thread(target=self._run, args=(jobs,), name="curate-prescan")
+        self._thread.start()
+
+    def _run(self, jobs: list[tuple[str, str | None]]) -> None:
+        for job in jobs:
+            try:
+                self._found[job] = scan_file(*job)
+            except Exception:  # noqa: BLE001 - the build scans it again and reports it
+                continue
+
+    def results(self) -> dict[tuple[str, str | None], FileScan]:
+        self._thread.join()
+        return self._found
 
 
 def plan_blocks(
@@ -234,7 +264,9 @@ def _arrow_rows(path: Path) -> int:
     return sum(read_ipc_file(f).num_rows for f in arrow_files(path))
 
 
-def read_ipc_file(path: Path) -> pa.Table:
+def read_ipc_file(path: Path) -> Any:
+    import pyarrow as pa
+
     with pa.memory_map(str(path)) as source:
         try:
             return pa.ipc.open_stream(source).read_all()

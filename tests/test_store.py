@@ -85,3 +85,12 @@ def test_objects_are_made_durable_before_the_manifest_names_them(tmp_path, monke
     assert [e for e, _ in events] == ["sync", "manifest"]
     manifest = curate.open_manifest(result.id, store=tmp_path / ".store")
     assert events[0][1] == sorted(manifest.objects())
+
+
+def test_prescan_leaves_out_what_it_cannot_scan(tmp_path):
+    from curate.sources import Prescan, scan_file
+
+    write_jsonl(tmp_path / "a.jsonl", [chat("q", "a")])
+    jobs = [(str(tmp_path / "a.jsonl"), None), (str(tmp_path / "gone.jsonl"), None)]
+    found = Prescan(jobs).results()
+    assert found == {jobs[0]: scan_file(*jobs[0])}
