@@ -154,6 +154,7 @@ def run_build(
             )
             timings["read"] = time.time() - t0
             state = _index_frame(indexes, ranks)
+            del indexes  # the per-block tables now live in `state`: keep memory flat
             stage_counts = [
                 stage_entry(
                     "read",
@@ -287,12 +288,17 @@ def _apply_verdicts(
 
 
 def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl.DataFrame:
+    """Run a global step's `resolve` over the keys of the rows still alive."""
     alive = np.nonzero(state["reason"].is_null().to_numpy())[0]
     if len(alive) == 0:
         return state
     names = [s.name for s in config.sources]
+    # only what `resolve` is promised: its key columns, id, source and source_rank
+    key_columns = [
+        c for c in state.columns if c not in EMPTY_INDEX and c not in ("group", "copies", "split")
+    ]
     keys = (
-        state[alive]
+        state.select("id", "source_rank", *key_columns)[alive]
         .with_columns(
             pl.col("source_rank")
             .replace_strict(list(range(len(names))), names, return_dtype=pl.String)
@@ -395,6 +401,7 @@ def _write(
         "id", "stage", "reason", "detail", pl.col("split").alias("split_code")
     ).to_arrow()
     passes.write_ipc(plan.append_column("positions", positions), plan_file)
+    del plan, positions, placed  # the workers read the file; this process needs neither
     bounds = _block_bounds(state)
     shard_rows = tuple(_shard_size(len(p)) for p in output_positions_by_split)
     items = [
