@@ -180,16 +180,16 @@ def _read_json_list(task: BlockTask) -> pa.Table:
 
 
 def _read_csv(task: BlockTask) -> pa.Table:
-    import pyarrow.csv as pcsv
-
-    with open(task.path, "rb") as fh:
-        header = fh.readline().decode("utf-8", errors="replace")
+    """A CSV file, read from disk once: Arrow parses the bytes; the row-by-row path reuses them."""
     import csv
 
-    names = next(csv.reader([header]), [])
+    import pyarrow.csv as pcsv
+
+    blob = Path(task.path).read_bytes()
+    names = next(csv.reader([blob.split(b"\n", 1)[0].decode("utf-8", errors="replace")]), [])
     try:
         raw = pcsv.read_csv(
-            task.path,
+            pa.BufferReader(blob),
             convert_options=pcsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False
             ),
@@ -197,21 +197,18 @@ def _read_csv(task: BlockTask) -> pa.Table:
         )
         raw.validate(full=True)  # invalid UTF-8 is answered row by row
         numbers = np.arange(raw.num_rows, dtype=np.int64) + 2  # the header is line 1
-        with open(task.path, "rb") as fh:
-            data = fh.read()
-        if data.rstrip(b"\r\n").count(b"\n") != raw.num_rows:
+        if blob.rstrip(b"\r\n").count(b"\n") != raw.num_rows:
             # quoted newlines or blank lines: record k is not line k + 1, and origins
             # must name real lines, so read it row by row
             raw = None
     except (pa.ArrowInvalid, UnicodeDecodeError):
         raw, numbers = None, np.array([], dtype=np.int64)
-    return _fast_or_slow(task, raw, numbers, lambda: _csv_rows(task.path))
+    return _fast_or_slow(task, raw, numbers, lambda: _csv_rows(blob))
 
 
-def _csv_rows(path: str) -> list[tuple[int, Any]]:
+def _csv_rows(blob: bytes) -> list[tuple[int, Any]]:
     import csv
 
-    blob = Path(path).read_bytes()
     text = blob.decode("utf-8", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, [])
