@@ -75,19 +75,18 @@ def test_duplicate_source_names(cli, data):
     assert "sources[1] ('a').name: duplicate source name (also sources[0])" in r.err
 
 
-def test_missing_required_key(cli, data):
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[sources]]\nname = "a"\n', "sources[0] ('a').path: required key is missing"),
+        ("[[sources]\nname=", "not valid TOML"),
+    ],
+)
+def test_config_text_errors(cli, data, toml, message):
     cfg = data / "m.toml"
-    cfg.write_text('[[sources]]\nname = "a"\n')
+    cfg.write_text(toml)
     r = build(cli, cfg)
-    assert r.code == 2
-    assert "sources[0] ('a').path: required key is missing" in r.err
-
-
-def test_bad_toml(cli, data):
-    cfg = data / "m.toml"
-    cfg.write_text("[[sources]\nname=")
-    r = build(cli, cfg)
-    assert r.code == 2 and "not valid TOML" in r.err
+    assert r.code == 2 and message in r.err
 
 
 def test_config_not_found(cli, data):
