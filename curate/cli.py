@@ -379,6 +379,46 @@ def review(
         console.print(Columns(panels))
 
 
+@app.command()
+def inspect(
+    target: Annotated[str, typer.Argument(help="mixture.toml, or a manifest id / prefix / tag.")],
+    n: Annotated[int, typer.Option("-n", min=1, help="How many rows.")] = 5,
+    source: Annotated[str | None, typer.Option(help="Only rows of this source.")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show rows as the trainer sees them: rendered text, trained tokens highlighted, spans."""
+    from curate.review.inspect import inspect_config, inspect_manifest
+
+    if target.endswith(".toml") or Path(target).is_file():
+        rows = inspect_config(target, n, source)
+    else:
+        rows = inspect_manifest(target, _store(store), n, source)
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.text import Text
+
+    console = _console()
+    for row in rows:
+        if "rejected" in row:
+            console.print(
+                f"[bold]{row['id']}[/] {row['source']}  [red]rejected: {row['rejected']}[/] "
+                f"{json.dumps(row['detail'], ensure_ascii=False)}"
+            )
+            continue
+        spans = ", ".join(f"[{a},{b})" for a, b in row["mask_spans"])
+        console.print(
+            f"[bold]{row['id']}[/] {row['source']}  tokens {row['n_tokens']}  trained "
+            f"{row['n_trained']}  cut {row['tokens_cut']}  spans {spans}"
+        )
+        text = Text()
+        for seg in row["segments"]:
+            text.append(seg["text"], style="bold green" if seg["trained"] else "dim")
+        console.print(text)
+        console.print()
+
+
 def _render_row(row: dict[str, Any]) -> str:
     from rich.markup import escape
 

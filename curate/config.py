@@ -155,7 +155,6 @@ def is_hf_dataset_dir(path: Path) -> bool:
 # Sections that are part of the mixture.toml contract but whose steps this version does not
 # run yet. Accepting them silently would let a user believe their data was checked.
 _NOT_YET = {
-    "tokenizer": "tokenizer-aware validation",
     "dedup.near": "near-duplicate (MinHash) dedup",
     "dedup.semantic": "semantic dedup",
     "evals": "eval contamination detection",
@@ -282,6 +281,15 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
                 file,
             )
         )
+    template = _section(raw, "tokenizer").get("chat_template")
+    if isinstance(template, str):
+        full = Path(template) if Path(template).is_absolute() else base_dir / template
+        if not full.is_file():
+            problems.append(
+                Problem(
+                    "tokenizer.chat_template", f"file not found (looked in {base_dir})", template, file
+                )
+            )
     if _section(raw, "split").get("by") == "cluster":
         problems.append(
             Problem(

@@ -40,6 +40,8 @@ from curate.mixers.weights import not_sampled_detail, plan_mixture
 from curate.progress import Progress
 from curate.sources import BlockTask, FileScan, plan_blocks, scan_file, scratch_dir
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
+from curate.validators.target import Target
+from curate.validators.template import TemplateStep
 
 READER_VERSION = "2"  # bump when reading/normalization changes what a cached block holds
 EMPTY_INDEX = {
@@ -52,6 +54,8 @@ EMPTY_INDEX = {
     "row": pl.Int32,
     "source_rank": pl.Int32,
 }
+# index columns that are not a global step's keys
+NOT_KEYS = ("group", "copies", "split", *TemplateStep.index_columns)
 OUTPUT_SHARD_ROWS = 50_000  # at most; a split's shards are made equal in size
 
 
@@ -62,12 +66,42 @@ class BuildResult:
     run: dict[str, Any]
 
 
-def build_steps(config: MixtureConfig) -> list[Step]:
+def build_steps(config: MixtureConfig, target: Target | None = None) -> list[Step]:
     """The configured steps after read/normalize, in the contract's order."""
     steps: list[Step] = []
     if config.dedup.exact:
         steps.append(ExactDedup())
+    if target is not None and config.tokenizer is not None:
+        assert target.probe is not None
+        steps.append(
+            TemplateStep(
+                target.load_dir,
+                target.template,
+                target.trust_remote_code,
+                target.probe,
+                target.special_tokens,
+                target.fingerprint,
+                config.tokenizer.max_length,
+                config.tokenizer.on_too_long,
+            )
+        )
     return steps
+
+
+def load_build_target(config: MixtureConfig, store: Store) -> Target | None:
+    """The [tokenizer] of the config, loaded, fingerprinted and probed (None without one)."""
+    if config.tokenizer is None:
+        return None
+    from curate.validators.target import load_target
+
+    section = config.tokenizer
+    return load_target(
+        section.path,
+        config.base_dir,
+        section.chat_template,
+        section.trust_remote_code,
+        store.root / "cache" / "tokenizers",
+    )
 
 
 def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]:
@@ -108,7 +142,8 @@ def run_build(
     started = time.time()
     timings: dict[str, float] = {}
     progress = progress or Progress(enabled=False)
-    steps = build_steps(config)
+    target = load_build_target(config, store)  # before the workers start: they inherit it
+    steps = build_steps(config, target)
     segs = segments(steps)
     group_field = None if config.split.by == "row" else config.split.by
 
@@ -144,14 +179,18 @@ def run_build(
             cache = [str(store.cache_path("blocks", _block_key(t), ".arrow")) for t in tasks]
             first_rows, first_global = segs[0]
             t0 = time.time()
-            indexes = eng.map(
+            results = eng.map(
                 passes.ingest,
                 [
-                    (t, c, first_rows, first_global, group_field)
-                    for t, c in zip(tasks, cache, strict=True)
+                    (t, c, first_rows, first_global, group_field, str(work / f"b{b}-s0.arrow"))
+                    for b, (t, c) in enumerate(zip(tasks, cache, strict=True))
                 ],
                 "read",
             )
+            indexes = [index for index, _ in results]
+            # later passes read a block with the columns the steps added, where they did
+            cache = [moved or c for (_, moved), c in zip(results, cache, strict=True)]
+            del results
             timings["read"] = time.time() - t0
             state = _index_frame(indexes, ranks)
             del indexes  # the per-block tables now live in `state`: keep memory flat
@@ -167,7 +206,9 @@ def run_build(
             t0 = time.time()
             for i, (row_steps, global_step) in enumerate(segs):
                 if i > 0:
-                    state = _run_later_rows(eng, state, cache, row_steps, global_step)
+                    state, cache = _run_later_rows(
+                        eng, state, cache, row_steps, global_step, work, i
+                    )
                 for step in row_steps:
                     stage_counts.append(
                         stage_entry(step.name, step.fingerprint(), step.params(), state, step.stage)
@@ -206,7 +247,7 @@ def run_build(
         shutil.rmtree(work, ignore_errors=True)
 
     manifest = assemble(
-        config, state, file_entries, stage_counts, mixture_report, splits, ledger, parent
+        config, state, file_entries, stage_counts, mixture_report, splits, ledger, parent, target
     )
     # every object this build wrote becomes durable before a manifest can name it
     objects = [s["object"] for split in splits.values() for s in split["shards"]]
@@ -294,9 +335,7 @@ def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl
         return state
     names = [s.name for s in config.sources]
     # only what `resolve` is promised: its key columns, id, source and source_rank
-    key_columns = [
-        c for c in state.columns if c not in EMPTY_INDEX and c not in ("group", "copies", "split")
-    ]
+    key_columns = [c for c in state.columns if c not in EMPTY_INDEX and c not in NOT_KEYS]
     keys = (
         state.select("id", "source_rank", *key_columns)[alive]
         .with_columns(
@@ -315,18 +354,26 @@ def _run_later_rows(
     cache: list[str],
     row_steps: list[RowStep],
     key_step: GlobalStep | None,
-) -> pl.DataFrame:
+    work: Path,
+    segment: int,
+) -> tuple[pl.DataFrame, list[str]]:
     alive_all = state["reason"].is_null().to_numpy()
     bounds = _block_bounds(state)
-    items = [(cache[b], alive_all[a:z], row_steps, key_step) for b, (a, z) in enumerate(bounds)]
-    updates = eng.map(passes.run_segment, items, "validate")
-    update = pl.from_arrow(pa.concat_tables(updates, promote_options="default"))
+    items = [
+        (cache[b], alive_all[a:z], row_steps, key_step, str(work / f"b{b}-s{segment}.arrow"))
+        for b, (a, z) in enumerate(bounds)
+    ]
+    results = eng.map(passes.run_segment, items, "validate")
+    cache = [moved or c for (_, moved), c in zip(results, cache, strict=True)]
+    update = pl.from_arrow(
+        pa.concat_tables([u for u, _ in results], promote_options="default")
+    )
     assert isinstance(update, pl.DataFrame)
     merged = state.with_columns(
         *[pl.coalesce(state[c], update[c]).alias(c) for c in ("stage", "reason", "detail")],
         *[update[c] for c in update.columns if c not in ("stage", "reason", "detail")],
     )
-    return merged
+    return merged, cache
 
 
 def _shard_size(rows: int) -> int:

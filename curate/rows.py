@@ -36,6 +36,18 @@ ROW_SCHEMA = pa.schema(
     ]
 )
 
+# With a [tokenizer], each kept row also carries what the trainer trains on: the token ids
+# of its render, the token ranges [start, end) that are trained (assistant turns with their
+# end-of-turn token), the counts, and how many prompt tokens `truncate_prompt` cut.
+SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])
+TOKEN_FIELDS = [
+    pa.field("input_ids", pa.list_(pa.int32())),
+    pa.field("mask_spans", pa.list_(SPAN)),
+    pa.field("n_tokens", pa.int32()),
+    pa.field("n_trained", pa.int32()),
+    pa.field("tokens_cut", pa.int32()),
+]
+
 # Columns a block carries through a build besides the row itself: the row's place in its
 # source, the raw text of an unparseable line, and the verdict of reading it.
 BUILD_SCHEMA = pa.schema(

@@ -12,6 +12,7 @@ reject, with a reason from the ledger vocabulary and its evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -37,6 +38,7 @@ REASONS = (
     "too_long",
     "label_leakage",
     "invalid_format",
+    "degenerate",
     "override_reject",
     "not_sampled",
 )
@@ -54,6 +56,12 @@ class Verdicts:
     rows: np.ndarray  # indices of the rejected rows, ascending
     reason: pa.Array  # string, one per rejected row
     detail: pa.Array  # string (JSON), one per rejected row
+    # Per row of the batch (n rows): columns the step adds to the rows (token ids, counts;
+    # null where it has none) or rewrites (e.g. redacted `messages`, given for every row).
+    columns: pa.Table | None = None
+
+    def with_columns(self, columns: pa.Table) -> Verdicts:
+        return dataclasses.replace(self, columns=columns)
 
     @classmethod
     def keep_all(cls, n: int) -> Verdicts:
@@ -109,6 +117,10 @@ class Step:
 
 
 class RowStep(Step, ABC):
+    # Of the columns the step returns, the small ones the build's index keeps (token
+    # counts: mixing and the manifest read them); the others stay with the rows.
+    index_columns: ClassVar[tuple[str, ...]] = ()
+
     @abstractmethod
     def __call__(self, batch: pa.Table) -> Verdicts:
         """Keep or reject each row of `batch` (rows still alive, in BUILD_SCHEMA)."""

@@ -119,11 +119,11 @@ def test_unavailable_sections_are_refused_not_ignored(cli, data):
     cfg = write_config(
         data,
         [{"name": "a", "path": "a.jsonl"}],
-        extra='[tokenizer]\npath = "x"\n[dedup]\nnear = { threshold = 0.8 }\n',
+        extra='[tokenizer]\npath = "x"\nchat_template = "nope.jinja"\n[dedup]\nnear = { threshold = 0.8 }\n',
     )
     r = build(cli, cfg)
     assert r.code == 2
-    assert "tokenizer: tokenizer-aware validation is not available" in r.err
+    assert "tokenizer.chat_template: file not found" in r.err
     assert "dedup.near: near-duplicate (MinHash) dedup is not available" in r.err
 
 

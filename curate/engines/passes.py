@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.readers import read_block
-from curate.rows import BUILD_SCHEMA, ROW_SCHEMA
+from curate.rows import BUILD_SCHEMA, ROW_SCHEMA, TOKEN_FIELDS
 from curate.sources import BlockTask
 from curate.steps import GlobalStep, RowStep
 
@@ -37,6 +37,11 @@ LEDGER_SCHEMA = pa.schema(
     ]
 )
 VERDICT_COLUMNS = ("stage", "reason", "detail")
+
+
+def output_schema(names: list[str]) -> pa.Schema:
+    """The rows' schema in the output: the row, plus its tokens when a tokenizer ran."""
+    return pa.schema(list(ROW_SCHEMA) + [f for f in TOKEN_FIELDS if f.name in names])
 
 
 def write_ipc(table: pa.Table, path: Path) -> None:
@@ -62,7 +67,14 @@ def ingest(
     row_steps: list[RowStep],
     key_step: GlobalStep | None,
     group_field: str | None,
-) -> pa.Table:
+    block_out: str,
+) -> tuple[pa.Table, str | None]:
+    """Read a block (or take it from the cache) and run the first segment of steps on it.
+
+    Returns the block's index (ids, order, verdicts, the steps' index columns and the next
+    global step's keys) and, when a step added or rewrote columns, the file (`block_out`)
+    now holding the block with them, which later passes read instead of the cache.
+    """
     path = Path(cache_file)
     table = None
     if path.exists():
@@ -75,7 +87,7 @@ def ingest(
         write_ipc(table, path)
     index = table.select(["id", "order", *VERDICT_COLUMNS])
     alive = pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False)
-    update = _apply(table, alive, row_steps, key_step)
+    update, augmented = _apply(table, alive, row_steps, key_step)
     for name in VERDICT_COLUMNS:
         merged = pc.coalesce(index.column(name), update.column(name))
         index = index.set_column(index.schema.get_field_index(name), name, merged)
@@ -87,7 +99,7 @@ def ingest(
             pc.cast(_meta_field(table.column("meta"), group_field), pa.string()), 0, 1 << 20
         )
         index = index.append_column("group", groups)
-    return index
+    return index, _keep(augmented, block_out)
 
 
 def _meta_field(meta: pa.ChunkedArray, field: str) -> pa.Array:
@@ -99,29 +111,48 @@ def _meta_field(meta: pa.ChunkedArray, field: str) -> pa.Array:
 
 
 def run_segment(
-    cache_file: str, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None
-) -> pa.Table:
-    return _apply(read_ipc(cache_file), alive, row_steps, key_step)
+    block_file: str,
+    alive: np.ndarray,
+    row_steps: list[RowStep],
+    key_step: GlobalStep | None,
+    block_out: str,
+) -> tuple[pa.Table, str | None]:
+    update, augmented = _apply(read_ipc(block_file), alive, row_steps, key_step)
+    return update, _keep(augmented, block_out)
+
+
+def _keep(augmented: pa.Table | None, block_out: str) -> str | None:
+    if augmented is None:
+        return None
+    write_ipc(augmented, Path(block_out))
+    return block_out
 
 
 def _apply(
     table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None
-) -> pa.Table:
+) -> tuple[pa.Table, pa.Table | None]:
     """Row steps in order on the rows still alive, then the next global step's keys.
 
     Returns, aligned with `table`: stage/reason/detail for rows a row step rejected (null
-    elsewhere) and the key columns (null for rows that are not alive).
+    elsewhere), the steps' index columns and the key columns (null for rows not alive); and
+    the block with the columns the steps added or rewrote (None when no step did).
     """
     n = table.num_rows
     stage = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
     detail = np.full(n, None, dtype=object)
     alive = alive.copy()
+    changed = False
+    index_names: list[str] = []
     for step in row_steps:
         rows = np.nonzero(alive)[0]
         if len(rows) == 0:
             break
         verdicts = step(table.take(pa.array(rows)))
+        if verdicts.columns is not None:
+            table = _merge_columns(table, rows, verdicts.columns)
+            changed = True
+            index_names += [c for c in step.index_columns if c not in index_names]
         hit = rows[verdicts.rows]
         stage[hit] = step.stage
         reason[hit] = np.asarray(verdicts.reason.to_pylist(), dtype=object)
@@ -134,6 +165,8 @@ def _apply(
             "detail": pa.array(detail.tolist(), pa.string()),
         }
     )
+    for name in index_names:
+        out = out.append_column(name, table.column(name))
     if key_step is not None:
         rows = np.nonzero(alive)[0]
         keys = key_step.keys(table.take(pa.array(rows)))
@@ -143,7 +176,29 @@ def _apply(
                 pa.array(_scatter_index(n, rows))
             )
             out = out.append_column(name, full)
-    return out
+    return out, (table if changed else None)
+
+
+def _merge_columns(table: pa.Table, rows: np.ndarray, columns: pa.Table) -> pa.Table:
+    """Put a step's columns (one value per row in `rows`) into the block.
+
+    A column the block has is rewritten at `rows` only; a new one is null elsewhere.
+    """
+    n = table.num_rows
+    for name in columns.column_names:
+        col = columns.column(name).combine_chunks()
+        if name in table.column_names:
+            base = table.column(name).combine_chunks()
+            take = np.arange(n)
+            take[rows] = n + np.arange(len(rows))
+            merged = pa.concat_arrays([base, col.cast(base.type)]).take(pa.array(take))
+            table = table.set_column(table.schema.get_field_index(name), name, merged)
+        else:
+            full = pa.concat_arrays([pa.nulls(1, col.type), col]).take(
+                pa.array(_scatter_index(n, rows))
+            )
+            table = table.append_column(name, full)
+    return table
 
 
 def _scatter_index(n: int, rows: np.ndarray) -> np.ndarray:
@@ -219,7 +274,8 @@ def emit(
     buckets: list[tuple[int, int, str]] = []
     if counts.sum():
         rows = np.repeat(np.arange(table.num_rows), counts)
-        emitted = table.select(ROW_SCHEMA.names).take(pa.array(rows)).cast(ROW_SCHEMA)
+        schema = output_schema(table.column_names)
+        emitted = table.select(schema.names).take(pa.array(rows)).cast(schema)
         pos = pc.list_flatten(positions).to_numpy(zero_copy_only=False)
         split = np.repeat(splits.to_numpy(zero_copy_only=False), counts)
         emitted = emitted.append_column("_position", pa.array(pos, pa.int64()))
@@ -235,7 +291,7 @@ def emit(
 
 def gather(parts: list[str], scratch: str, store_root: str) -> dict[str, Any]:
     """One output shard: concatenate its buckets, put rows in shuffled order, store as Parquet."""
-    table = pa.concat_tables([read_ipc(p) for p in parts])
+    table = pa.concat_tables([read_ipc(p) for p in parts], promote_options="default")
     table = table.take(pc.sort_indices(table.column("_position"))).drop_columns(["_position"])
     for p in parts:
         os.unlink(p)

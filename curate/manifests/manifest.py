@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -18,6 +19,7 @@ from curate import __version__
 from curate.config import MixtureConfig
 from curate.manifests.store import Store
 from curate.mixers.split import SPLIT_NAMES
+from curate.validators.target import Target
 
 MANIFEST_SCHEMA = "curate.manifest/1"
 
@@ -48,7 +50,9 @@ def assemble(
     splits: dict[str, Any],
     ledger: dict[str, Any],
     parent: str | None,
+    target: Target | None = None,
 ) -> dict[str, Any]:
+    tokens = token_report(state, config) if target is not None else None
     sources = []
     for rank, src in enumerate(config.sources):
         rows = state.filter(pl.col("source_rank") == rank)
@@ -70,6 +74,7 @@ def assemble(
                 "rows_rejected": rejected.height,
                 "rows_emitted": int(rows["copies"].sum()),
                 "rejected": by_reason,
+                **({"tokens": tokens["sources"][src.name]} if tokens else {}),
             }
         )
     totals = {
@@ -86,9 +91,13 @@ def assemble(
         "config": config.canonical(),
         "sources": sources,
         "stages": stages,
-        "tokenizer": None,
+        "tokenizer": tokenizer_entry(config, target),
         "mixture": {"unit": config.mixture.unit, **mixture_report},
-        "splits": splits,
+        "splits": (
+            {k: {**v, "tokens": tokens["splits"].get(k, 0)} for k, v in splits.items()}
+            if tokens
+            else splits
+        ),
         "ledger": ledger,
         "report": None,
         "counts": {
@@ -97,12 +106,71 @@ def assemble(
             "rows_rejected": int(state["reason"].is_not_null().sum()),
             "rows_out": sum(splits[s]["rows"] for s in SPLIT_NAMES),
             "rejected": totals,
+            **({"tokens_out": tokens["tokens_out"], "trained_tokens_out": tokens["trained_out"]} if tokens else {}),
         },
         "code": {
             "curate": __version__,
             "pyarrow": pa.__version__,
             "reader": stages[0]["fingerprint"][:16],
         },
+    }
+
+
+def tokenizer_entry(config: MixtureConfig, target: Target | None) -> dict[str, Any] | None:
+    if target is None or config.tokenizer is None or target.probe is None:
+        return None
+    return {
+        **target.fingerprint,
+        "max_length": config.tokenizer.max_length,
+        "on_too_long": config.tokenizer.on_too_long,
+        "trust_remote_code": config.tokenizer.trust_remote_code,
+        "template": target.probe.report(),
+    }
+
+
+def _percentiles(values: np.ndarray) -> dict[str, int]:
+    if len(values) == 0:
+        return {"p50": 0, "p95": 0, "p99": 0, "max": 0}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99], method="lower")
+    return {"p50": int(p50), "p95": int(p95), "p99": int(p99), "max": int(values.max())}
+
+
+def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
+    """Tokens per source and split: totals with repeats, per-row percentiles, truncation."""
+    if "n_tokens" not in state.columns:
+        state = state.with_columns(
+            pl.lit(None, pl.Int32).alias(c) for c in ("n_tokens", "n_trained", "tokens_cut")
+        )
+    kept = state.filter(pl.col("copies") > 0).with_columns(
+        pl.col("n_tokens").fill_null(0).cast(pl.Int64),
+        pl.col("n_trained").fill_null(0).cast(pl.Int64),
+        pl.col("tokens_cut").fill_null(0).cast(pl.Int64),
+    )
+    sources: dict[str, Any] = {}
+    for rank, src in enumerate(config.sources):
+        mine = kept.filter(pl.col("source_rank") == rank)
+        tokens = int((mine["n_tokens"] * mine["copies"]).sum())
+        trained = int((mine["n_trained"] * mine["copies"]).sum())
+        truncated = int((mine["tokens_cut"] > 0).sum())
+        sources[src.name] = {
+            "tokens": tokens,
+            "trained_tokens": trained,
+            "trained_share": round(trained / tokens, 6) if tokens else 0.0,
+            "row_tokens": _percentiles(mine["n_tokens"].to_numpy()),
+            "truncated_rows": truncated,
+            "truncation_rate": round(truncated / mine.height, 6) if mine.height else 0.0,
+            "tokens_cut": int(mine["tokens_cut"].sum()),
+        }
+    split_tokens = {}
+    if "split" in kept.columns:
+        by_split = kept.group_by("split").agg((pl.col("n_tokens") * pl.col("copies")).sum())
+        for code, total in by_split.iter_rows():
+            split_tokens[SPLIT_NAMES[int(code)]] = int(total)
+    return {
+        "sources": sources,
+        "splits": split_tokens,
+        "tokens_out": sum(s["tokens"] for s in sources.values()),
+        "trained_out": sum(s["trained_tokens"] for s in sources.values()),
     }
 
 
