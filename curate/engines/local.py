@@ -58,6 +58,7 @@ _ENGINE_RAN = False  # set once an engine ran in this process (and so polars was
 def _one_thread_each() -> None:
     """Workers already fill the cores: keep Arrow's and polars' own thread pools to one thread."""
     os.environ["POLARS_MAX_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import pyarrow as pa
 
     pa.set_cpu_count(1)
@@ -88,6 +89,7 @@ class LocalEngine:
         self.progress = progress or Progress(enabled=False)
         self._pool: ProcessPoolExecutor | None = None
         self._arrow_threads = 0
+        self._tokenizer_threads: str | None = None
 
     def __enter__(self) -> LocalEngine:
         global _ENGINE_RAN
@@ -109,6 +111,8 @@ class LocalEngine:
 
             self._arrow_threads = pa.cpu_count()
             pa.set_cpu_count(1)
+            self._tokenizer_threads = os.environ.get("TOKENIZERS_PARALLELISM")
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by tokenizers on every call
         _ENGINE_RAN = True  # an engine's work uses polars here: no later fork is safe
         return self
 
@@ -132,6 +136,10 @@ class LocalEngine:
             import pyarrow as pa
 
             pa.set_cpu_count(self._arrow_threads)
+            if self._tokenizer_threads is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = self._tokenizer_threads
 
     def map(
         self,
