@@ -59,6 +59,8 @@ class SourceSection(_Model):
     # renames applied before the format reads a row: {column in the file = field of the format},
     # e.g. GSM8K's {question = "prompt", answer = "completion"}
     columns: dict[str, str] = Field(default_factory=dict)
+    # a JSON schema file: every answer of this source must be JSON that validates against it
+    json_schema: str | None = None
 
 
 class MixtureSection(_Model):
@@ -101,8 +103,14 @@ class SplitSection(_Model):
 
 
 class ValidateSection(_Model):
-    languages: list[str] | None = None
+    languages: list[str] | None = None  # fastText lid.176 codes, e.g. ["en", "de"]
+    language_min_score: float = Field(0.5, ge=0, le=1)  # reject only when at least this sure
     pii: Literal["off", "redact", "reject"] = "off"
+    label_leakage: bool = False  # reject rows whose answer is verbatim in their prompt
+    leakage_min_chars: int = Field(20, gt=0)
+    degeneration: bool = False  # reject answers stuck in a loop of repeated word n-grams
+    degeneration_ngram: int = Field(3, gt=0)
+    degeneration_max_repeated: float = Field(0.5, gt=0, le=1)
 
 
 class OverrideSection(_Model):
@@ -308,16 +316,18 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
                 file,
             )
         )
-    validate = _section(raw, "validate")
-    if validate.get("languages") or validate.get("pii", "off") != "off":
-        problems.append(
-            Problem(
-                "validate",
-                "language and PII validators are not available in this version; remove them or set pii = 'off'",
-                None,
-                file,
-            )
-        )
+    for i, src in enumerate(sources):
+        schema = src.get("json_schema")
+        if isinstance(schema, str):
+            key = f"sources[{i}]" + (f" ({src['name']!r})" if src.get("name") else "")
+            full = Path(schema) if Path(schema).is_absolute() else base_dir / schema
+            try:
+                from curate.validators.quality import load_schema
+
+                load_schema(full)
+            except (OSError, ValueError) as exc:
+                why = "file not found" if isinstance(exc, OSError) else str(exc)
+                problems.append(Problem(f"{key}.json_schema", why, schema, file))
     for key, what in _NOT_YET.items():
         section, _, sub = key.partition(".")
         present = raw.get(section) if not sub else _section(raw, section).get(sub)

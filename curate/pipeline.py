@@ -33,13 +33,22 @@ from curate.dedup.exact import ExactDedup
 from curate.engines import passes
 from curate.engines.local import LocalEngine
 from curate.errors import UserError
-from curate.manifests.manifest import assemble, stage_entry
+from curate.manifests.manifest import assemble, stage_entry, validation_report
 from curate.manifests.store import Store
 from curate.mixers.split import SPLIT_NAMES, assign_splits, output_positions
 from curate.mixers.weights import not_sampled_detail, plan_mixture
 from curate.progress import Progress
 from curate.sources import BlockTask, FileScan, plan_blocks, scan_file, scratch_dir
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
+from curate.validators.pii import PiiStep
+from curate.validators.quality import (
+    DegenerationStep,
+    JsonFormatStep,
+    LanguageStep,
+    LeakageStep,
+    load_schema,
+)
+from curate.validators.report import RowStats
 from curate.validators.target import Target
 from curate.validators.template import TemplateStep
 
@@ -55,7 +64,15 @@ EMPTY_INDEX = {
     "source_rank": pl.Int32,
 }
 # index columns that are not a global step's keys
-NOT_KEYS = ("group", "copies", "split", *TemplateStep.index_columns)
+NOT_KEYS = (
+    "group",
+    "copies",
+    "split",
+    *TemplateStep.index_columns,
+    *RowStats.index_columns,
+    *PiiStep.index_columns,
+    *LanguageStep.index_columns,
+)
 OUTPUT_SHARD_ROWS = 50_000  # at most; a split's shards are made equal in size
 
 
@@ -68,7 +85,25 @@ class BuildResult:
 
 def build_steps(config: MixtureConfig, target: Target | None = None) -> list[Step]:
     """The configured steps after read/normalize, in the contract's order."""
-    steps: list[Step] = []
+    checks = config.validate_
+    steps: list[Step] = [RowStats()]
+    if checks.pii != "off":
+        steps.append(PiiStep(checks.pii))
+    if checks.languages:
+        steps.append(LanguageStep(checks.languages, checks.language_min_score))
+    if checks.label_leakage:
+        steps.append(LeakageStep(checks.leakage_min_chars))
+    schemas = {
+        src.name: load_schema(config.base_dir / src.json_schema)
+        for src in config.sources
+        if src.json_schema is not None
+    }
+    if schemas:
+        steps.append(JsonFormatStep(schemas))
+    if checks.degeneration:
+        steps.append(
+            DegenerationStep(checks.degeneration_ngram, checks.degeneration_max_repeated)
+        )
     if config.dedup.exact:
         steps.append(ExactDedup())
     if target is not None and config.tokenizer is not None:
@@ -242,12 +277,22 @@ def run_build(
 
             t0 = time.time()
             splits, ledger = _write(eng, state, cache, config.build.seed, work, store)
+            validation = validation_report(state, config, cache)
             timings["write"] = time.time() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     manifest = assemble(
-        config, state, file_entries, stage_counts, mixture_report, splits, ledger, parent, target
+        config,
+        state,
+        file_entries,
+        stage_counts,
+        mixture_report,
+        splits,
+        ledger,
+        parent,
+        target,
+        validation,
     )
     # every object this build wrote becomes durable before a manifest can name it
     objects = [s["object"] for split in splits.values() for s in split["shards"]]

@@ -329,7 +329,7 @@ def test_manifest_holds_the_contract_fields(planted):
         "code",
     ):
         assert key in m
-    assert [s["name"] for s in m["stages"]] == ["read", "exact_dedup", "mixture"]
+    assert [s["name"] for s in m["stages"]] == ["read", "row_stats", "exact_dedup", "mixture"]
     src = m["sources"][0]
     assert src["files"][0]["path"] == "a.jsonl" and len(src["files"][0]["sha256"]) == 64
     assert m["config"]["sources"][0]["path"] == "a.jsonl"

@@ -51,6 +51,7 @@ def assemble(
     ledger: dict[str, Any],
     parent: str | None,
     target: Target | None = None,
+    validation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     tokens = token_report(state, config) if target is not None else None
     sources = []
@@ -92,6 +93,7 @@ def assemble(
         "sources": sources,
         "stages": stages,
         "tokenizer": tokenizer_entry(config, target),
+        "validation": validation or {},
         "mixture": {"unit": config.mixture.unit, **mixture_report},
         "splits": (
             {k: {**v, "tokens": tokens["splits"].get(k, 0)} for k, v in splits.items()}
@@ -174,6 +176,57 @@ def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
     }
 
 
+def validation_report(
+    state: pl.DataFrame, config: MixtureConfig, blocks: list[str]
+) -> dict[str, Any]:
+    """Per source, over the rows kept: system-prompt variants, lengths, PII found, languages.
+
+    `blocks` are the build's block files (the latest of each block), read for the text of
+    the most common system prompts.
+    """
+    from curate.engines.passes import read_ipc
+
+    kept = state.filter(pl.col("copies") > 0)
+    unit = "tokens" if "n_tokens" in kept.columns else "chars"
+    out: dict[str, Any] = {}
+    for rank, src in enumerate(config.sources):
+        mine = kept.filter(pl.col("source_rank") == rank)
+        entry: dict[str, Any] = {}
+        if "system_hash" in mine.columns and mine.height:
+            variants = (
+                mine.group_by("system_hash")
+                .agg(pl.len().alias("rows"), pl.col("block").first(), pl.col("row").first())
+                .sort(["rows", "system_hash"], descending=[True, False])
+            )
+            top = []
+            for h, rows, block, row in variants.head(3).iter_rows():
+                text = None
+                if h:
+                    msgs = read_ipc(blocks[block]).column("messages")[row].as_py()
+                    text = msgs[0]["content"]
+                    text = text if len(text) <= 200 else text[:197] + "..."
+                top.append({"text": text, "rows": int(rows)})
+            entry["system_prompts"] = {"variants": variants.height, "top": top}
+        lengths = mine[f"n_{unit}"].drop_nulls().to_numpy() if f"n_{unit}" in mine.columns else []
+        entry["lengths"] = {"unit": unit, **_percentiles(np.asarray(lengths))}
+        if "pii_types" in state.columns:
+            found = state.filter(
+                (pl.col("source_rank") == rank) & pl.col("pii_types").is_not_null()
+            )["pii_types"]
+            by_type: dict[str, int] = {}
+            for types in found.to_list():
+                for t in types.split(","):
+                    by_type[t] = by_type.get(t, 0) + 1
+            entry["pii"] = {"rows": found.len(), "by_type": dict(sorted(by_type.items()))}
+        if "language" in mine.columns:
+            langs = mine.group_by("language").len().sort(["len", "language"], descending=[True, False])
+            entry["languages"] = {
+                (lang or "none"): int(k) for lang, k in langs.iter_rows() if k
+            }
+        out[src.name] = entry
+    return out
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A manifest read back from a store, with paths to its objects."""
@@ -224,6 +277,12 @@ def warnings(data: dict[str, Any]) -> list[str]:
                 f"source {name!r}: {unreadable} of {rows_in} rows could not be used (mostly {worst[0]}); "
                 f'check its `format`, or map its fields with `columns = {{ your_field = "prompt", ... }}`; '
                 f"`curate review ID --source {name}` shows them"
+            )
+        prompts = data.get("validation", {}).get(name, {}).get("system_prompts", {})
+        if prompts.get("variants", 0) > 1:
+            out.append(
+                f"source {name!r}: {prompts['variants']} different system prompts (or none) among "
+                "its kept rows; a model served with one system prompt should be trained on it"
             )
         left_out = src["rejected"].get("not_sampled", 0)
         if left_out * 2 >= rows_in:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.rows import TOKEN_FIELDS
+from curate.rows import TOKEN_FIELDS, list_offsets
 from curate.steps import RowStep, Verdicts
 from curate.validators.target import TemplateProbe, target_in_worker
 
@@ -284,7 +284,7 @@ def injections(batch: pa.Table, special_tokens: tuple[str, ...]) -> dict[int, tu
         hit = pc.match_substring_regex(contents, pattern).to_numpy(zero_copy_only=False)
         if not hit.any():
             continue
-        offsets = col.offsets.to_numpy()
+        offsets = list_offsets(col)
         owner = np.searchsorted(offsets, np.nonzero(hit)[0], side="right") - 1
         for item, row in zip(np.nonzero(hit)[0], owner, strict=True):
             if int(row) in found:

@@ -1,0 +1,163 @@
+"""PII and secrets: emails, phone numbers, credit cards (Luhn), IBANs (mod 97), API keys and
+tokens, private keys — redacted with typed placeholders (`[EMAIL]`, ...) or rejected (`pii`).
+
+A vectorized RE2 pre-filter over every message finds the few contents that may hold one;
+only those are scanned with the exact patterns and checksums in Python. In both modes the
+row's content is rewritten, so neither the output nor the ledger keeps the secret: the
+ledger's evidence is the types and counts found.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.rows import MESSAGES, list_offsets
+from curate.steps import RowStep, Verdicts
+
+# (type, exact pattern, RE2 pre-filter that matches whenever the exact one can)
+PATTERNS: list[tuple[str, str, str]] = [
+    (
+        "private_key",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+        r"PRIVATE KEY-----",
+    ),
+    (
+        "api_key",
+        r"\b(?:AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,}"
+        r"|sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|sk_live_[0-9A-Za-z]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}"
+        r"|AIza[0-9A-Za-z_-]{35}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+        r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{20,}=*",
+        r"AKIA|gh[pousr]_|github_pat_|sk-|sk_live_|xox[abprs]-|AIza|eyJ|(?i)bearer",
+    ),
+    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", r"@"),
+    ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", r"[A-Z]{2}\d{2}"),
+    ("credit_card", r"(?<![\d.])(?:\d[ -]?){12,18}\d(?![\d.])", r"\d[ -]?\d[ -]?\d[ -]?\d"),
+    (
+        "phone",
+        r"(?<![\w.+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w.])",
+        r"\d[ .-]\d|\)\s?\d",
+    ),
+]
+PLACEHOLDER = {t: f"[{t.upper()}]" for t, _, _ in PATTERNS}
+_EXACT = [(t, re.compile(p)) for t, p, _ in PATTERNS]
+_PREFILTER = "|".join(f"(?:{f})" for _, _, f in PATTERNS)
+
+
+def is_luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def is_iban(text: str) -> bool:
+    s = text.replace(" ", "")
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def _accept(kind: str, match: str) -> bool:
+    if kind == "credit_card":
+        digits = re.sub(r"\D", "", match)
+        return 13 <= len(digits) <= 19 and is_luhn(digits)
+    if kind == "iban":
+        return is_iban(match)
+    if kind == "phone":  # digits with spaces only are as likely a list of numbers
+        digits = re.sub(r"\D", "", match)
+        return 9 <= len(digits) <= 15 and any(c in match for c in "+()-.")
+    return True
+
+
+def redact(text: str) -> tuple[str, dict[str, int]]:
+    """`text` with every PII/secret replaced by its placeholder, and the counts by type."""
+    found: dict[str, int] = {}
+    for kind, pattern in _EXACT:
+
+        def sub(m: re.Match[str], kind: str = kind) -> str:
+            if not _accept(kind, m.group(0)):
+                return m.group(0)
+            found[kind] = found.get(kind, 0) + 1
+            return PLACEHOLDER[kind]
+
+        text = pattern.sub(sub, text)
+    return text, found
+
+
+class PiiStep(RowStep):
+    name = "pii"
+    stage = "pii"
+    version = "1"
+    index_columns: ClassVar[tuple[str, ...]] = ("pii_types",)
+
+    def __init__(self, mode: str):
+        self.mode = mode  # redact | reject
+
+    def params(self) -> dict[str, Any]:
+        return {"mode": self.mode, "types": [t for t, _, _ in PATTERNS]}
+
+    def __call__(self, batch: pa.Table) -> Verdicts:
+        n = batch.num_rows
+        found: dict[int, dict[str, int]] = {}
+        columns: dict[str, pa.Array] = {}
+        for name in ("messages", "chosen", "rejected"):
+            col = batch.column(name).combine_chunks()
+            if col.null_count == len(col):
+                columns[name] = col
+                continue
+            items = col.flatten()
+            contents = pc.fill_null(items.field("content"), "")
+            hit = np.nonzero(
+                pc.match_substring_regex(contents, _PREFILTER).to_numpy(zero_copy_only=False)
+            )[0]
+            new = contents.to_pylist() if len(hit) else None
+            offsets = list_offsets(col)
+            for item in hit.tolist():
+                text, counts = redact(new[item])  # type: ignore[index]
+                if counts:
+                    new[item] = text  # type: ignore[index]
+                    row = int(np.searchsorted(offsets, item, side="right") - 1)
+                    merged = found.setdefault(row, {})
+                    for k, v in counts.items():
+                        merged[k] = merged.get(k, 0) + v
+            if new is None:
+                columns[name] = col
+                continue
+            struct = pa.StructArray.from_arrays(
+                [items.field("role"), pa.array(new, pa.string())], names=["role", "content"]
+            )
+            columns[name] = pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), struct, type=MESSAGES, mask=col.is_null()
+            )
+        text = batch.column("text").combine_chunks()
+        if text.null_count < len(text):
+            hit = pc.fill_null(pc.match_substring_regex(text, _PREFILTER), False)
+            rows = np.nonzero(hit.to_numpy(zero_copy_only=False))[0]
+            if len(rows):
+                values = text.to_pylist()
+                for row in rows.tolist():
+                    new_text, counts = redact(values[row])
+                    if counts:
+                        values[row] = new_text
+                        merged = found.setdefault(row, {})
+                        for k, v in counts.items():
+                            merged[k] = merged.get(k, 0) + v
+                text = pa.array(values, pa.string())
+        columns["text"] = text
+        types = [",".join(sorted(found[r])) if r in found else None for r in range(n)]
+        columns["pii_types"] = pa.array(types, pa.string())
+        table = pa.table(columns)
+        if self.mode != "reject" or not found:
+            return Verdicts.keep_all(n).with_columns(table)
+        rows = sorted(found)
+        details = [{"types": found[r], "redacted": True} for r in rows]
+        return Verdicts.reject(n, np.asarray(rows), "pii", details).with_columns(table)

@@ -1,0 +1,64 @@
+"""Row statistics the manifest reports per source (the step never rejects).
+
+- system-prompt consistency: a hash of each row's system prompt (0 for rows without one),
+  so the manifest counts the variants per source and shows the most common ones: a model
+  trained on several system prompts but served with one behaves unlike its validation;
+- length: characters of the row's content, for percentiles when no tokenizer gives tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.rows import list_offsets
+from curate.steps import RowStep, Verdicts
+
+
+class RowStats(RowStep):
+    name = "row_stats"
+    stage = "row_stats"
+    version = "1"
+    index_columns: ClassVar[tuple[str, ...]] = ("system_hash", "n_chars")
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def __call__(self, batch: pa.Table) -> Verdicts:
+        n = batch.num_rows
+        chars = np.zeros(n, dtype=np.int64)
+        for name in ("messages", "chosen", "rejected"):
+            col = batch.column(name).combine_chunks()
+            if col.null_count == len(col):
+                continue
+            lengths = pc.fill_null(pc.utf8_length(col.flatten().field("content")), 0)
+            per_item = np.concatenate([[0], np.cumsum(lengths.to_numpy(zero_copy_only=False))])
+            offsets = list_offsets(col)
+            chars += per_item[offsets[1:]] - per_item[offsets[:-1]]
+        text = batch.column("text").combine_chunks()
+        if text.null_count < len(text):
+            chars += pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+        hashes = np.zeros(n, dtype=np.uint64)
+        messages = batch.column("messages").combine_chunks()
+        if messages.null_count < n:
+            items = messages.flatten()
+            offsets = list_offsets(messages)
+            rows = np.nonzero(np.diff(offsets) > 0)[0]
+            first = items.take(pa.array(offsets[rows]))
+            is_system = pc.fill_null(pc.equal(first.field("role"), "system"), False)
+            rows = rows[is_system.to_numpy(zero_copy_only=False)]
+            if len(rows):
+                prompts = first.filter(is_system).field("content")
+                hashed = pl.Series(prompts).hash(0x5157).to_numpy()
+                hashes[rows] = np.maximum(hashed, 1)  # 0 stands for "no system prompt"
+        columns = pa.table(
+            {
+                "system_hash": pa.array(hashes, pa.uint64()),
+                "n_chars": pa.array(chars, pa.int64()),
+            }
+        )
+        return Verdicts.keep_all(n).with_columns(columns)
