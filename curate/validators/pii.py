@@ -36,10 +36,10 @@ PATTERNS: list[tuple[str, str, str]] = [
     ),
     ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", r"@"),
     ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", r"[A-Z]{2}\d{2}"),
-    ("credit_card", r"(?<![\d.])(?:\d[ -]?){12,18}\d(?![\d.])", r"\d[ -]?\d[ -]?\d[ -]?\d"),
+    ("credit_card", r"(?<![\d.])(?:\d[ -]?){12,18}\d(?!\d|\.\d)", r"\d[ -]?\d[ -]?\d[ -]?\d"),
     (
         "phone",
-        r"(?<![\w.+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w.])",
+        r"(?<![\w.+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\w|\.\d)",
         r"\d[ .-]\d|\)\s?\d",
     ),
 ]
@@ -78,13 +78,25 @@ def _accept(kind: str, match: str) -> bool:
     return True
 
 
+_NUMERIC = ("credit_card", "phone")
+_OPERATORS = set("=+-*/×÷<>")
+
+
+def _in_arithmetic(m: re.Match[str]) -> bool:
+    """`1000-200-400 = 400`: digits and dashes inside a calculation, not a phone or card."""
+    text = m.string
+    after = text[m.end() : m.end() + 4].lstrip()
+    before = text[max(0, m.start() - 4) : m.start()].rstrip()
+    return bool(after and after[0] in _OPERATORS) or bool(before and before[-1] in _OPERATORS)
+
+
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """`text` with every PII/secret replaced by its placeholder, and the counts by type."""
     found: dict[str, int] = {}
     for kind, pattern in _EXACT:
 
         def sub(m: re.Match[str], kind: str = kind) -> str:
-            if not _accept(kind, m.group(0)):
+            if not _accept(kind, m.group(0)) or (kind in _NUMERIC and _in_arithmetic(m)):
                 return m.group(0)
             found[kind] = found.get(kind, 0) + 1
             return PLACEHOLDER[kind]
