@@ -108,8 +108,6 @@ def rows_table(convs: list[list[dict[str, str]]]) -> pa.Table:
     )
 
 
-
-
 def timed(fn, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -182,9 +180,13 @@ def main() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     results["plain_all"] = timed(plain)
 
-    print(f"tokenizer: {args.tokenizer} ({target.fingerprint['sha256'][:12]}), rows {n:,}, tokens {tokens:,} (avg {tokens / n:.0f}/row)")
+    print(
+        f"tokenizer: {args.tokenizer} ({target.fingerprint['sha256'][:12]}), rows {n:,}, tokens {tokens:,} (avg {tokens / n:.0f}/row)"
+    )
     print(f"machine: {os.cpu_count()} cores; engine workers {workers}")
-    print(f"{'':>10} | {'plain tokenizer(texts)':>22} | {'curate validation':>18} | ratio (target >= 0.50)")
+    print(
+        f"{'':>10} | {'plain tokenizer(texts)':>22} | {'curate validation':>18} | ratio (target >= 0.50)"
+    )
     for key, label in (("1", "one core"), ("all", "all cores")):
         p, v = n / results[f"plain_{key}"], n / results[f"validate_{key}"]
         print(f"{label:>10} | {p:>16,.0f} rows/s | {v:>11,.0f} rows/s | {v / p:.2f}")

@@ -235,6 +235,26 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
     console.print(
         f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}"
     )
+    tok = data.get("tokenizer")
+    if tok:
+        tpl = tok["template"]
+        share = counts["trained_tokens_out"] / counts["tokens_out"] if counts["tokens_out"] else 0
+        cut = sum(s.get("tokens", {}).get("truncated_rows", 0) for s in data["sources"])
+        console.print(
+            f"tokens out {counts['tokens_out']:,} (trained {share:.1%}); end of turn "
+            f"{tpl['end_of_turn']!r}; {cut} rows with the prompt truncated to {tok['max_length']}"
+        )
+        for note in tpl["notes"]:
+            console.print(f"[cyan]template:[/cyan] {note}")
+    redacted = {
+        name: v["pii"]["rows"]
+        for name, v in data.get("validation", {}).items()
+        if v.get("pii", {}).get("rows")
+    }
+    if redacted:
+        console.print(
+            "PII redacted in " + ", ".join(f"{n} rows of {name!r}" for name, n in redacted.items())
+        )
     from curate.manifests.manifest import warnings as manifest_warnings
 
     for warning in manifest_warnings(data):

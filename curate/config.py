@@ -295,7 +295,10 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
         if not full.is_file():
             problems.append(
                 Problem(
-                    "tokenizer.chat_template", f"file not found (looked in {base_dir})", template, file
+                    "tokenizer.chat_template",
+                    f"file not found (looked in {base_dir})",
+                    template,
+                    file,
                 )
             )
     if _section(raw, "split").get("by") == "cluster":

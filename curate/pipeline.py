@@ -101,9 +101,7 @@ def build_steps(config: MixtureConfig, target: Target | None = None) -> list[Ste
     if schemas:
         steps.append(JsonFormatStep(schemas))
     if checks.degeneration:
-        steps.append(
-            DegenerationStep(checks.degeneration_ngram, checks.degeneration_max_repeated)
-        )
+        steps.append(DegenerationStep(checks.degeneration_ngram, checks.degeneration_max_repeated))
     if config.dedup.exact:
         steps.append(ExactDedup())
     if target is not None and config.tokenizer is not None:
@@ -410,9 +408,7 @@ def _run_later_rows(
     ]
     results = eng.map(passes.run_segment, items, "validate")
     cache = [moved or c for (_, moved), c in zip(results, cache, strict=True)]
-    update = pl.from_arrow(
-        pa.concat_tables([u for u, _ in results], promote_options="default")
-    )
+    update = pl.from_arrow(pa.concat_tables([u for u, _ in results], promote_options="default"))
     assert isinstance(update, pl.DataFrame)
     merged = state.with_columns(
         *[pl.coalesce(state[c], update[c]).alias(c) for c in ("stage", "reason", "detail")],

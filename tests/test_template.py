@@ -69,7 +69,10 @@ CLEAN = [
     chat("Name a prime number.", "Seven is a prime number.", system="You answer briefly."),
     multi("Hi there", "Hello! How can I help?", "Tell me a joke", "Why did the chicken cross?"),
     multi("Count to three", "One, two, three.", system="You are a counting bot."),
-    chat("Write a haiku about rain", "Soft rain on the roof\nthe gutters hum a low song\nnight keeps its secrets"),
+    chat(
+        "Write a haiku about rain",
+        "Soft rain on the roof\nthe gutters hum a low song\nnight keeps its secrets",
+    ),
 ]
 
 
@@ -248,9 +251,7 @@ def test_missing_eos_when_the_template_leaves_the_last_turn_open(tmp_path, smoll
     assert b.manifest["tokenizer"]["template"]["closes_final_turn"] is False
 
 
-def test_template_that_never_closes_a_turn_is_refused_before_the_build(
-    tmp_path, smollm_dir, cli
-):
+def test_template_that_never_closes_a_turn_is_refused_before_the_build(tmp_path, smollm_dir, cli):
     (tmp_path / "never.jinja").write_text(NEVER_CLOSED)
     write_jsonl(tmp_path / "c.jsonl", CLEAN)
     cfg = write_config(
@@ -299,14 +300,16 @@ def test_truncate_prompt_cuts_from_the_left_and_never_an_answer(tmp_path, smollm
         ids, k = whole["input_ids"], row["tokens_cut"]
         keep = 1 if ids[0] == bos else 0
         assert row["input_ids"] == ids[:keep] + ids[keep + k :]
-        assert [
-            row["input_ids"][s["start"] : s["end"]] for s in row["mask_spans"]
-        ] == [whole["input_ids"][s["start"] : s["end"]] for s in whole["mask_spans"]]
+        assert [row["input_ids"][s["start"] : s["end"]] for s in row["mask_spans"]] == [
+            whole["input_ids"][s["start"] : s["end"]] for s in whole["mask_spans"]
+        ]
     assert sum(r["tokens_cut"] > 0 for r in cut.values()) == 1
     assert b.manifest["sources"][0]["tokens"]["truncated_rows"] == 1
 
 
-def test_gguf_tokenizer_loads_and_fingerprints_like_its_plain_copy(tmp_path, smollm_gguf, smollm_dir):
+def test_gguf_tokenizer_loads_and_fingerprints_like_its_plain_copy(
+    tmp_path, smollm_gguf, smollm_dir
+):
     from curate.validators.target import load_target
 
     gguf = load_target(str(smollm_gguf), Path("."), None, False, tmp_path / "cache")
@@ -353,7 +356,16 @@ def test_shared_chat_templates(tmp_path, name, qwen_dir, smollm_dir):
         )
         folder = tmp_path / "llama3-tok"
         tok.save_pretrained(str(folder))
-    rows = [*CLEAN, {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}]
+    rows = [
+        *CLEAN,
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "user", "content": "b"},
+                {"role": "assistant", "content": "c"},
+            ]
+        },
+    ]
     write_jsonl(tmp_path / "c.jsonl", rows)
     cfg = write_config(
         tmp_path,
@@ -369,4 +381,6 @@ def test_shared_chat_templates(tmp_path, name, qwen_dir, smollm_dir):
     assert len(b.rows) == len(CLEAN) + (0 if expected else 1)
     for row in b.rows:
         for span in row["mask_spans"]:
-            assert row["input_ids"][span["end"] - 1] == tokenizer_of(folder).convert_tokens_to_ids(eot)
+            assert row["input_ids"][span["end"] - 1] == tokenizer_of(folder).convert_tokens_to_ids(
+                eot
+            )

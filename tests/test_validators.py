@@ -37,7 +37,14 @@ def test_redact_each_kind_with_typed_placeholders():
         "api_key": 2,
         "private_key": 1,
     }
-    for placeholder in ("[EMAIL]", "[PHONE]", "[CREDIT_CARD]", "[IBAN]", "[API_KEY]", "[PRIVATE_KEY]"):
+    for placeholder in (
+        "[EMAIL]",
+        "[PHONE]",
+        "[CREDIT_CARD]",
+        "[IBAN]",
+        "[API_KEY]",
+        "[PRIVATE_KEY]",
+    ):
         assert placeholder in out
     assert "jane.doe" not in out and "4111" not in out and "AKIA" not in out
 
@@ -169,9 +176,7 @@ def test_json_format_against_the_source_schema(tmp_path):
 def test_bad_json_schema_is_a_config_error(tmp_path, cli):
     (tmp_path / "schema.json").write_text('{"type": 12}')
     write_jsonl(tmp_path / "a.jsonl", CLEAN)
-    cfg = write_config(
-        tmp_path, [{"name": "a", "path": "a.jsonl", "json_schema": "schema.json"}]
-    )
+    cfg = write_config(tmp_path, [{"name": "a", "path": "a.jsonl", "json_schema": "schema.json"}])
     r = cli("build", cfg)
     assert r.code == 2 and "json_schema: not a valid JSON schema" in r.err
 

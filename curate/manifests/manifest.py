@@ -108,7 +108,11 @@ def assemble(
             "rows_rejected": int(state["reason"].is_not_null().sum()),
             "rows_out": sum(splits[s]["rows"] for s in SPLIT_NAMES),
             "rejected": totals,
-            **({"tokens_out": tokens["tokens_out"], "trained_tokens_out": tokens["trained_out"]} if tokens else {}),
+            **(
+                {"tokens_out": tokens["tokens_out"], "trained_tokens_out": tokens["trained_out"]}
+                if tokens
+                else {}
+            ),
         },
         "code": {
             "curate": __version__,
@@ -207,8 +211,9 @@ def validation_report(
                     text = text if len(text) <= 200 else text[:197] + "..."
                 top.append({"text": text, "rows": int(rows)})
             entry["system_prompts"] = {"variants": variants.height, "top": top}
-        lengths = mine[f"n_{unit}"].drop_nulls().to_numpy() if f"n_{unit}" in mine.columns else []
-        entry["lengths"] = {"unit": unit, **_percentiles(np.asarray(lengths))}
+        column = f"n_{unit}"
+        lengths = mine[column].drop_nulls().to_numpy() if column in mine.columns else np.zeros(0)
+        entry["lengths"] = {"unit": unit, **_percentiles(lengths)}
         if "pii_types" in state.columns:
             found = state.filter(
                 (pl.col("source_rank") == rank) & pl.col("pii_types").is_not_null()
@@ -219,10 +224,10 @@ def validation_report(
                     by_type[t] = by_type.get(t, 0) + 1
             entry["pii"] = {"rows": found.len(), "by_type": dict(sorted(by_type.items()))}
         if "language" in mine.columns:
-            langs = mine.group_by("language").len().sort(["len", "language"], descending=[True, False])
-            entry["languages"] = {
-                (lang or "none"): int(k) for lang, k in langs.iter_rows() if k
-            }
+            langs = (
+                mine.group_by("language").len().sort(["len", "language"], descending=[True, False])
+            )
+            entry["languages"] = {(lang or "none"): int(k) for lang, k in langs.iter_rows() if k}
         out[src.name] = entry
     return out
 

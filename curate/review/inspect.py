@@ -119,7 +119,9 @@ def inspect_config(config_path: str | Path, n: int, source: str | None) -> list[
             continue
         files = cfg.source_files(src)
         scans = [scan_file(str(f), scratch_dir(store.root)) for f in files]
-        tasks, _ = plan_blocks(src.name, src.format, [f.name for f in files], scans, False, src.columns)
+        tasks, _ = plan_blocks(
+            src.name, src.format, [f.name for f in files], scans, False, src.columns
+        )
         for task in tasks:
             if len(out) >= n:
                 return out
@@ -129,7 +131,10 @@ def inspect_config(config_path: str | Path, n: int, source: str | None) -> list[
             rejected = {
                 int(r): (reason, detail)
                 for r, reason, detail in zip(
-                    verdicts.rows, verdicts.reason.to_pylist(), verdicts.detail.to_pylist(), strict=True
+                    verdicts.rows,
+                    verdicts.reason.to_pylist(),
+                    verdicts.detail.to_pylist(),
+                    strict=True,
                 )
             }
             for r in range(block.num_rows):

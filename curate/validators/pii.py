@@ -170,6 +170,6 @@ class PiiStep(RowStep):
         table = pa.table(columns)
         if self.mode != "reject" or not found:
             return Verdicts.keep_all(n).with_columns(table)
-        rows = sorted(found)
-        details = [{"types": found[r], "redacted": True} for r in rows]
-        return Verdicts.reject(n, np.asarray(rows), "pii", details).with_columns(table)
+        hit_rows = sorted(found)
+        details = [{"types": found[r], "redacted": True} for r in hit_rows]
+        return Verdicts.reject(n, np.asarray(hit_rows), "pii", details).with_columns(table)

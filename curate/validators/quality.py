@@ -150,9 +150,7 @@ class JsonFormatStep(RowStep):
         from jsonschema.validators import validator_for
 
         sources = batch.column("source").to_pylist()
-        validators = {
-            name: validator_for(schema)(schema) for name, schema in self.schemas.items()
-        }
+        validators = {name: validator_for(schema)(schema) for name, schema in self.schemas.items()}
         rows = [r for r, s in enumerate(sources) if s in validators]
         if not rows:
             return Verdicts.keep_all(batch.num_rows)

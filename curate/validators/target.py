@@ -89,7 +89,9 @@ class Target:
 
     def template_kwargs(self) -> tuple[tuple[str, str], ...]:
         tok = self.tokenizer
-        return tuple(sorted((k, v) for k, v in tok.special_tokens_map.items() if isinstance(v, str)))
+        return tuple(
+            sorted((k, v) for k, v in tok.special_tokens_map.items() if isinstance(v, str))
+        )
 
     def token_id(self, text: str) -> int | None:
         ids = self.tokenizer.convert_tokens_to_ids([text])

@@ -76,7 +76,9 @@ class TemplateStep(RowStep):
         target = target_in_worker(self.load_dir, self.template, self.trust_remote_code)
         tok = target.tokenizer
         n = batch.num_rows
-        rejected: dict[int, tuple[str, dict[str, Any]]] = dict(injections(batch, self.special_tokens))
+        rejected: dict[int, tuple[str, dict[str, Any]]] = dict(
+            injections(batch, self.special_tokens)
+        )
         kinds = batch.column("kind").to_pylist()
         messages = batch.column("messages").to_pylist()
         chosen = batch.column("chosen").to_pylist()
@@ -107,7 +109,9 @@ class TemplateStep(RowStep):
 
         eot_id = target.token_id(self.probe.end_of_turn)
         bos_id = tok.bos_token_id
-        encodings = tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+        encodings = (
+            tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+        )
         ids_out: list[list[int] | None] = [None] * n
         spans_out: list[list[dict[str, int]] | None] = [None] * n
         counts = np.zeros((n, 3), dtype=np.int32)
@@ -230,7 +234,9 @@ class TemplateStep(RowStep):
                 detail: dict[str, Any] = {"tokens": len(ids), "max_length": self.max_length}
                 if self.on_too_long == "truncate_prompt":
                     detail["prompt_tokens"] = prompt
-                    detail["error"] = "cutting the whole prompt is not enough; answers are never cut"
+                    detail["error"] = (
+                        "cutting the whole prompt is not enough; answers are never cut"
+                    )
                 raise _Reject("too_long", detail)
             ids = ids[:keep] + ids[keep + cut :]
             token_spans = [(a - cut, b - cut) for a, b in token_spans]
@@ -243,7 +249,7 @@ def _token_at(enc, char: int, n: int) -> int:
     if token is not None:
         return token
     starts = np.array([s for s, _ in enc.offsets])
-    return int(min(np.searchsorted(starts, char, side="left"), n - 1))
+    return min(int(np.searchsorted(starts, char, side="left")), n - 1)
 
 
 def _turn_end(full: str, content: str, start: int, limit: int, end_token: str) -> int | None:
@@ -304,5 +310,7 @@ def injections(batch: pa.Table, special_tokens: tuple[str, ...]) -> dict[int, tu
         for row in np.nonzero(hit)[0]:
             value = text[int(row)].as_py()
             token = next(t for t in special_tokens if t in value)
-            found.setdefault(int(row), ("special_token_injection", {"field": "text", "token": token}))
+            found.setdefault(
+                int(row), ("special_token_injection", {"field": "text", "token": token})
+            )
     return found
