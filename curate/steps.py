@@ -120,6 +120,8 @@ class RowStep(Step, ABC):
     # Of the columns the step returns, the small ones the build's index keeps (token
     # counts: mixing and the manifest read them); the others stay with the rows.
     index_columns: ClassVar[tuple[str, ...]] = ()
+    # Of those, the ones only the index needs (statistics): they are not added to the rows.
+    index_only: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def __call__(self, batch: pa.Table) -> Verdicts:

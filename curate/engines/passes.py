@@ -144,15 +144,23 @@ def _apply(
     alive = alive.copy()
     changed = False
     index_names: list[str] = []
+    stats: dict[str, pa.Array] = {}  # index-only columns, not added to the rows
     for step in row_steps:
         rows = np.nonzero(alive)[0]
         if len(rows) == 0:
             break
         verdicts = step(table.take(pa.array(rows)))
         if verdicts.columns is not None:
-            table = _merge_columns(table, rows, verdicts.columns)
-            changed = True
-            index_names += [c for c in step.index_columns if c not in index_names]
+            columns = verdicts.columns
+            for name in step.index_only:
+                stats[name] = _scatter(n, rows, columns.column(name).combine_chunks())
+            columns = columns.drop_columns(list(step.index_only))
+            if columns.num_columns:
+                table = _merge_columns(table, rows, columns)
+                changed = True
+            index_names += [
+                c for c in step.index_columns if c not in index_names and c not in stats
+            ]
         hit = rows[verdicts.rows]
         stage[hit] = step.stage
         reason[hit] = np.asarray(verdicts.reason.to_pylist(), dtype=object)
@@ -167,16 +175,21 @@ def _apply(
     )
     for name in index_names:
         out = out.append_column(name, table.column(name))
+    for name, col in stats.items():
+        out = out.append_column(name, col)
     if key_step is not None:
         rows = np.nonzero(alive)[0]
         keys = key_step.keys(table.take(pa.array(rows)))
         for name in keys.column_names:
-            col = keys.column(name).combine_chunks()
-            full = pa.concat_arrays([pa.nulls(1, col.type), col]).take(
-                pa.array(_scatter_index(n, rows))
-            )
-            out = out.append_column(name, full)
+            out = out.append_column(name, _scatter(n, rows, keys.column(name).combine_chunks()))
     return out, (table if changed else None)
+
+
+def _scatter(n: int, rows: np.ndarray, values: pa.Array) -> pa.Array:
+    """`values` (one per row in `rows`) at `rows` of an array of `n`, null elsewhere."""
+    return pa.concat_arrays([pa.nulls(1, values.type), values]).take(
+        pa.array(_scatter_index(n, rows))
+    )
 
 
 def _merge_columns(table: pa.Table, rows: np.ndarray, columns: pa.Table) -> pa.Table:
@@ -194,10 +207,7 @@ def _merge_columns(table: pa.Table, rows: np.ndarray, columns: pa.Table) -> pa.T
             merged = pa.concat_arrays([base, col.cast(base.type)]).take(pa.array(take))
             table = table.set_column(table.schema.get_field_index(name), name, merged)
         else:
-            full = pa.concat_arrays([pa.nulls(1, col.type), col]).take(
-                pa.array(_scatter_index(n, rows))
-            )
-            table = table.append_column(name, full)
+            table = table.append_column(name, _scatter(n, rows, col))
     return table
 
 

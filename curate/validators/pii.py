@@ -110,6 +110,7 @@ class PiiStep(RowStep):
     stage = "pii"
     version = "1"
     index_columns: ClassVar[tuple[str, ...]] = ("pii_types",)
+    index_only: ClassVar[tuple[str, ...]] = ("pii_types",)
 
     def __init__(self, mode: str):
         self.mode = mode  # redact | reject

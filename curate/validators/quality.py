@@ -69,6 +69,7 @@ class LanguageStep(RowStep):
     stage = "language"
     version = "1"
     index_columns: ClassVar[tuple[str, ...]] = ("language",)
+    index_only: ClassVar[tuple[str, ...]] = ("language",)
 
     def __init__(self, languages: list[str], min_score: float):
         self.languages = sorted(set(languages))

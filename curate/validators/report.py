@@ -24,6 +24,7 @@ class RowStats(RowStep):
     stage = "row_stats"
     version = "1"
     index_columns: ClassVar[tuple[str, ...]] = ("system_hash", "n_chars")
+    index_only: ClassVar[tuple[str, ...]] = ("system_hash", "n_chars")
 
     def params(self) -> dict[str, Any]:
         return {}
