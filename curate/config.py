@@ -310,11 +310,11 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
                 file,
             )
         )
-    if _section(raw, "mixture").get("unit") == "tokens":
+    if _section(raw, "mixture").get("unit") == "tokens" and not raw.get("tokenizer"):
         problems.append(
             Problem(
                 "mixture.unit",
-                "'tokens' needs token counts from tokenizer-aware validation, which this version does not run; use 'rows'",
+                "'tokens' weighs sources by token counts, which need a [tokenizer] section",
                 "tokens",
                 file,
             )

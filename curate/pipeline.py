@@ -436,11 +436,17 @@ def _block_bounds(state: pl.DataFrame) -> list[tuple[int, int]]:
 
 def _mix(state: pl.DataFrame, config: MixtureConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
     alive = np.nonzero(state["reason"].is_null().to_numpy())[0]
+    sizes = None
+    if config.mixture.unit == "tokens":
+        sizes = state["n_tokens"].to_numpy()[alive] if "n_tokens" in state.columns else None
+        if sizes is None:
+            sizes = np.zeros(len(alive), dtype=np.int64)
     plan = plan_mixture(
         state["source_rank"].to_numpy()[alive],
         list(config.sources),
         config.mixture,
         config.build.seed,
+        sizes,
     )
     copies = np.zeros(state.height, dtype=np.int64)
     copies[alive] = plan.copies

@@ -384,3 +384,36 @@ def test_shared_chat_templates(tmp_path, name, qwen_dir, smollm_dir):
             assert row["input_ids"][span["end"] - 1] == tokenizer_of(folder).convert_tokens_to_ids(
                 eot
             )
+
+
+def test_mixture_weighed_in_tokens(tmp_path, smollm_dir):
+    short = [chat(f"q{i}", "ok") for i in range(40)]
+    long = [chat(f"question number {i}", " ".join(["long answer"] * 30)) for i in range(40)]
+    write_jsonl(tmp_path / "short.jsonl", short)
+    write_jsonl(tmp_path / "long.jsonl", long)
+    sources = [
+        {"name": "short", "path": "short.jsonl", "weight": 1.0},
+        {"name": "long", "path": "long.jsonl", "weight": 1.0},
+    ]
+    cfg = write_config(
+        tmp_path, sources, extra=tok_config(smollm_dir) + '[mixture]\nunit = "tokens"\n'
+    )
+    b = build(cfg)
+    mix = b.manifest["mixture"]["sources"]
+    per_source = {"short": 0, "long": 0}
+    for row in b.rows:
+        per_source[row["source"]] += row["n_tokens"]
+    # equal weights: equal tokens, so far fewer long rows than short ones
+    assert mix["short"]["realized_tokens"] == per_source["short"]
+    assert mix["long"]["realized_tokens"] == per_source["long"]
+    assert abs(per_source["short"] - per_source["long"]) <= max(r["n_tokens"] for r in b.rows)
+    assert mix["long"]["realized_rows"] < mix["short"]["realized_rows"] == 40
+    assert mix["long"]["capped"] is False
+    assert b.manifest["counts"]["rejected"]["not_sampled"] == 40 - mix["long"]["realized_rows"]
+
+
+def test_tokens_unit_needs_a_tokenizer(tmp_path, cli):
+    write_jsonl(tmp_path / "a.jsonl", CLEAN)
+    cfg = write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra='[mixture]\nunit = "tokens"\n')
+    r = cli("build", cfg)
+    assert r.code == 2 and "need a [tokenizer]" in r.err

@@ -295,9 +295,11 @@ def warnings(data: dict[str, Any]) -> list[str]:
                 f"source {name!r}: {left_out} of {rows_in} rows left out to honour the weights (`not_sampled`)"
             )
         mix = data["mixture"]["sources"].get(name, {})
-        if mix.get("capped") and mix.get("available_rows"):
+        unit = data["mixture"].get("unit", "rows")
+        if mix.get("capped") and mix.get(f"available_{unit}"):
             out.append(
-                f"source {name!r}: asked for {mix['requested_rows']} rows, has {mix['available_rows']} "
-                f"(max_repeats {mix['max_repeats']}): got {mix['realized_rows']}"
+                f"source {name!r}: asked for {mix[f'requested_{unit}']} {unit}, has "
+                f"{mix[f'available_{unit}']} (max_repeats {mix['max_repeats']}): got "
+                f"{mix[f'realized_{unit}']}"
             )
     return out

@@ -48,10 +48,22 @@ def _apportion(total: int, parts: list[float]) -> list[int]:
 
 
 def plan_mixture(
-    source_rank: np.ndarray, sources: list[SourceSection], mixture: MixtureSection, seed: int
+    source_rank: np.ndarray,
+    sources: list[SourceSection],
+    mixture: MixtureSection,
+    seed: int,
+    sizes: np.ndarray | None = None,
 ) -> MixturePlan:
-    """`source_rank`: the source index of every alive row, in canonical order."""
-    available = np.bincount(source_rank, minlength=len(sources)).astype(np.int64)
+    """`source_rank`: the source index of every alive row, in canonical order.
+
+    `sizes` (with `unit = "tokens"`): each alive row's token count; shares, `total` and
+    caps are then in tokens, and a source's draw takes rows in its seeded order while they
+    fit in what it was asked for (whole repeats first, as for rows).
+    """
+    in_tokens = sizes is not None
+    size = sizes.astype(np.int64) if sizes is not None else np.ones(len(source_rank), np.int64)
+    available = np.bincount(source_rank, weights=size, minlength=len(sources)).astype(np.int64)
+    counts = np.bincount(source_rank, minlength=len(sources)).astype(np.int64)
     weighted = all(s.weight is not None for s in sources)
     weights = [float(s.weight) if weighted else float(available[i]) for i, s in enumerate(sources)]  # type: ignore[arg-type]
     if sum(weights) == 0:
@@ -66,6 +78,7 @@ def plan_mixture(
         requested_total = int(math.floor(min(limits) + 1e-9)) if limits else 0
     requested = _apportion(requested_total, p)
     copies = np.zeros(len(source_rank), dtype=np.int64)
+    unit = "tokens" if in_tokens else "rows"
     report: dict[str, Any] = {
         "sources": {},
         "requested_total": requested_total,
@@ -75,29 +88,37 @@ def plan_mixture(
     for i, src in enumerate(sources):
         rows = np.nonzero(source_rank == i)[0]
         want = min(requested[i], caps[i])
-        a = len(rows)
+        a = int(available[i])
+        got = 0
         if a and want:
             draw = np.random.Generator(
                 np.random.PCG64([seed, zlib.crc32(src.name.encode())])
-            ).permutation(a)
+            ).permutation(len(rows))
             base, extra = divmod(want, a)
-            per_row = np.full(a, base, dtype=np.int64)
-            per_row[draw[:extra]] += 1
+            per_row = np.full(len(rows), base, dtype=np.int64)
+            # the rows, in seeded order, that fit in the remainder
+            fits = np.searchsorted(np.cumsum(size[rows][draw]), extra, side="right")
+            per_row[draw[:fits]] += 1
             copies[rows] = per_row
-        realized_total += want
-        report["sources"][src.name] = {
+            got = int((per_row * size[rows]).sum())
+        realized_total += got
+        entry = {
             "weight": src.weight if weighted else None,
             "requested_share": round(p[i], 6),
-            "requested_rows": requested[i],
-            "available_rows": a,
+            f"requested_{unit}": requested[i],
+            f"available_{unit}": a,
             "max_repeats": src.max_repeats,
-            "realized_rows": int(want),
+            f"realized_{unit}": got,
             "unique_rows": int(np.count_nonzero(copies[rows])),
             "capped": bool(want < requested[i]),
         }
+        if in_tokens:
+            entry["available_rows"] = int(counts[i])
+            entry["realized_rows"] = int(copies[rows].sum())
+        report["sources"][src.name] = entry
     for entry in report["sources"].values():
         entry["realized_share"] = (
-            round(entry["realized_rows"] / realized_total, 6) if realized_total else 0.0
+            round(entry[f"realized_{unit}"] / realized_total, 6) if realized_total else 0.0
         )
     report["realized_total"] = realized_total
     return MixturePlan(copies, report)
@@ -105,8 +126,5 @@ def plan_mixture(
 
 def not_sampled_detail(report: dict[str, Any], source: str) -> dict[str, Any]:
     entry = report["sources"][source]
-    return {
-        "requested_rows": entry["requested_rows"],
-        "available_rows": entry["available_rows"],
-        "weight": entry["weight"],
-    }
+    keys = ("requested_rows", "available_rows", "requested_tokens", "available_tokens", "weight")
+    return {k: entry[k] for k in keys if k in entry}
