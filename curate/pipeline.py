@@ -69,6 +69,7 @@ NOT_KEYS = (
     "copies",
     "split",
     *TemplateStep.index_columns,
+    "straddles",
     *RowStats.index_columns,
     *PiiStep.index_columns,
     *LanguageStep.index_columns,

@@ -414,6 +414,22 @@ def test_mixture_weighed_in_tokens(tmp_path, smollm_dir):
 
 def test_tokens_unit_needs_a_tokenizer(tmp_path, cli):
     write_jsonl(tmp_path / "a.jsonl", CLEAN)
-    cfg = write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra='[mixture]\nunit = "tokens"\n')
+    cfg = write_config(
+        tmp_path, [{"name": "a", "path": "a.jsonl"}], extra='[mixture]\nunit = "tokens"\n'
+    )
     r = cli("build", cfg)
     assert r.code == 2 and "need a [tokenizer]" in r.err
+
+
+def test_a_token_across_the_start_of_a_turn_is_counted(tmp_path, smollm_dir):
+    # "assistant\n" + "\n\nHello": the newlines merge into one token that starts in the header
+    rows = [chat("Say hello", "\n\nHello there."), chat("Say bye", "Bye.")]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    cfg = write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=tok_config(smollm_dir))
+    b = build(cfg)
+    assert b.manifest["tokenizer"]["turns_with_token_across_turn_start"] == 1
+    tok = tokenizer_of(smollm_dir)
+    for row in b.rows:
+        (span,) = row["mask_spans"]
+        trained = tok.decode(row["input_ids"][span["start"] : span["end"]])
+        assert trained.endswith("<|im_end|>") and "assistant" not in trained

@@ -92,7 +92,11 @@ def assemble(
         "config": config.canonical(),
         "sources": sources,
         "stages": stages,
-        "tokenizer": tokenizer_entry(config, target),
+        "tokenizer": (
+            {**entry, "turns_with_token_across_turn_start": straddling_turns(state)}
+            if (entry := tokenizer_entry(config, target))
+            else None
+        ),
         "validation": validation or {},
         "mixture": {"unit": config.mixture.unit, **mixture_report},
         "splits": (
@@ -132,6 +136,13 @@ def tokenizer_entry(config: MixtureConfig, target: Target | None) -> dict[str, A
         "trust_remote_code": config.tokenizer.trust_remote_code,
         "template": target.probe.report(),
     }
+
+
+def straddling_turns(state: pl.DataFrame) -> int:
+    """Kept rows' assistant turns whose first token starts in the prompt (see TemplateStep)."""
+    if "straddles" not in state.columns:
+        return 0
+    return int(state.filter(pl.col("copies") > 0)["straddles"].fill_null(0).sum())
 
 
 def _percentiles(values: np.ndarray) -> dict[str, int]:

@@ -40,7 +40,8 @@ class TemplateStep(RowStep):
     name = "template"
     stage = "template"
     version = "1"
-    index_columns: ClassVar[tuple[str, ...]] = ("n_tokens", "n_trained", "tokens_cut")
+    index_columns: ClassVar[tuple[str, ...]] = ("n_tokens", "n_trained", "tokens_cut", "straddles")
+    index_only: ClassVar[tuple[str, ...]] = ("straddles",)
 
     def __init__(
         self,
@@ -114,19 +115,19 @@ class TemplateStep(RowStep):
         )
         ids_out: list[list[int] | None] = [None] * n
         spans_out: list[list[dict[str, int]] | None] = [None] * n
-        counts = np.zeros((n, 3), dtype=np.int32)
+        counts = np.zeros((n, 4), dtype=np.int32)
         valid = np.zeros(n, dtype=bool)
         for r, enc, spans, kind in zip(
             rows, encodings, char_spans, (kinds[r] for r in rows), strict=True
         ):
             try:
-                ids, token_spans, cut = self.tokens(enc, spans, kind, eot_id, bos_id)
+                ids, token_spans, cut, straddles = self.tokens(enc, spans, kind, eot_id, bos_id)
             except _Reject as exc:
                 rejected[r] = (exc.reason, exc.detail)
                 continue
             ids_out[r] = ids
             spans_out[r] = [{"start": a, "end": b} for a, b in token_spans]
-            counts[r] = (len(ids), sum(b - a for a, b in token_spans), cut)
+            counts[r] = (len(ids), sum(b - a for a, b in token_spans), cut, straddles)
             valid[r] = True
 
         columns = pa.table(
@@ -136,6 +137,7 @@ class TemplateStep(RowStep):
                 "n_tokens": pa.array(counts[:, 0], pa.int32(), mask=~valid),
                 "n_trained": pa.array(counts[:, 1], pa.int32(), mask=~valid),
                 "tokens_cut": pa.array(counts[:, 2], pa.int32(), mask=~valid),
+                "straddles": pa.array(counts[:, 3], pa.int32(), mask=~valid),
             }
         )
         if not rejected:
@@ -204,13 +206,17 @@ class TemplateStep(RowStep):
 
     def tokens(
         self, enc, spans: list[tuple[int, int]], kind: str, eot_id: int | None, bos_id: int | None
-    ) -> tuple[list[int], list[tuple[int, int]], int]:
+    ) -> tuple[list[int], list[tuple[int, int]], int, int]:
         ids = enc.ids
         token_spans = []
+        straddles = 0
         for turn, (a, b) in enumerate(spans):
             first = _token_at(enc, a, len(ids))
             if first < len(ids) and enc.token_to_chars(first)[0] < a:
-                first += 1  # a token that starts in the header belongs to the prompt
+                # a token that starts in the header and ends in the answer: the prompt's
+                # tokens are not a token prefix of the row's here; it counts as prompt
+                first += 1
+                straddles += 1
             last = _token_at(enc, b - 1, len(ids)) + 1
             if kind != "text" and (last <= first or ids[last - 1] != eot_id):
                 raise _Reject(
@@ -240,7 +246,7 @@ class TemplateStep(RowStep):
                 raise _Reject("too_long", detail)
             ids = ids[:keep] + ids[keep + cut :]
             token_spans = [(a - cut, b - cut) for a, b in token_spans]
-        return ids, token_spans, cut
+        return ids, token_spans, cut, straddles
 
 
 def _token_at(enc, char: int, n: int) -> int:
