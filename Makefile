@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/validate.py
 
 clean:
 	rm -rf $(VENV) .curate examples/.curate examples/data

@@ -140,6 +140,10 @@ def test_clean_rows_pass_and_masks_match_prefix_tokenization(tmp_path, smollm_di
         assert out["mask_spans"] == expected
         for span in out["mask_spans"]:
             assert out["input_ids"][span["end"] - 1] == im_end
+        # by hand: the trained text is each answer followed by the end-of-turn token
+        trained = [tok.decode(out["input_ids"][s["start"] : s["end"]]) for s in out["mask_spans"]]
+        answers = [m["content"] + "<|im_end|>" for m in conv if m["role"] == "assistant"]
+        assert trained == answers
         assert out["n_trained"] == sum(s["end"] - s["start"] for s in expected)
         assert out["n_tokens"] == len(out["input_ids"])
     tokens = b.manifest["tokenizer"]
@@ -433,3 +437,17 @@ def test_a_token_across_the_start_of_a_turn_is_counted(tmp_path, smollm_dir):
         (span,) = row["mask_spans"]
         trained = tok.decode(row["input_ids"][span["start"] : span["end"]])
         assert trained.endswith("<|im_end|>") and "assistant" not in trained
+
+
+def test_unloadable_tokenizer_is_a_clear_user_error(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write_jsonl(tmp_path / "a.jsonl", CLEAN)
+    (tmp_path / "empty-tok").mkdir()
+    for path in ("empty-tok", "no-such-org/no-such-model"):
+        cfg = write_config(
+            tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=f'[tokenizer]\npath = "{path}"\n'
+        )
+        r = cli("build", cfg)
+        assert r.code == 2, r.err
+        assert "tokenizer.path: cannot load a tokenizer" in r.err
+        assert "Traceback" not in r.err

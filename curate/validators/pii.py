@@ -138,10 +138,7 @@ class PiiStep(RowStep):
                 text, counts = redact(new[item])  # type: ignore[index]
                 if counts:
                     new[item] = text  # type: ignore[index]
-                    row = int(np.searchsorted(offsets, item, side="right") - 1)
-                    merged = found.setdefault(row, {})
-                    for k, v in counts.items():
-                        merged[k] = merged.get(k, 0) + v
+                    _add(found, int(np.searchsorted(offsets, item, side="right") - 1), counts)
             if new is None:
                 columns[name] = col
                 continue
@@ -161,9 +158,7 @@ class PiiStep(RowStep):
                     new_text, counts = redact(values[row])
                     if counts:
                         values[row] = new_text
-                        merged = found.setdefault(row, {})
-                        for k, v in counts.items():
-                            merged[k] = merged.get(k, 0) + v
+                        _add(found, row, counts)
                 text = pa.array(values, pa.string())
         columns["text"] = text
         types = [",".join(sorted(found[r])) if r in found else None for r in range(n)]
@@ -174,3 +169,9 @@ class PiiStep(RowStep):
         hit_rows = sorted(found)
         details = [{"types": found[r], "redacted": True} for r in hit_rows]
         return Verdicts.reject(n, np.asarray(hit_rows), "pii", details).with_columns(table)
+
+
+def _add(found: dict[int, dict[str, int]], row: int, counts: dict[str, int]) -> None:
+    merged = found.setdefault(row, {})
+    for kind, n in counts.items():
+        merged[kind] = merged.get(kind, 0) + n
