@@ -440,7 +440,10 @@ def test_a_token_across_the_start_of_a_turn_is_counted(tmp_path, smollm_dir):
 
 
 def test_unloadable_tokenizer_is_a_clear_user_error(tmp_path, cli, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    # offline, as here: a hub id fails at once instead of retrying the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     write_jsonl(tmp_path / "a.jsonl", CLEAN)
     (tmp_path / "empty-tok").mkdir()
     for path in ("empty-tok", "no-such-org/no-such-model"):
