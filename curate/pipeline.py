@@ -30,6 +30,7 @@ import pyarrow as pa
 from curate import __version__
 from curate.config import MixtureConfig
 from curate.dedup.exact import ExactDedup
+from curate.dedup.minhash import NearDedup
 from curate.engines import passes
 from curate.engines.local import LocalEngine
 from curate.errors import UserError
@@ -105,6 +106,9 @@ def build_steps(config: MixtureConfig, target: Target | None = None) -> list[Ste
         steps.append(DegenerationStep(checks.degeneration_ngram, checks.degeneration_max_repeated))
     if config.dedup.exact:
         steps.append(ExactDedup())
+    if config.dedup.near is not None:
+        near = config.dedup.near
+        steps.append(NearDedup(near.threshold, near.num_perm, near.ngram))
     if target is not None and config.tokenizer is not None:
         assert target.probe is not None
         steps.append(

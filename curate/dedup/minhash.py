@@ -1,0 +1,275 @@
+"""Near-duplicate dedup: MinHash signatures, LSH, exact-Jaccard verification, union-find.
+
+Signatures are one-permutation MinHash with optimal densification (Shrivastava, ICML 2017):
+each word n-gram is hashed once; its hash picks one of `num_perm` bins and the bin keeps the
+minimum; empty bins borrow, along a fixed probe sequence per bin, the value of a non-empty
+bin. The collision probability per bin is the Jaccard similarity, as with `num_perm`
+independent permutations, at O(shingles + num_perm) per row instead of O(shingles ×
+num_perm) — computed for a whole batch at once with numpy (no loop per row or shingle).
+
+LSH bands and rows are chosen from the threshold by weighing false positives and false
+negatives (as datasketch does). Every candidate pair of a band bucket is verified by the
+exact Jaccard similarity of the two rows' shingle sets; verified pairs are joined into
+clusters (connected components). In each cluster one row is kept: the earliest source, then
+the longer answer, then input order; the others go to the ledger as `near_duplicate` with
+`duplicate_of`, `cluster` (the kept row's id) and `jaccard` (to the kept row).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.dedup.shingles import mix64, ngram_hashes, row_text, words
+from curate.steps import GlobalStep, Verdicts
+
+EMPTY = np.uint32(0xFFFFFFFF)
+PROBES = 32  # densification probes per empty bin before falling back to rotation
+
+
+def _false_positive(threshold: float, b: int, r: int) -> float:
+    x = np.linspace(0.0, threshold, 201)
+    return float(np.trapezoid(1 - (1 - x**r) ** b, x))
+
+
+def _false_negative(threshold: float, b: int, r: int) -> float:
+    x = np.linspace(threshold, 1.0, 201)
+    return float(np.trapezoid(1 - (1 - (1 - x**r) ** b), x))
+
+
+@lru_cache(maxsize=64)
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) with bands × rows ≤ num_perm minimizing the weighted FP + FN areas."""
+    best, params = float("inf"), (1, num_perm)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            err = fp_weight * _false_positive(threshold, b, r) + (1 - fp_weight) * _false_negative(
+                threshold, b, r
+            )
+            if err < best:
+                best, params = err, (b, r)
+    return params
+
+
+@lru_cache(maxsize=8)
+def _probe_table(num_perm: int) -> np.ndarray:
+    rng = np.random.Generator(np.random.PCG64(0xD3A5E))
+    return rng.integers(0, num_perm, size=(num_perm, PROBES))
+
+
+def signatures(hashes: np.ndarray, owner: np.ndarray, rows: int, num_perm: int) -> np.ndarray:
+    """(rows × num_perm) uint32 one-permutation MinHash signatures, densified."""
+    sig = np.full(rows * num_perm, EMPTY, dtype=np.uint32)
+    if len(hashes):
+        bins = ((hashes >> np.uint64(32)) * np.uint64(num_perm)) >> np.uint64(32)
+        values = (hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        np.minimum.at(sig, owner.astype(np.int64) * num_perm + bins.astype(np.int64), values)
+    sig = sig.reshape(rows, num_perm)
+    return densify(sig)
+
+
+def densify(sig: np.ndarray) -> np.ndarray:
+    """Fill empty bins from non-empty ones along a probe sequence that depends on the bin only."""
+    orig = sig
+    sig = sig.copy()
+    empty = sig == EMPTY
+    has_any = ~empty.all(axis=1)
+    r, j = np.nonzero(empty & has_any[:, None])
+    table = _probe_table(sig.shape[1])
+    for t in range(PROBES):
+        if len(r) == 0:
+            return sig
+        v = orig[r, table[j, t]]
+        ok = v != EMPTY
+        sig[r[ok], j[ok]] = v[ok]
+        r, j = r[~ok], j[~ok]
+    for row, col in zip(r.tolist(), j.tolist(), strict=True):  # rotation: the next non-empty bin
+        filled = np.nonzero(orig[row] != EMPTY)[0]
+        nxt = filled[np.searchsorted(filled, col) % len(filled)]
+        sig[row, col] = orig[row, nxt]
+    return sig
+
+
+def near_keys(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
+    """Per row: its signature, its unique shingle hashes (for exact Jaccard), answer length."""
+    text = row_text(batch)
+    word_hash, offsets, _ = words(text)
+    hashes, owner, _ = ngram_hashes(word_hash, offsets, ngram)
+    n = batch.num_rows
+    sig = signatures(hashes, owner, n, num_perm)
+    # unique 32-bit shingle hashes per row, sorted (row-major)
+    low = (hashes & np.uint64(0xFFFFFFFF)).astype(np.uint64)
+    packed = np.unique((owner.astype(np.uint64) << np.uint64(32)) | low)
+    counts = np.bincount((packed >> np.uint64(32)).astype(np.int64), minlength=n)
+    offs = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offs[1:])
+    shingles = pa.ListArray.from_arrays(
+        pa.array(offs), pa.array((packed & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    )
+    return pa.table(
+        {
+            "minhash": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm),
+            "shingles": shingles,
+            "answer_chars": _answer_chars(batch),
+        }
+    )
+
+
+def _answer_chars(batch: pa.Table) -> pa.Array:
+    n = batch.num_rows
+    total = np.zeros(n, dtype=np.int64)
+    for name in ("messages", "chosen"):
+        col = batch.column(name).combine_chunks()
+        if col.null_count == n:
+            continue
+        items = col.flatten()
+        is_answer = pc.fill_null(pc.equal(items.field("role"), "assistant"), False)
+        lengths = pc.if_else(is_answer, pc.utf8_length(pc.fill_null(items.field("content"), "")), 0)
+        cum = np.concatenate([[0], np.cumsum(lengths.to_numpy(zero_copy_only=False))])
+        from curate.rows import list_offsets
+
+        offs = list_offsets(col)
+        total += cum[offs[1:]] - cum[offs[:-1]]
+    text = batch.column("text").combine_chunks()
+    if text.null_count < n:
+        total += pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+    return pa.array(total, pa.int64())
+
+
+def candidate_pairs(sig: np.ndarray, usable: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Pairs (i < j) of rows sharing a whole band: chained within each bucket, deduplicated."""
+    idx = np.nonzero(usable)[0]
+    pairs = []
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            h = np.zeros(len(idx), dtype=np.uint64)
+            for c in range(b * rows, (b + 1) * rows):
+                h = mix64(h * np.uint64(0x100000001B3) + sig[idx, c].astype(np.uint64))
+            order = np.argsort(h, kind="stable")
+            hs = h[order]
+            same = hs[1:] == hs[:-1]
+            if not same.any():
+                continue
+            a, z = idx[order[:-1][same]], idx[order[1:][same]]
+            pairs.append(np.stack([np.minimum(a, z), np.maximum(a, z)], axis=1))
+    if not pairs:
+        return np.empty((0, 2), dtype=np.int64)
+    both = np.concatenate(pairs)
+    packed = np.unique(both[:, 0].astype(np.int64) * (len(sig) + 1) + both[:, 1])
+    return np.stack([packed // (len(sig) + 1), packed % (len(sig) + 1)], axis=1)
+
+
+def jaccard(shingles: pa.ListArray, pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of each pair (vectorized with polars)."""
+    if len(pairs) == 0:
+        return np.zeros(0)
+    offs = np.asarray(shingles.offsets.to_numpy(), dtype=np.int64)
+    flat = shingles.values.to_numpy()
+    parts_pair, parts_idx = [], []
+    for side in (0, 1):
+        r = pairs[:, side]
+        lengths = offs[r + 1] - offs[r]
+        pair_of = np.repeat(np.arange(len(pairs)), lengths)
+        first = np.repeat(offs[r], lengths)
+        start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        parts_pair.append(pair_of)
+        parts_idx.append(first + np.arange(len(pair_of)) - start)
+    frame = pl.DataFrame(
+        {"pair": np.concatenate(parts_pair), "h": flat[np.concatenate(parts_idx)]}
+    )
+    stats = (
+        frame.group_by("pair")
+        .agg(pl.len().alias("n"), pl.col("h").n_unique().alias("u"))
+        .sort("pair")
+    )
+    out = np.zeros(len(pairs))
+    p = stats["pair"].to_numpy()
+    n, u = stats["n"].to_numpy(), stats["u"].to_numpy()
+    out[p] = np.where(u > 0, (n - u) / np.maximum(u, 1), 0.0)
+    return out
+
+
+def clusters(n: int, edges: np.ndarray) -> np.ndarray:
+    """Connected components (union-find) of n nodes joined by `edges`."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix(
+        (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n)
+    )
+    return connected_components(graph, directed=False)[1]
+
+
+class NearDedup(GlobalStep):
+    name = "near_dedup"
+    stage = "near_dedup"
+    version = "1"
+
+    # Candidates are verified by exact Jaccard, so a false positive of the bands costs one
+    # cheap check while a false negative is a duplicate missed: weigh them 1 to 19.
+    FP_WEIGHT = 0.05
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5):
+        self.threshold, self.num_perm, self.ngram = threshold, num_perm, ngram
+        self.bands, self.rows = optimal_bands(threshold, num_perm, self.FP_WEIGHT)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "num_perm": self.num_perm,
+            "ngram": self.ngram,
+            "bands": self.bands,
+            "rows": self.rows,
+            "signature": "one-permutation minhash, optimal densification",
+            "verify": "exact jaccard of word n-gram sets",
+            "keep": "source_order,longer_answer,input_order",
+        }
+
+    def keys(self, batch: pa.Table) -> pa.Table:
+        return near_keys(batch, self.num_perm, self.ngram)
+
+    def resolve(self, keys: pa.Table) -> Verdicts:
+        n = keys.num_rows
+        sig_col = keys.column("minhash").combine_chunks()
+        sig = sig_col.flatten().to_numpy().reshape(n, self.num_perm)
+        shingles = keys.column("shingles").combine_chunks()
+        usable = pc.list_value_length(shingles).to_numpy(zero_copy_only=False) > 0
+        pairs = candidate_pairs(sig, usable, self.bands, self.rows)
+        sims = jaccard(shingles, pairs)
+        edges = pairs[sims >= self.threshold]
+        if len(edges) == 0:
+            return Verdicts.keep_all(n)
+        label = clusters(n, edges)
+        frame = pl.DataFrame(
+            {
+                "pos": np.arange(n),
+                "label": label,
+                "rank": keys.column("source_rank").to_numpy(),
+                "answer": keys.column("answer_chars").to_numpy(),
+            }
+        )
+        sizes = frame.group_by("label").len()
+        frame = frame.join(sizes.filter(pl.col("len") > 1), on="label", how="semi")
+        ordered = frame.sort(["label", "rank", "answer", "pos"], descending=[False, False, True, False])
+        keeper = ordered.group_by("label", maintain_order=True).first().select(
+            "label", pl.col("pos").alias("keeper")
+        )
+        dropped = ordered.join(keeper, on="label").filter(pl.col("pos") != pl.col("keeper"))
+        rows = dropped["pos"].to_numpy()
+        kept = dropped["keeper"].to_numpy()
+        sim = jaccard(shingles, np.stack([rows, kept], axis=1))
+        ids = keys.column("id").to_pylist()
+        details = [
+            json.dumps(
+                {"duplicate_of": ids[k], "cluster": ids[k], "jaccard": round(float(s), 4)},
+                sort_keys=True,
+            )
+            for k, s in zip(kept.tolist(), sim.tolist(), strict=True)
+        ]
+        return Verdicts.reject(n, rows, "near_duplicate", pa.array(details, pa.string()))

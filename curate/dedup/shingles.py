@@ -1,0 +1,101 @@
+"""Word n-gram hashes of rows, vectorized: shared by near-dup (MinHash) and contamination.
+
+Text is normalized before it is cut into words: NFKC, lower case, thousands separators
+dropped ("1,000" → "1000"), every run of characters that are not letters or digits turned
+into a space. Words are hashed by polars (xxh3, seeded), n-grams are combined from the word
+hashes with numpy (wrapping uint64 arithmetic, then a splitmix64 finalizer), so no Python
+loop runs per word or per shingle. The hashes live only within one build.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.rows import list_offsets
+
+_PRIME = np.uint64(0x100000001B3)
+_SEED = 0x5EED5
+
+
+def row_text(batch: pa.Table, roles: tuple[str, ...] = ("user", "assistant", "tool")) -> pa.Array:
+    """Per row, the content a near-duplicate or a leak lives in: its turns (no system
+    prompt, which a source shares across rows), or its text."""
+    n = batch.num_rows
+    parts: list[pa.Array] = []
+    for name in ("messages", "chosen"):
+        col = batch.column(name).combine_chunks()
+        if col.null_count == n:
+            continue
+        items = col.flatten()
+        keep = pc.fill_null(pc.is_in(items.field("role"), pa.array(roles)), False)
+        content = pc.if_else(keep, pc.fill_null(items.field("content"), ""), "")
+        lists = pa.ListArray.from_arrays(pa.array(list_offsets(col), pa.int32()), content)
+        parts.append(pc.binary_join(lists, "\n"))
+    text = batch.column("text").combine_chunks()
+    if text.null_count < n:
+        parts.append(text)
+    if not parts:
+        return pa.array([""] * n, pa.string())
+    joined = pc.binary_join_element_wise(*[pc.fill_null(p, "") for p in parts], "\n")
+    return joined
+
+
+def normalize(text: pa.Array) -> pa.Array:
+    ascii_only = pc.fill_null(pc.all(pc.string_is_ascii(text)), True).as_py()
+    if not ascii_only:
+        text = pc.utf8_normalize(text, "NFKC")
+    text = pc.utf8_lower(text)
+    text = pc.replace_substring_regex(text, r"(\d),(\d{3})", r"\1\2")
+    return pc.replace_substring_regex(text, r"[^\p{L}\p{N}]+", " ")
+
+
+def words(text: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Word hashes (uint64) of every row, flattened, with the rows' offsets and the words."""
+    import polars as pl
+
+    lists = pc.utf8_split_whitespace(normalize(text))
+    flat = lists.flatten()
+    offsets = list_offsets(lists)
+    hashes = pl.Series(flat).hash(_SEED).to_numpy() if len(flat) else np.zeros(0, np.uint64)
+    return hashes.astype(np.uint64, copy=False), offsets, flat
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: spreads the bits of combined hashes."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def ngram_hashes(
+    word_hash: np.ndarray, offsets: np.ndarray, n: int, short: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hashes of every word n-gram of every row: (hashes, row of each, first word of each).
+
+    A row with fewer than n words (but some) gives one n-gram of all its words when `short`.
+    """
+    lengths = np.diff(offsets)
+    rows = len(lengths)
+    per_row = np.maximum(lengths - n + 1, 0)
+    if short:
+        per_row = np.where((lengths > 0) & (lengths < n), 1, per_row)
+    total = int(per_row.sum())
+    owner = np.repeat(np.arange(rows), per_row)
+    first = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(per_row, out=first[1:])
+    starts = offsets[:-1][owner] + (np.arange(total) - first[:-1][owner])
+    ends = offsets[1:][owner]
+    h = np.zeros(total, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            idx = starts + j
+            valid = idx < ends
+            if not valid.any():
+                break
+            step = h * _PRIME + word_hash[np.minimum(idx, len(word_hash) - 1)]
+            h = np.where(valid, step, h)
+        return mix64(h), owner, starts
