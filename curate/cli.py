@@ -393,7 +393,12 @@ def review(
         panels = [left]
         if item["twin"]:
             t = item["twin"]
-            panels.append(Panel(_render_row(t), title=f"twin {t['id']} ({t['status']})", width=60))
+            title = (
+                f"eval item {t['eval_set']}/{t['eval_id']}"
+                if "eval_set" in t
+                else f"twin {t['id']} ({t['status']})"
+            )
+            panels.append(Panel(_render_row(t), title=title, width=60))
         console.rule(title)
         console.print(json.dumps(item["detail"], ensure_ascii=False))
         console.print(Columns(panels))

@@ -164,7 +164,6 @@ def is_hf_dataset_dir(path: Path) -> bool:
 # run yet. Accepting them silently would let a user believe their data was checked.
 _NOT_YET = {
     "dedup.semantic": "semantic dedup",
-    "evals": "eval contamination detection",
     "overrides": "reviewer overrides",
 }
 
@@ -288,6 +287,17 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
                 file,
             )
         )
+    evals = raw.get("evals")
+    for i, ev in enumerate(evals if isinstance(evals, list) else []):
+        path = ev.get("path") if isinstance(ev, dict) else None
+        if isinstance(path, str):
+            full = Path(path) if Path(path).is_absolute() else base_dir / path
+            if not full.is_file():
+                problems.append(
+                    Problem(
+                        f"evals[{i}].path", f"file not found (looked in {base_dir})", path, file
+                    )
+                )
     template = _section(raw, "tokenizer").get("chat_template")
     if isinstance(template, str):
         full = Path(template) if Path(template).is_absolute() else base_dir / template

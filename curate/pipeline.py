@@ -34,7 +34,12 @@ from curate.dedup.minhash import NearDedup
 from curate.engines import passes
 from curate.engines.local import LocalEngine
 from curate.errors import UserError
-from curate.manifests.manifest import assemble, stage_entry, validation_report
+from curate.manifests.manifest import (
+    assemble,
+    contamination_report,
+    stage_entry,
+    validation_report,
+)
 from curate.manifests.store import Store
 from curate.mixers.split import SPLIT_NAMES, assign_splits, output_positions
 from curate.mixers.weights import not_sampled_detail, plan_mixture
@@ -109,6 +114,13 @@ def build_steps(config: MixtureConfig, target: Target | None = None) -> list[Ste
     if config.dedup.near is not None:
         near = config.dedup.near
         steps.append(NearDedup(near.threshold, near.num_perm, near.ngram))
+    if config.evals:
+        from curate.contamination.index import ContaminationStep, load_eval
+
+        sets = [load_eval(ev.name, config.base_dir / ev.path, ev.fields) for ev in config.evals]
+        steps.append(
+            ContaminationStep(sets, config.contamination.ngram, config.contamination.threshold)
+        )
     if target is not None and config.tokenizer is not None:
         assert target.probe is not None
         steps.append(
@@ -296,6 +308,7 @@ def run_build(
         parent,
         target,
         validation,
+        contamination_report(state, config, steps),
     )
     # every object this build wrote becomes durable before a manifest can name it
     objects = [s["object"] for split in splits.values() for s in split["shards"]]

@@ -65,13 +65,12 @@ def _probe_table(num_perm: int) -> np.ndarray:
 
 def signatures(hashes: np.ndarray, owner: np.ndarray, rows: int, num_perm: int) -> np.ndarray:
     """(rows × num_perm) uint32 one-permutation MinHash signatures, densified."""
-    sig = np.full(rows * num_perm, EMPTY, dtype=np.uint32)
+    flat = np.full(rows * num_perm, EMPTY, dtype=np.uint32)
     if len(hashes):
         bins = ((hashes >> np.uint64(32)) * np.uint64(num_perm)) >> np.uint64(32)
         values = (hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-        np.minimum.at(sig, owner.astype(np.int64) * num_perm + bins.astype(np.int64), values)
-    sig = sig.reshape(rows, num_perm)
-    return densify(sig)
+        np.minimum.at(flat, owner.astype(np.int64) * num_perm + bins.astype(np.int64), values)
+    return densify(flat.reshape(rows, num_perm))
 
 
 def densify(sig: np.ndarray) -> np.ndarray:
@@ -180,9 +179,7 @@ def jaccard(shingles: pa.ListArray, pairs: np.ndarray) -> np.ndarray:
         start = np.repeat(np.cumsum(lengths) - lengths, lengths)
         parts_pair.append(pair_of)
         parts_idx.append(first + np.arange(len(pair_of)) - start)
-    frame = pl.DataFrame(
-        {"pair": np.concatenate(parts_pair), "h": flat[np.concatenate(parts_idx)]}
-    )
+    frame = pl.DataFrame({"pair": np.concatenate(parts_pair), "h": flat[np.concatenate(parts_idx)]})
     stats = (
         frame.group_by("pair")
         .agg(pl.len().alias("n"), pl.col("h").n_unique().alias("u"))
@@ -256,9 +253,13 @@ class NearDedup(GlobalStep):
         )
         sizes = frame.group_by("label").len()
         frame = frame.join(sizes.filter(pl.col("len") > 1), on="label", how="semi")
-        ordered = frame.sort(["label", "rank", "answer", "pos"], descending=[False, False, True, False])
-        keeper = ordered.group_by("label", maintain_order=True).first().select(
-            "label", pl.col("pos").alias("keeper")
+        ordered = frame.sort(
+            ["label", "rank", "answer", "pos"], descending=[False, False, True, False]
+        )
+        keeper = (
+            ordered.group_by("label", maintain_order=True)
+            .first()
+            .select("label", pl.col("pos").alias("keeper"))
         )
         dropped = ordered.join(keeper, on="label").filter(pl.col("pos") != pl.col("keeper"))
         rows = dropped["pos"].to_numpy()

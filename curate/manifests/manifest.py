@@ -52,6 +52,7 @@ def assemble(
     parent: str | None,
     target: Target | None = None,
     validation: dict[str, Any] | None = None,
+    contamination: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     tokens = token_report(state, config) if target is not None else None
     sources = []
@@ -98,6 +99,7 @@ def assemble(
             else None
         ),
         "validation": validation or {},
+        "contamination": contamination or {},
         "mixture": {"unit": config.mixture.unit, **mixture_report},
         "splits": (
             {k: {**v, "tokens": tokens["splits"].get(k, 0)} for k, v in splits.items()}
@@ -189,6 +191,35 @@ def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
         "tokens_out": sum(s["tokens"] for s in sources.values()),
         "trained_out": sum(s["trained_tokens"] for s in sources.values()),
     }
+
+
+def contamination_report(
+    state: pl.DataFrame, config: MixtureConfig, steps: list[Any]
+) -> dict[str, Any]:
+    """Per eval set: items, how many leaked, and from which sources (rows)."""
+    step = next((s for s in steps if getattr(s, "name", None) == "contamination"), None)
+    if step is None:
+        return {}
+    names = [s.name for s in config.sources]
+    leaks = state.filter(pl.col("reason") == "contaminated").select(
+        "source_rank",
+        pl.col("detail").str.json_path_match("$.eval_set").alias("eval_set"),
+        pl.col("detail").str.json_path_match("$.eval_id").alias("eval_id"),
+    )
+    out: dict[str, Any] = {}
+    for name, counts in step.report.items():
+        mine = leaks.filter(pl.col("eval_set") == name)
+        by_source = {
+            names[rank]: int(k)
+            for rank, k in mine.group_by("source_rank").len().sort("source_rank").iter_rows()
+        }
+        out[name] = {
+            **counts,
+            "leaked_items": mine["eval_id"].n_unique(),
+            "rows": mine.height,
+            "by_source": by_source,
+        }
+    return out
 
 
 def validation_report(
@@ -299,6 +330,12 @@ def warnings(data: dict[str, Any]) -> list[str]:
             out.append(
                 f"source {name!r}: {prompts['variants']} different system prompts (or none) among "
                 "its kept rows; a model served with one system prompt should be trained on it"
+            )
+        leaked = src["rejected"].get("contaminated", 0)
+        if leaked:
+            out.append(
+                f"source {name!r}: {leaked} rows leak eval items (`contaminated`); "
+                f"`curate review ID --reason contaminated --source {name}` shows them beside the items"
             )
         left_out = src["rejected"].get("not_sampled", 0)
         if left_out * 2 >= rows_in:

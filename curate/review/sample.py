@@ -41,6 +41,13 @@ def sample_rejections(
         for rec in picked:
             detail = json.loads(rec["detail"]) if rec["detail"] else {}
             twin = _find(con, detail["duplicate_of"]) if "duplicate_of" in detail else None
+            if "eval_set" in detail:  # a leak: the eval item it was measured against
+                twin = {
+                    "eval_set": detail["eval_set"],
+                    "eval_id": detail["eval_id"],
+                    "status": "eval item",
+                    "text": detail.get("item"),
+                }
             out.append(
                 {
                     "id": rec["id"],

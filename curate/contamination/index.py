@@ -1,0 +1,202 @@
+"""Eval contamination: an index of hashed word n-grams of eval items, and the row step.
+
+Eval sets are read from jsonl / json / parquet / csv (optionally .gz); `fields` name the
+columns that form an item. Items and rows are normalized alike (NFKC, case, punctuation and
+whitespace, thousands separators: see `dedup.shingles`), so light edits do not hide a leak,
+and a row's turns are joined before it is cut into n-grams, so an item split across turns
+is still found. An item shorter than `ngram` words is indexed as one n-gram of all its words
+(the whole item must then appear). A row is `contaminated` when it holds at least
+`threshold` of one item's n-grams; the detail names the eval set, the item, the share
+(`overlap`), the matched span of the row (normalized) and the start of the item.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curate.dedup.shingles import ngram_hashes, row_text, words
+from curate.errors import UserError
+from curate.steps import RowStep, Verdicts
+
+MIN_WORDS = 4  # an item with fewer words matches too much by chance: not indexed
+ID_FIELDS = ("id", "task_id", "question_id", "uid")
+
+
+def read_eval_table(path: Path) -> pa.Table:
+    """The eval file as a table (jsonl, json list, parquet, csv; .gz allowed)."""
+    name = path.name.lower()
+    raw = path.read_bytes()
+    if name.endswith(".gz"):
+        raw = gzip.decompress(raw)
+        name = name[:-3]
+    try:
+        if name.endswith((".jsonl", ".ndjson")):
+            rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+            return pa.Table.from_pylist([_flat(r) for r in rows])
+        if name.endswith(".json"):
+            data = json.loads(raw.decode("utf-8"))
+            rows = data.get("data", data) if isinstance(data, dict) else data
+            return pa.Table.from_pylist([_flat(r) for r in rows])
+        if name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(io.BytesIO(raw))
+        if name.endswith(".csv"):
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(io.BytesIO(raw))
+    except (ValueError, pa.ArrowInvalid) as exc:
+        raise UserError(f"eval set {path}: cannot be read: {exc}") from exc
+    raise UserError(f"eval set {path}: use .jsonl, .json, .parquet or .csv (optionally .gz)")
+
+
+def _flat(row: Any) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        return {"text": json.dumps(row)}
+    return {k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in row.items()}
+
+
+@dataclass
+class EvalSet:
+    name: str
+    ids: list[str]
+    texts: list[str]
+    too_short: int
+
+
+def load_eval(name: str, path: Path, fields: list[str]) -> EvalSet:
+    table = read_eval_table(path)
+    present = [f for f in fields if f in table.column_names]
+    if not present:
+        raise UserError(
+            f"[[evals]] {name!r}: none of fields {fields} is a column of {path.name} "
+            f"(it has {', '.join(table.column_names) or 'no columns'}): nothing would be checked"
+        )
+    id_field = next((f for f in ID_FIELDS if f in table.column_names), None)
+    values = [table.column(f).cast(pa.string()).to_pylist() for f in present]
+    texts = ["\n".join(v for v in parts if v) for parts in zip(*values, strict=True)]
+    ids = (
+        [str(x) for x in table.column(id_field).to_pylist()]
+        if id_field
+        else [str(i) for i in range(table.num_rows)]
+    )
+    return EvalSet(name, ids, texts, 0)
+
+
+class ContaminationStep(RowStep):
+    name = "contamination"
+    stage = "contamination"
+    version = "1"
+
+    def __init__(self, evals: list[EvalSet], ngram: int = 13, threshold: float = 0.5):
+        self.ngram, self.threshold = ngram, threshold
+        self.sets = [e.name for e in evals]
+        hashes, items, sizes, totals = [], [], [], []
+        self.item_set: list[int] = []
+        self.item_id: list[str] = []
+        self.item_text: list[str] = []
+        self.report: dict[str, dict[str, int]] = {}
+        for s, ev in enumerate(evals):
+            word_hash, offsets, _ = words(pa.array(ev.texts, pa.string()))
+            lengths = np.diff(offsets)
+            short = 0
+            for k, (item, length) in enumerate(zip(ev.ids, lengths.tolist(), strict=True)):
+                if length < MIN_WORDS:
+                    short += 1
+                    continue
+                n = min(ngram, length)
+                h, _, _ = ngram_hashes(
+                    word_hash[offsets[k] : offsets[k + 1]], np.array([0, length]), n
+                )
+                h = np.unique(h)
+                index = len(self.item_id)
+                self.item_set.append(s)
+                self.item_id.append(item)
+                self.item_text.append(ev.texts[k][:500])
+                hashes.append(h)
+                items.append(np.full(len(h), index, dtype=np.int32))
+                sizes.append(np.full(len(h), n, dtype=np.int16))
+                totals.append(len(h))
+            self.report[ev.name] = {
+                "items": len(ev.ids),
+                "indexed": len(ev.ids) - short,
+                "too_short": short,
+            }
+        self.hashes = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+        self.items = np.concatenate(items) if items else np.zeros(0, np.int32)
+        self.sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int16)
+        self.totals = np.asarray(totals, dtype=np.int64)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "ngram": self.ngram,
+            "threshold": self.threshold,
+            "evals": self.report,
+            "index_sha256": _digest(self.hashes, self.items),
+        }
+
+    def __call__(self, batch: pa.Table) -> Verdicts:
+        n = batch.num_rows
+        if len(self.hashes) == 0:
+            return Verdicts.keep_all(n)
+        text = row_text(batch, ("system", "user", "assistant", "tool"))
+        word_hash, offsets, flat_words = words(text)
+        found = []
+        for size in np.unique(self.sizes).tolist():
+            h, owner, start = ngram_hashes(word_hash, offsets, int(size), short=False)
+            pick = self.sizes == size
+            index = pl.DataFrame({"h": self.hashes[pick], "item": self.items[pick]})
+            rows = pl.DataFrame(
+                {"h": h, "row": owner, "start": start, "size": np.full(len(h), size)}
+            )
+            found.append(rows.join(index, on="h", how="inner"))
+        hits = pl.concat(found)
+        if hits.height == 0:
+            return Verdicts.keep_all(n)
+        per_pair = hits.group_by("row", "item").agg(
+            pl.col("h").n_unique().alias("matched"),
+            pl.col("start").min().alias("first"),
+            (pl.col("start") + pl.col("size")).max().alias("last"),
+        )
+        totals = self.totals[per_pair["item"].to_numpy()]
+        per_pair = per_pair.with_columns(
+            pl.Series("overlap", per_pair["matched"].to_numpy() / totals)
+        )
+        leaks = (
+            per_pair.filter(pl.col("overlap") >= self.threshold)
+            .sort(["row", "overlap", "item"], descending=[False, True, False])
+            .group_by("row", maintain_order=True)
+            .first()
+        )
+        if leaks.height == 0:
+            return Verdicts.keep_all(n)
+        details = []
+        for item, first, last, overlap in leaks.select(
+            "item", "first", "last", "overlap"
+        ).iter_rows():
+            span = " ".join(flat_words.slice(first, min(last - first, 200)).to_pylist())
+            details.append(
+                {
+                    "eval_set": self.sets[self.item_set[item]],
+                    "eval_id": self.item_id[item],
+                    "overlap": round(float(overlap), 4),
+                    "match": span[:300],
+                    "item": self.item_text[item],
+                }
+            )
+        return Verdicts.reject(n, leaks["row"].to_numpy(), "contaminated", details)
+
+
+def _digest(hashes: np.ndarray, items: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(hashes.tobytes() + items.tobytes()).hexdigest()
