@@ -1,0 +1,220 @@
+"""Near-duplicates (MinHash) and eval contamination on planted cases, against exact Jaccard."""
+
+from __future__ import annotations
+
+import random
+import re
+import unicodedata
+
+from tests.conftest import build, chat, write_config, write_jsonl
+
+WORDS = [
+    "river",
+    "stone",
+    "maple",
+    "copper",
+    "lantern",
+    "orbit",
+    "velvet",
+    "harbor",
+    "meadow",
+    "cipher",
+    "falcon",
+    "amber",
+    "prism",
+    "tundra",
+    "willow",
+    "ember",
+    "quartz",
+    "saddle",
+    "glacier",
+    "thistle",
+    "beacon",
+    "canyon",
+    "juniper",
+    "marble",
+    "nectar",
+    "oasis",
+    "pepper",
+    "quiver",
+    "raven",
+    "summit",
+    "tango",
+    "umbra",
+    "violet",
+    "walnut",
+    "yonder",
+    "zephyr",
+    "anchor",
+    "bramble",
+]
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"(\d),(\d{3})", r"\1\2", text)
+    words = re.sub(r"[^\w]+|_", " ", text).split()
+    if len(words) < n:
+        return {tuple(words)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def exact_jaccard(a: str, b: str) -> float:
+    x, y = shingles(a), shingles(b)
+    return len(x & y) / len(x | y)
+
+
+def edit(rng: random.Random, text: str, kind: str, k: int) -> str:
+    w = text.split()
+    for _ in range(k):
+        i = rng.randrange(len(w))
+        if kind == "delete":
+            del w[i]
+        elif kind == "insert":
+            w.insert(i, rng.choice(WORDS))
+        else:
+            w[i] = rng.choice(WORDS)
+    return " ".join(w)
+
+
+def test_planted_near_duplicates_counted_exactly(tmp_path):
+    rng = random.Random(5)
+    originals = [sentence(rng, 60) for _ in range(40)]
+    rows, expected, exact = [chat(f"Q{i}", t) for i, t in enumerate(originals)], 0, 0
+    for i, text in enumerate(originals[:30]):
+        kind = ("delete", "insert", "substitute")[i % 3]
+        copy = edit(rng, text, kind, 1 if i < 20 else 8)  # light edits, and hard negatives
+        sim = exact_jaccard(f"Q{i}\n{text}", f"Q{i}\n{copy}")
+        if copy == text:  # a substitution that changed nothing: exact dedup's
+            exact += 1
+        else:
+            expected += sim >= 0.8
+        rows.append(chat(f"Q{i}", copy))
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    cfg = write_config(
+        tmp_path, [{"name": "a", "path": "a.jsonl"}], extra="[dedup]\nnear = { threshold = 0.8 }\n"
+    )
+    b = build(cfg)
+    assert 15 <= expected < 30  # the plant has both sides of the threshold
+    assert b.manifest["counts"]["rejected"] == {
+        "near_duplicate": expected,
+        **({"exact_duplicate": exact} if exact else {}),
+    }
+    kept = {r["id"]: r for r in b.rows}
+    for rec in b.rejected("near_duplicate"):
+        d = b.detail(rec)
+        twin = kept[d["duplicate_of"]]
+        mine = "\n".join(m["content"] for m in rec["messages"])
+        theirs = "\n".join(m["content"] for m in twin["messages"])
+        assert abs(d["jaccard"] - exact_jaccard(mine, theirs)) < 1e-3
+        assert d["jaccard"] >= 0.8 and d["cluster"] == d["duplicate_of"]
+
+
+def test_near_dedup_keeps_the_longer_answer_then_source_order(tmp_path):
+    rng = random.Random(9)
+    text = sentence(rng, 50)
+    longer = text + " " + "amber"
+    write_jsonl(tmp_path / "a.jsonl", [chat("q", text)])
+    write_jsonl(tmp_path / "b.jsonl", [chat("q", longer)])
+    cfg = write_config(
+        tmp_path,
+        [{"name": "a", "path": "a.jsonl"}, {"name": "b", "path": "b.jsonl"}],
+        extra="[dedup]\nnear = { threshold = 0.8 }\n",
+    )
+    b = build(cfg)
+    (rejected,) = b.rejected("near_duplicate")
+    assert rejected["source"] == "b"  # source order comes before answer length
+    write_jsonl(tmp_path / "a.jsonl", [chat("q", text), chat("q", longer)])
+    cfg = write_config(
+        tmp_path, [{"name": "a", "path": "a.jsonl"}], extra="[dedup]\nnear = { threshold = 0.8 }\n"
+    )
+    b = build(cfg, store=tmp_path / "s2")
+    (rejected,) = b.rejected("near_duplicate")
+    assert rejected["messages"][1]["content"] == text  # the longer answer is kept
+
+
+def eval_items(rng: random.Random, n: int) -> list[dict]:
+    return [
+        {
+            "id": f"e{i}",
+            "question": sentence(rng, 30) + f" costs 1,{i:03d} dollars?",
+            "answer": sentence(rng, 20),
+        }
+        for i in range(n)
+    ]
+
+
+def test_planted_leaks_verbatim_and_edited_clean_rows_untouched(tmp_path, cli):
+    rng = random.Random(3)
+    items = eval_items(rng, 20)
+    write_jsonl(tmp_path / "eval.jsonl", items)
+    clean = [chat(sentence(rng, 30), sentence(rng, 30)) for _ in range(50)]
+    verbatim = [chat(it["question"], it["answer"]) for it in items[:5]]
+    edited = [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "Question: " + it["question"].upper().replace("1,", "1"),
+                },
+                {"role": "user", "content": "(continued)"},
+                {
+                    "role": "assistant",
+                    "content": "Answer:  " + it["answer"].replace(" ", "  ") + "!",
+                },
+            ]
+        }
+        for it in items[5:10]
+    ]
+    write_jsonl(tmp_path / "a.jsonl", clean + verbatim + edited)
+    cfg = write_config(
+        tmp_path,
+        [{"name": "a", "path": "a.jsonl"}],
+        extra='[[evals]]\nname = "toy"\npath = "eval.jsonl"\nfields = ["question", "answer"]\n',
+    )
+    b = build(cfg)
+    assert b.manifest["counts"]["rejected"] == {"contaminated": 10}
+    leaked = sorted(b.detail(r)["eval_id"] for r in b.rejected("contaminated"))
+    assert leaked == [f"e{i}" for i in range(10)]
+    overlap = {b.detail(r)["eval_id"]: b.detail(r)["overlap"] for r in b.rejected("contaminated")}
+    assert all(overlap[f"e{i}"] == 1.0 for i in range(5))  # verbatim
+    # edited: only the n-grams across the question/answer seam are lost to the inserted turn
+    assert all(0.5 <= overlap[f"e{i}"] < 1.0 for i in range(5, 10))
+    report = b.manifest["contamination"]["toy"]
+    assert report["leaked_items"] == 10 and report["by_source"] == {"a": 10}
+    mid = b.id
+    shown = cli(
+        "review", mid[:10], "--reason", "contaminated", "--json", "--store", tmp_path / ".store"
+    ).json()
+    assert shown[0]["twin"]["status"] == "eval item"
+
+
+def test_evals_without_matching_fields_are_an_error(tmp_path, cli):
+    write_jsonl(tmp_path / "eval.jsonl", [{"q": "x"}])
+    write_jsonl(tmp_path / "a.jsonl", [chat("a", "b")])
+    cfg = write_config(
+        tmp_path,
+        [{"name": "a", "path": "a.jsonl"}],
+        extra='[[evals]]\nname = "toy"\npath = "eval.jsonl"\nfields = ["question"]\n',
+    )
+    r = cli("build", cfg)
+    assert r.code == 2 and "none of fields ['question']" in r.err
+
+
+def test_partial_overlap_below_threshold_is_clean(tmp_path):
+    rng = random.Random(4)
+    items = eval_items(rng, 3)
+    write_jsonl(tmp_path / "eval.jsonl", items)
+    # a third of the question, with the rest of the row new: under threshold 0.5
+    row = chat(" ".join(items[0]["question"].split()[:12]) + " " + sentence(rng, 40), "ok fine")
+    write_jsonl(tmp_path / "a.jsonl", [row])
+    cfg = write_config(
+        tmp_path,
+        [{"name": "a", "path": "a.jsonl"}],
+        extra='[[evals]]\nname = "toy"\npath = "eval.jsonl"\nfields = ["question", "answer"]\n',
+    )
+    assert build(cfg).manifest["counts"]["rejected"] == {}
