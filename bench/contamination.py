@@ -33,26 +33,53 @@ DATA = ROOT.parent / "shared" / "data"
 
 def load() -> tuple[list[dict], list[dict], list[list[dict]], list[str]]:
     gsm = [json.loads(x) for x in (DATA / "evals/gsm8k/test.jsonl").read_text().splitlines()]
-    he = [json.loads(x) for x in gzip.decompress((DATA / "evals/humaneval/HumanEval.jsonl.gz").read_bytes()).decode().splitlines()]
+    he = [
+        json.loads(x)
+        for x in gzip.decompress((DATA / "evals/humaneval/HumanEval.jsonl.gz").read_bytes())
+        .decode()
+        .splitlines()
+    ]
     clean: list[list[dict]] = []
     for line in (DATA / "instruct/gsm8k/train.jsonl").read_text().splitlines():
         r = json.loads(line)
-        clean.append([{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}])
-    for name in ("gpteacher_toolformer-dedupe-only-dataset.json", "gpteacher_roleplay-simple-deduped-roleplay-dataset.json"):
+        clean.append(
+            [
+                {"role": "user", "content": r["question"]},
+                {"role": "assistant", "content": r["answer"]},
+            ]
+        )
+    for name in (
+        "gpteacher_toolformer-dedupe-only-dataset.json",
+        "gpteacher_roleplay-simple-deduped-roleplay-dataset.json",
+    ):
         for r in json.loads((DATA / "instruct" / name).read_text()):
-            clean.append([{"role": "user", "content": r["instruction"] + "\n" + r["input"]}, {"role": "assistant", "content": r["output"]}])
+            clean.append(
+                [
+                    {"role": "user", "content": r["instruction"] + "\n" + r["input"]},
+                    {"role": "assistant", "content": r["output"]},
+                ]
+            )
     kinds = ["clean"] * len(clean)
     rows = list(clean)
-    for q, a in [(r["question"], r["answer"]) for r in gsm] + [(r["prompt"], r["canonical_solution"]) for r in he]:
+    for q, a in [(r["question"], r["answer"]) for r in gsm] + [
+        (r["prompt"], r["canonical_solution"]) for r in he
+    ]:
         rows.append([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
         kinds.append("verbatim")
         edited_q = "Question: " + q.upper().replace("000", ",000").replace(" ", "  ")
-        rows.append([{"role": "user", "content": edited_q}, {"role": "assistant", "content": "Answer: " + a}])
+        rows.append(
+            [
+                {"role": "user", "content": edited_q},
+                {"role": "assistant", "content": "Answer: " + a},
+            ]
+        )
         kinds.append("edited")
     return gsm, he, rows, kinds
 
 
-def peer(evals: list[str], rows: list[list[dict]], n: int = 13, threshold: float = 0.5) -> list[bool]:
+def peer(
+    evals: list[str], rows: list[list[dict]], n: int = 13, threshold: float = 0.5
+) -> list[bool]:
     index: dict[tuple[str, ...], set[int]] = defaultdict(set)
     totals = []
     for k, text in enumerate(evals):
@@ -79,8 +106,18 @@ def main() -> None:
 
     gsm, he, rows, kinds = load()
     evals = [
-        EvalSet("gsm8k", [str(i) for i in range(len(gsm))], [r["question"] + "\n" + r["answer"] for r in gsm], 0),
-        EvalSet("humaneval", [r["task_id"] for r in he], [r["prompt"] + "\n" + r["canonical_solution"] for r in he], 0),
+        EvalSet(
+            "gsm8k",
+            [str(i) for i in range(len(gsm))],
+            [r["question"] + "\n" + r["answer"] for r in gsm],
+            0,
+        ),
+        EvalSet(
+            "humaneval",
+            [r["task_id"] for r in he],
+            [r["prompt"] + "\n" + r["canonical_solution"] for r in he],
+            0,
+        ),
     ]
     n = len(rows)
     table = pa.table(
@@ -112,8 +149,12 @@ def main() -> None:
 
         return share("verbatim"), share("edited"), share("clean")
 
-    print(f"rows {n:,} ({kinds.count('clean'):,} clean, {kinds.count('verbatim'):,} verbatim, {kinds.count('edited'):,} edited leaks); eval items {len(gsm) + len(he):,}; index built in {build_s:.2f} s")
-    print(f"{'':>8} | {'µs/row/core':>11} | {'recall verbatim':>15} | {'recall edited':>13} | {'false positives':>15}")
+    print(
+        f"rows {n:,} ({kinds.count('clean'):,} clean, {kinds.count('verbatim'):,} verbatim, {kinds.count('edited'):,} edited leaks); eval items {len(gsm) + len(he):,}; index built in {build_s:.2f} s"
+    )
+    print(
+        f"{'':>8} | {'µs/row/core':>11} | {'recall verbatim':>15} | {'recall edited':>13} | {'false positives':>15}"
+    )
     for name, secs, flags in (("curate", curate_s, flagged), ("peer", peer_s, peer_flags)):
         v, e, c = rates(flags)
         print(f"{name:>8} | {secs / n * 1e6:>11.1f} | {v:>15.4f} | {e:>13.4f} | {c:>14.3%}")
