@@ -184,6 +184,30 @@ def list_offsets(col: pa.Array) -> np.ndarray:
     return offsets
 
 
+def content_chars(
+    batch: pa.Table, fields: tuple[str, ...], roles: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """Per row, the characters of its turns in `fields` (only `roles`, if given) and its text."""
+    n = batch.num_rows
+    total = np.zeros(n, dtype=np.int64)
+    for name in fields:
+        col = batch.column(name).combine_chunks()
+        if col.null_count == n:
+            continue
+        items = col.flatten()
+        lengths = pc.fill_null(pc.utf8_length(items.field("content")), 0)
+        if roles is not None:
+            keep = pc.fill_null(pc.is_in(items.field("role"), pa.array(roles)), False)
+            lengths = pc.if_else(keep, lengths, 0)
+        cum = np.concatenate([[0], np.cumsum(lengths.to_numpy(zero_copy_only=False))])
+        offsets = list_offsets(col)
+        total += cum[offsets[1:]] - cum[offsets[:-1]]
+    text = batch.column("text").combine_chunks()
+    if text.null_count < n:
+        total += pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+    return total
+
+
 def _meta_json(extra: pa.Table) -> pa.Array:
     """Extra fields of each row as one compact JSON object: keys sorted, null fields left out
     (as the row-by-row path writes it), null when there are none."""

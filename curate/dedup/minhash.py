@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.dedup.shingles import mix64, ngram_hashes, row_text, words
+from curate.rows import content_chars
 from curate.steps import GlobalStep, Verdicts
 
 EMPTY = np.uint32(0xFFFFFFFF)
@@ -121,24 +122,7 @@ def near_keys(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
 
 
 def _answer_chars(batch: pa.Table) -> pa.Array:
-    n = batch.num_rows
-    total = np.zeros(n, dtype=np.int64)
-    for name in ("messages", "chosen"):
-        col = batch.column(name).combine_chunks()
-        if col.null_count == n:
-            continue
-        items = col.flatten()
-        is_answer = pc.fill_null(pc.equal(items.field("role"), "assistant"), False)
-        lengths = pc.if_else(is_answer, pc.utf8_length(pc.fill_null(items.field("content"), "")), 0)
-        cum = np.concatenate([[0], np.cumsum(lengths.to_numpy(zero_copy_only=False))])
-        from curate.rows import list_offsets
-
-        offs = list_offsets(col)
-        total += cum[offs[1:]] - cum[offs[:-1]]
-    text = batch.column("text").combine_chunks()
-    if text.null_count < n:
-        total += pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
-    return pa.array(total, pa.int64())
+    return pa.array(content_chars(batch, ("messages", "chosen"), roles=("assistant",)), pa.int64())
 
 
 def candidate_pairs(sig: np.ndarray, usable: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.rows import list_offsets
+from curate.rows import content_chars, list_offsets
 from curate.steps import RowStep, Verdicts
 
 
@@ -31,18 +31,7 @@ class RowStats(RowStep):
 
     def __call__(self, batch: pa.Table) -> Verdicts:
         n = batch.num_rows
-        chars = np.zeros(n, dtype=np.int64)
-        for name in ("messages", "chosen", "rejected"):
-            col = batch.column(name).combine_chunks()
-            if col.null_count == len(col):
-                continue
-            lengths = pc.fill_null(pc.utf8_length(col.flatten().field("content")), 0)
-            per_item = np.concatenate([[0], np.cumsum(lengths.to_numpy(zero_copy_only=False))])
-            offsets = list_offsets(col)
-            chars += per_item[offsets[1:]] - per_item[offsets[:-1]]
-        text = batch.column("text").combine_chunks()
-        if text.null_count < len(text):
-            chars += pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+        chars = content_chars(batch, ("messages", "chosen", "rejected"))
         hashes = np.zeros(n, dtype=np.uint64)
         messages = batch.column("messages").combine_chunks()
         if messages.null_count < n:
