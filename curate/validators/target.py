@@ -83,9 +83,13 @@ class Target:
     fingerprint: dict[str, Any]
     special_tokens: tuple[str, ...]  # strings a row may not contain (injection)
     probe: TemplateProbe | None = None
+    _render: Any = field(default=None, repr=False, compare=False)
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-        return renderer(self.template, self.template_kwargs())(messages, add_generation_prompt)
+        # bound once per target: this runs for every row
+        if self._render is None:
+            self._render = renderer(self.template, self.template_kwargs())
+        return self._render(messages, add_generation_prompt)
 
     def template_kwargs(self) -> tuple[tuple[str, str], ...]:
         tok = self.tokenizer
