@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,7 +90,8 @@ def build(
     prescanned = prescan.results()  # the thread is done: forking is safe again
     # This process has not used polars or started a thread yet (the progress display starts
     # with its first bar), so workers can be forked: they start without importing anything.
-    with _pandas_hidden(), Progress(enabled=not as_json) as progress:
+    hide = _pandas_hidden() if cfg.dedup.semantic is None else nullcontext()
+    with hide, Progress(enabled=not as_json) as progress:
         result = api.build(
             cfg,
             store=_store(store),
@@ -137,8 +138,9 @@ def _pandas_hidden() -> Iterator[None]:
 
     pyarrow imports pandas, when installed, the first time it converts Python values (from
     C++ as well as from Python), only to learn whether they might be pandas objects: about
-    0.2 s of CPU per process, a tenth of a small build. A build never touches pandas, so the
-    command hides it; if pandas is already loaded, nothing changes.
+    0.2 s of CPU per process, a tenth of a small build. A build never touches pandas, except
+    through sentence-transformers (semantic dedup), so the command hides it from builds
+    without one; if pandas is already loaded, nothing changes.
     """
     import importlib.abc
 

@@ -163,7 +163,6 @@ def is_hf_dataset_dir(path: Path) -> bool:
 # Sections that are part of the mixture.toml contract but whose steps this version does not
 # run yet. Accepting them silently would let a user believe their data was checked.
 _NOT_YET = {
-    "dedup.semantic": "semantic dedup",
     "overrides": "reviewer overrides",
 }
 

@@ -90,7 +90,9 @@ class BuildResult:
     run: dict[str, Any]
 
 
-def build_steps(config: MixtureConfig, target: Target | None = None) -> list[Step]:
+def build_steps(
+    config: MixtureConfig, target: Target | None = None, store: Store | None = None
+) -> list[Step]:
     """The configured steps after read/normalize, in the contract's order."""
     checks = config.validate_
     steps: list[Step] = [RowStats()]
@@ -114,6 +116,16 @@ def build_steps(config: MixtureConfig, target: Target | None = None) -> list[Ste
     if config.dedup.near is not None:
         near = config.dedup.near
         steps.append(NearDedup(near.threshold, near.num_perm, near.ngram))
+    if config.dedup.semantic is not None:
+        from curate.dedup.semantic import SemanticDedup, resolve_model
+
+        semantic = config.dedup.semantic
+        cache = str(store.root / "cache" / "embeddings") if store is not None else None
+        steps.append(
+            SemanticDedup(
+                semantic.threshold, resolve_model(semantic.model, config.base_dir), cache
+            )
+        )
     if config.evals:
         from curate.contamination.index import ContaminationStep, load_eval
 
@@ -193,7 +205,7 @@ def run_build(
     timings: dict[str, float] = {}
     progress = progress or Progress(enabled=False)
     target = load_build_target(config, store)  # before the workers start: they inherit it
-    steps = build_steps(config, target)
+    steps = build_steps(config, target, store)
     segs = segments(steps)
     group_field = None if config.split.by == "row" else config.split.by
 
@@ -265,6 +277,8 @@ def run_build(
                     )
                 if global_step is not None:
                     state = _resolve(state, global_step, config)
+                    # its keys are spent: keep the index small for the steps after it
+                    state = state.drop(_key_columns(state))
                     stage_counts.append(
                         stage_entry(
                             global_step.name,
@@ -389,6 +403,10 @@ def _apply_verdicts(
     )
 
 
+def _key_columns(state: pl.DataFrame) -> list[str]:
+    return [c for c in state.columns if c not in EMPTY_INDEX and c not in NOT_KEYS]
+
+
 def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl.DataFrame:
     """Run a global step's `resolve` over the keys of the rows still alive."""
     alive = np.nonzero(state["reason"].is_null().to_numpy())[0]
@@ -396,7 +414,7 @@ def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl
         return state
     names = [s.name for s in config.sources]
     # only what `resolve` is promised: its key columns, id, source and source_rank
-    key_columns = [c for c in state.columns if c not in EMPTY_INDEX and c not in NOT_KEYS]
+    key_columns = _key_columns(state)
     keys = (
         state.select("id", "source_rank", *key_columns)[alive]
         .with_columns(

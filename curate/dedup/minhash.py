@@ -26,8 +26,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dedup.shingles import mix64, ngram_hashes, row_text, words
-from curate.rows import content_chars
+from curate.dedup.clusters import clusters, keepers
+from curate.dedup.shingles import answer_chars, mix64, ngram_hashes, row_text, words
 from curate.steps import GlobalStep, Verdicts
 
 EMPTY = np.uint32(0xFFFFFFFF)
@@ -116,13 +116,9 @@ def near_keys(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
         {
             "minhash": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm),
             "shingles": shingles,
-            "answer_chars": _answer_chars(batch),
+            "answer_chars": answer_chars(batch),
         }
     )
-
-
-def _answer_chars(batch: pa.Table) -> pa.Array:
-    return pa.array(content_chars(batch, ("messages", "chosen"), roles=("assistant",)), pa.int64())
 
 
 def candidate_pairs(sig: np.ndarray, usable: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -176,17 +172,6 @@ def jaccard(shingles: pa.ListArray, pairs: np.ndarray) -> np.ndarray:
     return out
 
 
-def clusters(n: int, edges: np.ndarray) -> np.ndarray:
-    """Connected components (union-find) of n nodes joined by `edges`."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix(
-        (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n)
-    )
-    return connected_components(graph, directed=False)[1]
-
-
 class NearDedup(GlobalStep):
     name = "near_dedup"
     stage = "near_dedup"
@@ -227,27 +212,9 @@ class NearDedup(GlobalStep):
         if len(edges) == 0:
             return Verdicts.keep_all(n)
         label = clusters(n, edges)
-        frame = pl.DataFrame(
-            {
-                "pos": np.arange(n),
-                "label": label,
-                "rank": keys.column("source_rank").to_numpy(),
-                "answer": keys.column("answer_chars").to_numpy(),
-            }
+        rows, kept = keepers(
+            label, keys.column("source_rank").to_numpy(), keys.column("answer_chars").to_numpy()
         )
-        sizes = frame.group_by("label").len()
-        frame = frame.join(sizes.filter(pl.col("len") > 1), on="label", how="semi")
-        ordered = frame.sort(
-            ["label", "rank", "answer", "pos"], descending=[False, False, True, False]
-        )
-        keeper = (
-            ordered.group_by("label", maintain_order=True)
-            .first()
-            .select("label", pl.col("pos").alias("keeper"))
-        )
-        dropped = ordered.join(keeper, on="label").filter(pl.col("pos") != pl.col("keeper"))
-        rows = dropped["pos"].to_numpy()
-        kept = dropped["keeper"].to_numpy()
         sim = jaccard(shingles, np.stack([rows, kept], axis=1))
         ids = keys.column("id").to_pylist()
         details = [

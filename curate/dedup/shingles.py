@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.rows import list_offsets
+from curate.rows import content_chars, list_offsets
 
 _PRIME = np.uint64(0x100000001B3)
 _SEED = 0x5EED5
@@ -40,6 +40,11 @@ def row_text(batch: pa.Table, roles: tuple[str, ...] = ("user", "assistant", "to
         return pa.array([""] * n, pa.string())
     joined = pc.binary_join_element_wise(*[pc.fill_null(p, "") for p in parts], "\n")
     return joined
+
+
+def answer_chars(batch: pa.Table) -> pa.Array:
+    """Per row, the characters of its assistant turns (the keep policy's "longer answer")."""
+    return pa.array(content_chars(batch, ("messages", "chosen"), roles=("assistant",)), pa.int64())
 
 
 def normalize(text: pa.Array) -> pa.Array:

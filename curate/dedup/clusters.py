@@ -1,0 +1,45 @@
+"""Clusters of duplicate rows and the row each keeps (shared by near and semantic dedup)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+
+def clusters(n: int, edges: np.ndarray) -> np.ndarray:
+    """Connected components (union-find) of n nodes joined by `edges`: a label per node."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix(
+        (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n)
+    )
+    return connected_components(graph, directed=False)[1]
+
+
+def keepers(
+    label: np.ndarray, source_rank: np.ndarray, answer_chars: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(dropped rows, the kept row of each one's cluster) for clusters of two or more.
+
+    One row per cluster is kept: the earliest source, then the longer answer, then input
+    order. Dropped rows come in cluster order, then by the same ranking.
+    """
+    frame = pl.DataFrame(
+        {
+            "pos": np.arange(len(label)),
+            "label": label,
+            "rank": source_rank,
+            "answer": answer_chars,
+        }
+    )
+    sizes = frame.group_by("label").len()
+    frame = frame.join(sizes.filter(pl.col("len") > 1), on="label", how="semi")
+    ordered = frame.sort(["label", "rank", "answer", "pos"], descending=[False, False, True, False])
+    keeper = (
+        ordered.group_by("label", maintain_order=True)
+        .first()
+        .select("label", pl.col("pos").alias("keeper"))
+    )
+    dropped = ordered.join(keeper, on="label").filter(pl.col("pos") != pl.col("keeper"))
+    return dropped["pos"].to_numpy(), dropped["keeper"].to_numpy()
