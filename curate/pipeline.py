@@ -122,9 +122,7 @@ def build_steps(
         semantic = config.dedup.semantic
         cache = str(store.root / "cache" / "embeddings") if store is not None else None
         steps.append(
-            SemanticDedup(
-                semantic.threshold, resolve_model(semantic.model, config.base_dir), cache
-            )
+            SemanticDedup(semantic.threshold, resolve_model(semantic.model, config.base_dir), cache)
         )
     if config.evals:
         from curate.contamination.index import ContaminationStep, load_eval

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from curate.dedup.shingles import ngram_hashes, row_text, words
+from curate.dedup.shingles import ngram_hashes, row_text, sorted_unique, words
 from curate.errors import UserError
 from curate.steps import RowStep, Verdicts
 
@@ -117,7 +117,7 @@ class ContaminationStep(RowStep):
                 h, _, _ = ngram_hashes(
                     word_hash[offsets[k] : offsets[k + 1]], np.array([0, length]), n
                 )
-                h = np.unique(h)
+                h = sorted_unique(h)
                 index = len(self.item_id)
                 self.item_set.append(s)
                 self.item_id.append(item)

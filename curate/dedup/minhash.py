@@ -22,15 +22,15 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.dedup.clusters import clusters, keepers
-from curate.dedup.shingles import answer_chars, mix64, ngram_hashes, row_text, words
+from curate.dedup.shingles import answer_chars, mix64, ngram_hashes, row_text, sorted_unique, words
 from curate.steps import GlobalStep, Verdicts
 
 EMPTY = np.uint32(0xFFFFFFFF)
+WINDOW = 4  # rows each row is paired with in its bucket, per band
 PROBES = 32  # densification probes per empty bin before falling back to rotation
 
 
@@ -89,10 +89,14 @@ def densify(sig: np.ndarray) -> np.ndarray:
         ok = v != EMPTY
         sig[r[ok], j[ok]] = v[ok]
         r, j = r[~ok], j[~ok]
-    for row, col in zip(r.tolist(), j.tolist(), strict=True):  # rotation: the next non-empty bin
-        filled = np.nonzero(orig[row] != EMPTY)[0]
-        nxt = filled[np.searchsorted(filled, col) % len(filled)]
-        sig[row, col] = orig[row, nxt]
+    if len(r):  # rotation: the next non-empty bin, circularly (rows with very few shingles)
+        rows_left, inverse = np.unique(r, return_inverse=True)
+        width = sig.shape[1]
+        filled = orig[rows_left] != EMPTY
+        pos = np.where(filled, np.arange(width), 2 * width)
+        twice = np.concatenate([pos, pos + width], axis=1)
+        nxt = np.minimum.accumulate(twice[:, ::-1], axis=1)[:, ::-1][:, :width] % width
+        sig[r, j] = orig[r, nxt[inverse, j]]
     return sig
 
 
@@ -105,7 +109,7 @@ def near_keys(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
     sig = signatures(hashes, owner, n, num_perm)
     # unique 32-bit shingle hashes per row, sorted (row-major)
     low = (hashes & np.uint64(0xFFFFFFFF)).astype(np.uint64)
-    packed = np.unique((owner.astype(np.uint64) << np.uint64(32)) | low)
+    packed = sorted_unique((owner.astype(np.uint64) << np.uint64(32)) | low)
     counts = np.bincount((packed >> np.uint64(32)).astype(np.int64), minlength=n)
     offs = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(counts, out=offs[1:])
@@ -121,8 +125,22 @@ def near_keys(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
     )
 
 
-def candidate_pairs(sig: np.ndarray, usable: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Pairs (i < j) of rows sharing a whole band: chained within each bucket, deduplicated."""
+def candidate_pairs(
+    sig: np.ndarray,
+    usable: np.ndarray,
+    bands: int,
+    rows: int,
+    window: int = WINDOW,
+    first: int = 1,
+) -> np.ndarray:
+    """Pairs (i < j) of rows sharing a whole band, deduplicated.
+
+    In each band, rows are sorted by the band's hash (then input order) and every row is
+    paired with the rows `first`..`window` places after it in its bucket: all pairs of
+    buckets up to `window` + 1 rows, a band of overlapping chains in larger ones, so that
+    one row of a big bucket that fails verification does not cut the chain between two true
+    duplicates.
+    """
     idx = np.nonzero(usable)[0]
     pairs = []
     with np.errstate(over="ignore"):
@@ -132,50 +150,49 @@ def candidate_pairs(sig: np.ndarray, usable: np.ndarray, bands: int, rows: int) 
                 h = mix64(h * np.uint64(0x100000001B3) + sig[idx, c].astype(np.uint64))
             order = np.argsort(h, kind="stable")
             hs = h[order]
-            same = hs[1:] == hs[:-1]
-            if not same.any():
-                continue
-            a, z = idx[order[:-1][same]], idx[order[1:][same]]
-            pairs.append(np.stack([np.minimum(a, z), np.maximum(a, z)], axis=1))
+            for w in range(first, window + 1):
+                same = hs[w:] == hs[:-w]
+                if not same.any():
+                    break
+                a, z = idx[order[:-w][same]], idx[order[w:][same]]
+                pairs.append(np.stack([np.minimum(a, z), np.maximum(a, z)], axis=1))
     if not pairs:
         return np.empty((0, 2), dtype=np.int64)
     both = np.concatenate(pairs)
-    packed = np.unique(both[:, 0].astype(np.int64) * (len(sig) + 1) + both[:, 1])
+    packed = sorted_unique(both[:, 0].astype(np.int64) * (len(sig) + 1) + both[:, 1])
     return np.stack([packed // (len(sig) + 1), packed % (len(sig) + 1)], axis=1)
 
 
 def jaccard(shingles: pa.ListArray, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the shingle sets of each pair (vectorized with polars)."""
+    """Exact Jaccard of the shingle sets of each pair (each row's set is sorted and unique).
+
+    Every row's shingles, keyed (row, shingle), form one sorted array; each element of the
+    smaller set of a pair is looked up there under the other row, so the intersection is
+    counted with one vectorized binary search, no Python loop and no hash table.
+    """
     if len(pairs) == 0:
         return np.zeros(0)
     offs = np.asarray(shingles.offsets.to_numpy(), dtype=np.int64)
-    flat = shingles.values.to_numpy()
-    parts_pair, parts_idx = [], []
-    for side in (0, 1):
-        r = pairs[:, side]
-        lengths = offs[r + 1] - offs[r]
-        pair_of = np.repeat(np.arange(len(pairs)), lengths)
-        first = np.repeat(offs[r], lengths)
-        start = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        parts_pair.append(pair_of)
-        parts_idx.append(first + np.arange(len(pair_of)) - start)
-    frame = pl.DataFrame({"pair": np.concatenate(parts_pair), "h": flat[np.concatenate(parts_idx)]})
-    stats = (
-        frame.group_by("pair")
-        .agg(pl.len().alias("n"), pl.col("h").n_unique().alias("u"))
-        .sort("pair")
-    )
-    out = np.zeros(len(pairs))
-    p = stats["pair"].to_numpy()
-    n, u = stats["n"].to_numpy(), stats["u"].to_numpy()
-    out[p] = np.where(u > 0, (n - u) / np.maximum(u, 1), 0.0)
-    return out
+    flat = shingles.values.to_numpy().astype(np.uint64)
+    lengths = np.diff(offs)
+    keyed = (np.repeat(np.arange(len(lengths), dtype=np.uint64), lengths) << np.uint64(32)) | flat
+    a, b = pairs[:, 0], pairs[:, 1]
+    swap = lengths[a] > lengths[b]
+    small, other = np.where(swap, b, a), np.where(swap, a, b)
+    size = lengths[small]
+    pair_of = np.repeat(np.arange(len(pairs)), size)
+    at = np.repeat(offs[small] - (np.cumsum(size) - size), size) + np.arange(len(pair_of))
+    query = (other[pair_of].astype(np.uint64) << np.uint64(32)) | flat[at]
+    pos = np.minimum(np.searchsorted(keyed, query), len(keyed) - 1)
+    inter = np.bincount(pair_of[keyed[pos] == query], minlength=len(pairs))
+    union = lengths[a] + lengths[b] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 class NearDedup(GlobalStep):
     name = "near_dedup"
     stage = "near_dedup"
-    version = "1"
+    version = "2"
 
     # Candidates are verified by exact Jaccard, so a false positive of the bands costs one
     # cheap check while a false negative is a duplicate missed: weigh them 1 to 19.
@@ -200,15 +217,30 @@ class NearDedup(GlobalStep):
     def keys(self, batch: pa.Table) -> pa.Table:
         return near_keys(batch, self.num_perm, self.ngram)
 
+    def edges(self, sig: np.ndarray, usable: np.ndarray, shingles: pa.ListArray) -> np.ndarray:
+        """Verified pairs (Jaccard ≥ threshold) that connect the clusters.
+
+        First each bucket's chain (every row and the next) is verified; then the wider
+        window's pairs, except those whose rows the verified chains already joined: big
+        families of duplicates are not verified pair by pair.
+        """
+        pairs = candidate_pairs(sig, usable, self.bands, self.rows, window=1)
+        edges = pairs[jaccard(shingles, pairs) >= self.threshold]
+        if WINDOW > 1:
+            more = candidate_pairs(sig, usable, self.bands, self.rows, window=WINDOW, first=2)
+            if len(more) and len(edges):
+                label = clusters(len(sig), edges)
+                more = more[label[more[:, 0]] != label[more[:, 1]]]
+            edges = np.concatenate([edges, more[jaccard(shingles, more) >= self.threshold]])
+        return edges
+
     def resolve(self, keys: pa.Table) -> Verdicts:
         n = keys.num_rows
         sig_col = keys.column("minhash").combine_chunks()
         sig = sig_col.flatten().to_numpy().reshape(n, self.num_perm)
         shingles = keys.column("shingles").combine_chunks()
         usable = pc.list_value_length(shingles).to_numpy(zero_copy_only=False) > 0
-        pairs = candidate_pairs(sig, usable, self.bands, self.rows)
-        sims = jaccard(shingles, pairs)
-        edges = pairs[sims >= self.threshold]
+        edges = self.edges(sig, usable, shingles)
         if len(edges) == 0:
             return Verdicts.keep_all(n)
         label = clusters(n, edges)
