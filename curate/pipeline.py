@@ -170,6 +170,9 @@ def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]
     rows: list[RowStep] = []
     for step in steps:
         if isinstance(step, GlobalStep):
+            if step.task_rows is not None and rows:  # its keys get a pass of their own
+                out.append((rows, None))
+                rows = []
             out.append((rows, step))
             rows = []
         else:
@@ -436,12 +439,27 @@ def _run_later_rows(
 ) -> tuple[pl.DataFrame, list[str]]:
     alive_all = state["reason"].is_null().to_numpy()
     bounds = _block_bounds(state)
-    items = [
-        (cache[b], alive_all[a:z], row_steps, key_step, str(work / f"b{b}-s{segment}.arrow"))
-        for b, (a, z) in enumerate(bounds)
-    ]
-    results = eng.map(passes.run_segment, items, "validate")
-    cache = [moved or c for (_, moved), c in zip(results, cache, strict=True)]
+    results: list[tuple[pa.Table, str | None]]
+    if key_step is not None and key_step.task_rows is not None and not row_steps:
+        size = key_step.task_rows
+        tasks = [
+            (cache[b], alive_all[a + i : min(a + i + size, z)], key_step, i, min(i + size, z - a))
+            for b, (a, z) in enumerate(bounds)
+            for i in range(0, z - a, size)
+        ]
+        updates = eng.map(
+            passes.run_keys, tasks, key_step.name, weights=[int(t[1].sum()) for t in tasks]
+        )
+        results = [(pa.concat_tables([u for u, _ in updates]), None)] if updates else []
+        moved: list[str | None] = [None] * len(cache)
+    else:
+        items = [
+            (cache[b], alive_all[a:z], row_steps, key_step, str(work / f"b{b}-s{segment}.arrow"))
+            for b, (a, z) in enumerate(bounds)
+        ]
+        results = eng.map(passes.run_segment, items, "validate")
+        moved = [m for _, m in results]
+    cache = [m or c for m, c in zip(moved, cache, strict=True)]
     update = pl.from_arrow(pa.concat_tables([u for u, _ in results], promote_options="default"))
     assert isinstance(update, pl.DataFrame)
     merged = state.with_columns(

@@ -129,6 +129,11 @@ class RowStep(Step, ABC):
 
 
 class GlobalStep(Step, ABC):
+    # Rows per parallel task for `keys` when they are costly per row (embeddings): the
+    # engine then runs the step in a pass of its own, each block cut into tasks this size,
+    # so that every core has work even when the input is one block. None: a block is a task.
+    task_rows: ClassVar[int | None] = None
+
     @abstractmethod
     def keys(self, batch: pa.Table) -> pa.Table:
         """Per row of `batch` (rows still alive), the columns `resolve` needs."""

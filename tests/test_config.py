@@ -119,12 +119,12 @@ def test_unavailable_sections_are_refused_not_ignored(cli, data):
     cfg = write_config(
         data,
         [{"name": "a", "path": "a.jsonl"}],
-        extra='[tokenizer]\npath = "x"\nchat_template = "nope.jinja"\n[dedup]\nsemantic = { threshold = 0.9 }\n',
+        extra='[tokenizer]\npath = "x"\nchat_template = "nope.jinja"\n[[overrides]]\npath = "o.jsonl"\n',
     )
     r = build(cli, cfg)
     assert r.code == 2
     assert "tokenizer.chat_template: file not found" in r.err
-    assert "dedup.semantic: semantic dedup is not available" in r.err
+    assert "overrides: reviewer overrides is not available" in r.err
 
 
 def test_debug_shows_the_traceback(cli, data):

@@ -169,3 +169,27 @@ def test_model_that_is_not_a_folder_is_a_user_error(tmp_path, cli):
         )
         r = cli("build", cfg)
         assert r.code == 2 and message in r.err, r.err
+
+
+@pytest.mark.slow
+def test_keys_cut_into_small_tasks_give_the_same_build(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from curate.dedup.semantic import SemanticDedup
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    rows = [chat(*ROWS[i]) for i in IN_A]
+    # three exact copies of row 0 in a row: with 3 rows a task, one task has no row alive
+    rows = rows[:2] + [chat(*ROWS[0])] * 3 + rows[2:]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    write_jsonl(tmp_path / "b.jsonl", [chat(*ROWS[i]) for i in IN_B])
+    cfg = write_config(
+        tmp_path,
+        [{"name": "a", "path": "a.jsonl"}, {"name": "b", "path": "b.jsonl"}],
+        extra=SEMANTIC,
+    )
+    whole = build(cfg, store=tmp_path / "s1")
+    monkeypatch.setattr(SemanticDedup, "task_rows", 3)
+    cut = build(cfg, store=tmp_path / "s2")
+    assert cut.id == whole.id
+    assert cut.manifest["counts"]["rejected"] == {"exact_duplicate": 3, "semantic_duplicate": 5}

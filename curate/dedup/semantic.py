@@ -52,6 +52,7 @@ class EmbeddingModel:
     name: str  # as the config names it (the default: the hub id of all-MiniLM-L6-v2)
     path: str  # the local folder it loads from
     sha256: str  # content fingerprint of the folder's files
+    dim: int  # embedding size
 
 
 def resolve_model(model: str | None, base_dir: Path) -> EmbeddingModel:
@@ -92,7 +93,22 @@ def resolve_model(model: str | None, base_dir: Path) -> EmbeddingModel:
             f"dedup.semantic.model: {folder} holds no config.json: not a sentence-transformers "
             "or transformers model folder"
         )
-    return EmbeddingModel(name, str(folder), _folder_sha256(folder))
+    return EmbeddingModel(name, str(folder), _folder_sha256(folder), _dimension(folder))
+
+
+def _dimension(folder: Path) -> int:
+    """The size of the model's sentence embeddings, from its module configs."""
+    dim = json.loads((folder / "config.json").read_text()).get("hidden_size", 0)
+    pooling = folder / "1_Pooling" / "config.json"
+    if pooling.is_file():
+        dim = json.loads(pooling.read_text()).get("word_embedding_dimension", dim)
+    modules = folder / "modules.json"
+    if modules.is_file():
+        for module in json.loads(modules.read_text()):
+            config = folder / module.get("path", "") / "config.json"
+            if module.get("type", "").endswith("Dense") and config.is_file():
+                dim = json.loads(config.read_text()).get("out_features", dim)
+    return int(dim)
 
 
 def _folder_sha256(folder: Path) -> str:
@@ -214,6 +230,7 @@ class SemanticDedup(GlobalStep):
     name = "semantic_dedup"
     stage = "semantic_dedup"
     version = "1"
+    task_rows = 256  # embedding is ~10 ms a row: small tasks keep every core busy
 
     def __init__(
         self, threshold: float, model: EmbeddingModel, cache_dir: str | None = None
@@ -250,9 +267,14 @@ class SemanticDedup(GlobalStep):
         fresh = (
             embed(text.take(pa.array(missing)).to_pylist(), self.model.path)
             if len(missing)
-            else np.zeros((0, 0), dtype=np.float32)
+            else np.zeros((0, self.model.dim), dtype=np.float32)
         )
-        dim = fresh.shape[1] if len(missing) else cached.shape[1]
+        if fresh.shape[1] != self.model.dim:
+            raise UserError(
+                f"dedup.semantic.model: {self.model.name} gives {fresh.shape[1]}-dimensional "
+                f"embeddings where its config says {self.model.dim}"
+            )
+        dim = self.model.dim
         vectors = np.zeros((n, dim), dtype=np.float32)
         if found.any():
             vectors[found] = cached

@@ -121,6 +121,16 @@ def run_segment(
     return update, _keep(augmented, block_out)
 
 
+def run_keys(
+    block_file: str, alive: np.ndarray, key_step: GlobalStep, start: int, stop: int
+) -> tuple[pa.Table, None]:
+    """A global step's keys for rows [start, stop) of a block (`alive` covers those rows):
+    the engine splits blocks this way for steps whose keys are costly per row."""
+    table = read_ipc(block_file).slice(start, stop - start)
+    update, _ = _apply(table, alive, [], key_step)
+    return update, None
+
+
 def _keep(augmented: pa.Table | None, block_out: str) -> str | None:
     if augmented is None:
         return None
