@@ -85,7 +85,9 @@ def data(tmp_path):
 
 
 def run_with(monkeypatch, cfg, steps):
-    monkeypatch.setattr(curate.pipeline, "build_steps", lambda config, target=None, store=None: steps)
+    monkeypatch.setattr(
+        curate.pipeline, "build_steps", lambda config, target=None, store=None: steps
+    )
     return build(cfg, workers=1)
 
 
