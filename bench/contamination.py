@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -101,6 +102,9 @@ def peer(
 
 
 def main() -> None:
+    # one thread per contender: the figures are per core (a build's workers do the same)
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
+    pa.set_cpu_count(1)
     from curate.contamination.index import ContaminationStep, EvalSet
     from curate.rows import MESSAGES
 

@@ -218,3 +218,28 @@ def test_partial_overlap_below_threshold_is_clean(tmp_path):
         extra='[[evals]]\nname = "toy"\npath = "eval.jsonl"\nfields = ["question", "answer"]\n',
     )
     assert build(cfg).manifest["counts"]["rejected"] == {}
+
+
+def test_words_normalization():
+    import pyarrow as pa
+
+    from curate.dedup.shingles import words
+
+    texts = [
+        "Total: 1,000 apples.",  # trailing punctuation leaves no empty word
+        "  Hello,\u2003WORLD!\u3000ok\u2028fine  ",  # Unicode spaces split like ASCII ones
+        "12,345,678 and 1,234,567,890 but 3,45 and 1, 2",  # separators, not lists
+        "",
+        None,
+        "Ｆｕｌｌ　ｗｉｄｔｈ",  # NFKC
+    ]
+    _, offsets, flat = words(pa.array(texts, pa.string()))
+    got = [flat.slice(a, b - a).to_pylist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    assert got == [
+        ["total", "1000", "apples"],
+        ["hello", "world", "ok", "fine"],
+        ["12345678", "and", "1234567890", "but", "3", "45", "and", "1", "2"],
+        [],
+        [],
+        ["full", "width"],
+    ]

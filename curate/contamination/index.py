@@ -29,6 +29,7 @@ from curate.steps import RowStep, Verdicts
 
 MIN_WORDS = 4  # an item with fewer words matches too much by chance: not indexed
 ID_FIELDS = ("id", "task_id", "question_id", "uid")
+CHUNK_ROWS = 4096  # rows checked at once: larger batches fall out of the CPU caches (~15% slower)
 
 
 def read_eval_table(path: Path) -> pa.Table:
@@ -148,6 +149,19 @@ class ContaminationStep(RowStep):
         n = batch.num_rows
         if len(self.hashes) == 0:
             return Verdicts.keep_all(n)
+        rows: list[np.ndarray] = []
+        details: list[dict[str, Any]] = []
+        for start in range(0, n, CHUNK_ROWS):
+            found, evidence = self._leaks(batch.slice(start, CHUNK_ROWS))
+            rows.append(found + start)
+            details += evidence
+        if not details:
+            return Verdicts.keep_all(n)
+        return Verdicts.reject(n, np.concatenate(rows), "contaminated", details)
+
+    def _leaks(self, batch: pa.Table) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Rows of `batch` that leak an item, and the evidence of each."""
+        none = np.zeros(0, dtype=np.int64)
         text = row_text(batch, ("system", "user", "assistant", "tool"))
         word_hash, offsets, flat_words = words(text)
         found = []
@@ -161,7 +175,7 @@ class ContaminationStep(RowStep):
             found.append(rows.join(index, on="h", how="inner"))
         hits = pl.concat(found)
         if hits.height == 0:
-            return Verdicts.keep_all(n)
+            return none, []
         per_pair = hits.group_by("row", "item").agg(
             pl.col("h").n_unique().alias("matched"),
             pl.col("start").min().alias("first"),
@@ -178,7 +192,7 @@ class ContaminationStep(RowStep):
             .first()
         )
         if leaks.height == 0:
-            return Verdicts.keep_all(n)
+            return none, []
         details = []
         for item, first, last, overlap in leaks.select(
             "item", "first", "last", "overlap"
@@ -193,7 +207,7 @@ class ContaminationStep(RowStep):
                     "item": self.item_text[item],
                 }
             )
-        return Verdicts.reject(n, leaks["row"].to_numpy(), "contaminated", details)
+        return leaks["row"].to_numpy().astype(np.int64), details
 
 
 def _digest(hashes: np.ndarray, items: np.ndarray) -> str:
