@@ -1,0 +1,1 @@
+"""Training from a manifest: data, guard, TRL/PEFT run, release packet, merge."""

@@ -1,0 +1,196 @@
+"""Training data from a manifest: the stored token ids and trained spans, packed.
+
+Nothing is re-rendered or re-tokenized: each row's `input_ids` and `mask_spans` are the ones
+the build validated. Labels are the token ids inside the trained spans and -100 elsewhere.
+
+Packing is best-fit decreasing over the whole split: examples sorted by length (longest
+first, then input order), each put in the fullest bin it still fits in (a segment tree over
+the bins' free space finds it in O(log bins)). A pack is one row, padding-free: its
+examples' tokens back to back, position ids restarting at 0 for each example. transformers
+reads restarting position ids (with no attention mask) as packed sequences and masks
+attention across examples, for every attention implementation; the first label of each
+example is -100, so no example predicts the next one's first token. A packed batch then
+gives every example exactly the loss it has alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IGNORE = -100
+
+
+@dataclass
+class Examples:
+    """Token ids and labels of a split's rows, flattened (row i is [offsets[i], offsets[i+1]))."""
+
+    ids: np.ndarray  # int64
+    labels: np.ndarray  # int64, IGNORE outside the trained spans
+    offsets: np.ndarray  # int64, rows + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.ids[a:b], self.labels[a:b]
+
+    def subset(self, rows: np.ndarray) -> Examples:
+        parts_ids, parts_labels = [], []
+        for i in rows.tolist():
+            ids, labels = self.row(i)
+            parts_ids.append(ids)
+            parts_labels.append(labels)
+        lengths = self.lengths[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        empty = np.zeros(0, dtype=np.int64)
+        return Examples(
+            np.concatenate(parts_ids) if parts_ids else empty,
+            np.concatenate(parts_labels) if parts_labels else empty,
+            offsets,
+        )
+
+
+def read_examples(shards: list[Path]) -> Examples:
+    """Examples from a split's Parquet shards (columns input_ids and mask_spans)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p, columns=["input_ids", "mask_spans"]) for p in shards]
+    if not tables:
+        z = np.zeros(0, dtype=np.int64)
+        return Examples(z, z, np.zeros(1, dtype=np.int64))
+    table = pa.concat_tables(tables)
+    ids_col = table.column("input_ids").combine_chunks()
+    if ids_col.null_count:
+        raise ValueError("rows without input_ids: the manifest was built without a [tokenizer]")
+    offsets = np.asarray(ids_col.offsets.to_numpy(), dtype=np.int64)
+    offsets = offsets - offsets[0]
+    ids = np.asarray(ids_col.values.to_numpy(), dtype=np.int64)[: offsets[-1]]
+    spans = table.column("mask_spans").combine_chunks()
+    span_rows = np.repeat(np.arange(len(ids_col)), np.diff(spans.offsets.to_numpy()))
+    starts = np.asarray(spans.values.field("start").to_numpy(), dtype=np.int64)
+    ends = np.asarray(spans.values.field("end").to_numpy(), dtype=np.int64)
+    return Examples(ids, labels_from_spans(ids, offsets, span_rows, starts, ends), offsets)
+
+
+def labels_from_spans(
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    span_rows: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+) -> np.ndarray:
+    """Labels: the ids inside each row's [start, end) spans, IGNORE elsewhere (vectorized)."""
+    mark = np.zeros(len(ids) + 1, dtype=np.int64)
+    base = offsets[span_rows]
+    np.add.at(mark, base + starts, 1)
+    np.add.at(mark, base + ends, -1)
+    trained = np.cumsum(mark[:-1]) > 0
+    return np.where(trained, ids, IGNORE)
+
+
+def pack_bfd(lengths: np.ndarray, capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: indices of the examples in each pack, every pack ≤ capacity.
+
+    Examples are placed longest first (ties: input order); each goes to the bin whose free
+    space is the smallest that still holds it, else opens a bin. Bins are kept in buckets by
+    free space, and the free-space values in use in a sorted list, so a placement is one
+    binary search. Deterministic: within a bucket, bins are taken in the order they got there.
+    """
+    from bisect import bisect_left, insort
+    from collections import deque
+
+    if len(lengths) and int(lengths.max()) > capacity:
+        raise ValueError(
+            f"an example of {int(lengths.max())} tokens does not fit in packs of {capacity}"
+        )
+    packs: list[list[int]] = []
+    free_values: list[int] = []  # sorted; the free spaces some open bin has
+    buckets: dict[int, deque[int]] = {}
+    for i in np.argsort(-lengths, kind="stable").tolist():
+        need = int(lengths[i])
+        at = bisect_left(free_values, max(need, 1))
+        if at == len(free_values):
+            b, left = len(packs), capacity - need
+            packs.append([i])
+        else:
+            f = free_values[at]
+            b, left = buckets[f].popleft(), f - need
+            if not buckets[f]:
+                del buckets[f], free_values[at]
+            packs[b].append(i)
+        if left > 0:
+            if left not in buckets:
+                buckets[left] = deque()
+                insort(free_values, left)
+            buckets[left].append(b)
+    return packs
+
+
+@dataclass
+class Pack:
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]
+    examples: int
+
+
+def build_packs(examples: Examples, capacity: int) -> tuple[list[Pack], dict[str, Any]]:
+    """Packs of the examples, and the packing report (efficiency = real tokens / slots)."""
+    lengths = examples.lengths
+    packs = pack_bfd(lengths, capacity)
+    out = []
+    for members in packs:
+        rows = np.sort(np.asarray(members, dtype=np.int64))  # input order inside a pack
+        ids, labels, positions = [], [], []
+        for i in rows.tolist():
+            x, y = examples.row(i)
+            y = y.copy()
+            if len(y):
+                y[0] = IGNORE  # never predicted across the example boundary
+            ids.append(x)
+            labels.append(y)
+            positions.append(np.arange(len(x)))
+        out.append(
+            Pack(
+                np.concatenate(ids).tolist(),
+                np.concatenate(labels).tolist(),
+                np.concatenate(positions).tolist(),
+                len(rows),
+            )
+        )
+    tokens = int(lengths.sum())
+    report = {
+        "examples": len(examples),
+        "packs": len(out),
+        "capacity": capacity,
+        "tokens": tokens,
+        "efficiency": round(tokens / max(len(out) * capacity, 1), 4),
+        "trained_tokens": int((examples.labels != IGNORE).sum()),
+    }
+    return out, report
+
+
+def collate(packs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch, padding-free: the packs back to back in one row (positions restart per
+    example, no attention mask: transformers masks across examples from the positions)."""
+    import torch
+
+    ids = [t for p in packs for t in p["input_ids"]]
+    labels = [t for p in packs for t in p["labels"]]
+    positions = [t for p in packs for t in p["position_ids"]]
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+    }

@@ -1,0 +1,105 @@
+"""Loading the base model (plain, or 4-bit NF4 through bitsandbytes) and its tokenizer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from curate.errors import UserError
+
+
+def plain_copy(gguf: Path, cache_dir: Path) -> Path:
+    """A .gguf model as a plain transformers folder (weights dequantized to fp32), made once.
+
+    transformers loads .gguf files but cannot quantize or train them as such; the copy is
+    keyed by the file's sha256 and written atomically (temp folder + rename).
+    """
+    from curate.manifests.store import sha256_file
+
+    target = cache_dir / sha256_file(gguf)
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_base(path: str, cache_dir: Path) -> Path:
+    """The base model as a local folder: a folder as is, a .gguf file through a plain copy,
+    a hub id through the hub cache (online, or already downloaded)."""
+    local = Path(path)
+    if local.is_file() and local.suffix == ".gguf":
+        return plain_copy(local, cache_dir / "models")
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise UserError(f"base model: {path} holds no config.json")
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(path))
+    except Exception as exc:
+        raise UserError(
+            f"base model: cannot load {path!r}: {exc}. Give a local model folder, a .gguf "
+            "file, or a hub id while online."
+        ) from exc
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(
+    folder: Path, quantize: bool, trust_remote_code: bool = False, attn: str = "sdpa"
+) -> Any:
+    """The causal LM: NF4 with double quantization and bf16 compute when `quantize`
+    (bitsandbytes; its CPU path is slow but real), else fp32 on CPU / bf16 on CUDA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    where = device()
+    kwargs: dict[str, Any] = {
+        "attn_implementation": attn,
+        "trust_remote_code": trust_remote_code,
+        "device_map": {"": where},
+    }
+    if quantize:
+        try:
+            from transformers import BitsAndBytesConfig
+
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise UserError(
+                "QLoRA needs bitsandbytes: pip install 'curate[train]' (or --no-quantize)"
+            ) from exc
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["dtype"] = torch.bfloat16
+    else:
+        kwargs["dtype"] = torch.bfloat16 if where == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    # With a cache, transformers does not look for packed sequences in the position ids and
+    # lets packed examples attend to each other: training never uses one.
+    model.config.use_cache = False
+    return model
