@@ -90,7 +90,10 @@ def build(
     prescanned = prescan.results()  # the thread is done: forking is safe again
     # This process has not used polars or started a thread yet (the progress display starts
     # with its first bar), so workers can be forked: they start without importing anything.
-    hide = _pandas_hidden() if cfg.dedup.semantic is None else nullcontext()
+    # transformers (a [tokenizer] that is a model folder) and sentence-transformers may
+    # import pandas; only builds that load neither can do without it
+    plain = cfg.dedup.semantic is None and cfg.tokenizer is None
+    hide = _pandas_hidden() if plain else nullcontext()
     with hide, Progress(enabled=not as_json) as progress:
         result = api.build(
             cfg,
@@ -138,9 +141,10 @@ def _pandas_hidden() -> Iterator[None]:
 
     pyarrow imports pandas, when installed, the first time it converts Python values (from
     C++ as well as from Python), only to learn whether they might be pandas objects: about
-    0.2 s of CPU per process, a tenth of a small build. A build never touches pandas, except
-    through sentence-transformers (semantic dedup), so the command hides it from builds
-    without one; if pandas is already loaded, nothing changes.
+    0.2 s of CPU per process, a tenth of a small build. Curate itself never touches pandas,
+    but transformers and sentence-transformers may, so the command hides it only from builds
+    that load neither (no [tokenizer], no semantic dedup); if pandas is already loaded,
+    nothing changes.
     """
     import importlib.abc
 
@@ -357,6 +361,90 @@ def query(
 def _cell(value: Any, width: int = 80) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def train(
+    ref: IdArg,
+    config: Annotated[Path | None, typer.Option("--config", help="train.toml")] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="Base model: folder, .gguf file or hub id")
+    ] = None,
+    chat_template: Annotated[
+        Path | None, typer.Option("--chat-template", help="The template override the build used")
+    ] = None,
+    no_quantize: Annotated[
+        bool, typer.Option("--no-quantize", help="Plain LoRA instead of QLoRA (NF4)")
+    ] = False,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N steps")] = None,
+    batch_tokens: Annotated[
+        int | None, typer.Option("--batch-tokens", help="Tokens per micro-batch (pack size)")
+    ] = None,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke", help="100 steps on 10% of the data, then save, load, merge and generate"
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: store/runs/ID)")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a (Q)LoRA adapter on exactly the token ids and masks manifest ID validated."""
+    from curate import api
+    from curate.train.config import load_train_config
+    from curate.train.run import train as run_train
+
+    overrides: dict[str, Any] = {
+        "base_model": base,
+        "chat_template": str(chat_template) if chat_template else None,
+        "max_steps": max_steps,
+        "batch_tokens": batch_tokens,
+    }
+    if no_quantize:
+        overrides["quantize"] = False
+    cfg = load_train_config(config, **overrides)
+    where = api.store_for(_store(store))
+    summary = run_train(ref, cfg, where, out=out, smoke=smoke, show_progress=not as_json)
+    if smoke:
+        from curate.train.merge import merge_run
+
+        summary["merge"] = merge_run(Path(summary["run_dir"]), where)
+    if as_json:
+        _print_json(summary)
+        return
+    console = _console()
+    console.print(
+        f"run {summary['run_id']} · {summary['steps']} steps · train loss {summary['train_loss']}"
+        f" · validation loss {summary['eval_loss_before']} -> {summary['eval_loss_after']}"
+        f" · {summary['tokens_per_second']:,.0f} tokens/s · packing "
+        f"{summary['packing']['efficiency']:.1%}"
+    )
+    console.print(f"release packet: {summary['run_dir']}/release.yaml")
+
+
+@app.command()
+def merge(
+    run: Annotated[Path, typer.Argument(help="Run folder (or run id, looked up in the store)")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge a run's adapter into its base (fp32) and check merged against unmerged."""
+    from curate import api
+    from curate.train.merge import merge_run
+
+    where = api.store_for(_store(store))
+    folder = run if run.is_dir() else where.root / "runs" / str(run)
+    report = merge_run(folder, where)
+    if as_json:
+        _print_json(report)
+        return
+    _console().print(
+        f"merged into {report['merged']} · max logit difference {report['max_logit_diff']:.2e}"
+        f" · greedy agreement {report['greedy_agreement']:.1%}"
+    )
 
 
 @app.command()

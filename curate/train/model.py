@@ -25,7 +25,7 @@ def plain_copy(gguf: Path, cache_dir: Path) -> Path:
 
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -82,9 +82,8 @@ def load_model(
     }
     if quantize:
         try:
-            from transformers import BitsAndBytesConfig
-
             import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
         except ImportError as exc:
             raise UserError(
                 "QLoRA needs bitsandbytes: pip install 'curate[train]' (or --no-quantize)"

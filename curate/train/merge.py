@@ -1,0 +1,124 @@
+"""`curate merge RUN`: fold the adapter into the base weights and check the result.
+
+The base is loaded in fp32 on CPU. An adapter trained on a 4-bit base is merged into the
+NF4-dequantized weights it was trained against (loaded 4-bit exactly as in training, then
+dequantized), so the merged model computes what training saw, not what the full-precision
+base would. The check runs the unmerged (base + adapter) and merged models on the prompts of
+the validation rows (else the first training rows): the largest logit difference and the
+share of greedy tokens that agree go into the release packet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.errors import UserError
+from curate.manifests.store import Store, atomic_write
+
+PROMPTS = 8
+NEW_TOKENS = 16
+
+
+def _prompts(manifest_id: str, store: Store) -> list[list[int]]:
+    """Up to PROMPTS prompts: each row's tokens before its first trained token."""
+    from curate.manifests.manifest import Manifest
+    from curate.train.data import IGNORE, read_examples
+
+    manifest = Manifest(manifest_id, store.read_manifest(manifest_id), store)
+    split = "validation" if "validation" in manifest.split_names() else "train"
+    ex = read_examples(manifest.shard_paths(split))
+    prompts = []
+    for i in range(min(len(ex), PROMPTS)):
+        ids, labels = ex.row(i)
+        trained = np.flatnonzero(labels != IGNORE)
+        cut = int(trained[0]) if len(trained) else len(ids)
+        if cut > 0:
+            prompts.append(ids[:cut].tolist())
+    return prompts
+
+
+def load_for_merge(folder: Path, quantized: bool) -> Any:
+    """The base in fp32: plain, or the NF4-dequantized weights a QLoRA adapter saw."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not quantized:
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    from curate.train.model import load_model
+
+    model = load_model(folder, quantize=True)
+    model = model.dequantize()
+    return model.to(torch.float32)
+
+
+def _run(model: Any, prompts: list[list[int]]) -> tuple[list[Any], list[list[int]]]:
+    import torch
+
+    logits, greedy = [], []
+    with torch.no_grad():
+        for p in prompts:
+            ids = torch.tensor([p])
+            logits.append(model(input_ids=ids, use_cache=False).logits[0].float())
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=model.config.eos_token_id,
+            )
+            greedy.append(out[0, len(p) :].tolist())
+    return logits, greedy
+
+
+def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
+    import torch
+    import yaml
+    from peft import PeftModel
+
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise UserError(f"{run_dir} is not a curate run folder (no summary.json)")
+    summary = json.loads(summary_path.read_text())
+    settings = yaml.safe_load((run_dir / "release.yaml").read_text())["settings"]
+    folder = Path(summary["base_folder"])
+    prompts = _prompts(summary["manifest"], store)
+    base = load_for_merge(folder, settings["quantize"])
+    model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+    model.eval()
+    before_logits, before_greedy = _run(model, prompts)
+    merged = model.merge_and_unload()
+    merged.eval()
+    after_logits, after_greedy = _run(merged, prompts)
+    diff = max(
+        (float((a - b).abs().max()) for a, b in zip(before_logits, after_logits, strict=True)),
+        default=0.0,
+    )
+    same = sum(
+        sum(x == y for x, y in zip(a, b, strict=False))
+        for a, b in zip(before_greedy, after_greedy, strict=True)
+    )
+    total = sum(max(len(a), len(b)) for a, b in zip(before_greedy, after_greedy, strict=True))
+    target = run_dir / "merged"
+    merged.save_pretrained(str(target))
+    tokenizer_dir = run_dir / "tokenizer"
+    for f in tokenizer_dir.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    sample = after_greedy[0] if after_greedy else []  # token ids of the first greedy answer
+    report = {
+        "merged": str(target),
+        "dtype": str(torch.float32).replace("torch.", ""),
+        "dequantized_from_nf4": bool(settings["quantize"]),
+        "prompts": len(prompts),
+        "max_logit_diff": diff,
+        "greedy_agreement": same / total if total else 1.0,
+        "greedy_sample_ids": sample,
+    }
+    packet = yaml.safe_load((run_dir / "release.yaml").read_text())
+    packet["merge_check"] = {k: v for k, v in report.items() if k != "greedy_sample_ids"}
+    atomic_write(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode())
+    return report

@@ -1,0 +1,442 @@
+"""`curate train ID`: guard, packed data, TRL SFTTrainer + PEFT, run folder, release packet.
+
+The run id is the sha256 of the manifest id, the training settings and the base model's
+fingerprint: the same three give the same folder. The folder holds the adapter (PEFT
+format), a copy of the tokenizer, `metrics.jsonl` (every logged step and eval), `packing.json`
+and `release.yaml`; `curate merge RUN` adds the merged model and the merge check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from curate.errors import UserError
+from curate.manifests.store import Store, atomic_write
+from curate.train.config import TrainConfig
+from curate.train.data import Examples, build_packs, collate, read_examples
+
+
+@dataclass
+class Base:
+    """The base model as a local folder, with its tokenizer and the fingerprints checked."""
+
+    name: str
+    folder: Path
+    tokenizer: Any
+    template: str
+    tokenizer_sha256: str
+    template_sha256: str
+
+
+def check_base(manifest: dict[str, Any], base: str, cfg: TrainConfig, store: Store) -> Base:
+    """Refuse a base whose tokenizer or effective chat template is not the one the
+    manifest validated (exit 2), or a manifest built without a [tokenizer]."""
+    from curate.train.model import resolve_base
+    from curate.validators.target import _content_sha256, sha256_text
+
+    expected = manifest.get("tokenizer")
+    if not expected:
+        raise UserError(
+            "this manifest was built without a [tokenizer]: it stores no token ids or trained "
+            "spans to train on. Add [tokenizer] (the base model's tokenizer) and build again."
+        )
+    folder = resolve_base(base, store.root / "cache")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=cfg.trust_remote_code)
+    if cfg.chat_template is not None:
+        tok.chat_template = Path(cfg.chat_template).read_text(encoding="utf-8")
+    template = tok.chat_template
+    if isinstance(template, dict):
+        template = template.get("default") or next(iter(template.values()))
+    problems = []
+    content = _content_sha256(tok)
+    if content != expected["sha256"]:
+        problems.append(
+            f"its tokenizer differs from the one the manifest validated (sha256 {content[:12]} "
+            f"vs {expected['sha256'][:12]}, vocab {len(tok)} vs {expected.get('vocab_size')})"
+        )
+    template_sha = sha256_text(template or "")
+    if template_sha != expected["chat_template_sha256"]:
+        how = (
+            " (the build used a chat_template override: pass the same file with "
+            "--chat-template or chat_template in train.toml)"
+            if expected.get("chat_template_source") == "override"
+            else ""
+        )
+        problems.append(
+            f"its effective chat template differs from the validated one (sha256 "
+            f"{template_sha[:12]} vs {expected['chat_template_sha256'][:12]}){how}"
+        )
+    if problems:
+        raise UserError(
+            f"base model {base}: refusing to train: "
+            + "; ".join(problems)
+            + ". The stored token ids and loss masks are only right for the validated tokenizer."
+        )
+    return Base(base, folder, tok, template or "", content, template_sha)
+
+
+def run_id(manifest_id: str, cfg: TrainConfig, base: Base, smoke: bool) -> str:
+    blob = json.dumps(
+        {
+            "manifest": manifest_id,
+            "train": cfg.fingerprint_fields() | {"base_model": None},
+            "base": base.tokenizer_sha256 + ":" + _weights_sha256(base.folder),
+            "smoke": smoke,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _weights_sha256(folder: Path) -> str:
+    """Content fingerprint of the model's weights and config (sizes + sha of the index/config
+    files, sha of small weight files; large files by size and their first and last MiB)."""
+    digest = hashlib.sha256()
+    for f in sorted(folder.glob("*")):
+        if not f.is_file() or f.suffix not in (".safetensors", ".bin", ".json"):
+            continue
+        size = f.stat().st_size
+        digest.update(f"{f.name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                digest.update(fh.read())
+    return digest.hexdigest()
+
+
+def _subsample(ex: Examples, share: float, seed: int) -> Examples:
+    import numpy as np
+
+    keep = max(1, int(round(len(ex) * share)))
+    rows = np.sort(np.random.default_rng(seed).choice(len(ex), keep, replace=False))
+    return ex.subset(rows)
+
+
+class _Reporter:
+    """TrainerCallback: metrics.jsonl, and a progress line with tokens/s and loss."""
+
+    def __init__(self, path: Path, total_steps: int, tokens_per_step: list[int], show: bool):
+        from transformers import TrainerCallback
+
+        reporter = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+                reporter.step(state.global_step)
+
+            def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
+                reporter.log(state.global_step, logs or {})
+
+        self.callback = Callback()
+        self.path = path
+        self.total = total_steps
+        self.tokens = tokens_per_step
+        self.show = show
+        self.started = time.perf_counter()
+        self.done_tokens = 0
+        self.loss: float | None = None
+        self.bar: Any = None
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.bar = Progress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                transient=False,
+            )
+            self.task = self.bar.add_task("train", total=total_steps, stats="")
+            self.bar.start()
+
+    def step(self, step: int) -> None:
+        if step - 1 < len(self.tokens):
+            self.done_tokens += self.tokens[step - 1]
+        rate = self.done_tokens / max(time.perf_counter() - self.started, 1e-9)
+        stats = f"{rate:,.0f} tok/s" + (f" loss {self.loss:.4f}" if self.loss is not None else "")
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, stats=stats)
+        elif step % max(1, self.total // 10) == 0 or step == self.total:
+            print(f"train: {step}/{self.total} {stats}", file=sys.stderr)
+
+    def log(self, step: int, logs: dict[str, Any]) -> None:
+        if "loss" in logs:
+            self.loss = float(logs["loss"])
+        record = {"step": step, "time": round(time.perf_counter() - self.started, 3), **logs}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(
+    ref: str,
+    cfg: TrainConfig,
+    store: Store,
+    out: Path | None = None,
+    smoke: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train an adapter on exactly what manifest `ref` validated; returns the run summary."""
+
+    from curate import api
+    from curate.manifests.manifest import Manifest
+
+    mid = store.resolve(ref)
+    check = api.verify(mid, store.root)
+    if check["problems"]:
+        raise UserError(
+            f"manifest {mid[:12]} does not verify; refusing to train on it:\n  - "
+            + "\n  - ".join(check["problems"])
+        )
+    manifest = Manifest(mid, store.read_manifest(mid), store)
+    if cfg.base_model is None:
+        raise UserError("no base model: pass --base or set base_model in train.toml")
+    base = check_base(manifest.data, cfg.base_model, cfg, store)
+    rid = run_id(mid, cfg, base, smoke)
+    run_dir = out or store.root / "runs" / rid
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+    max_length = int(manifest.data["tokenizer"].get("max_length") or 0)
+    if max_length > cfg.batch_tokens:
+        raise UserError(
+            f"batch_tokens {cfg.batch_tokens} is smaller than the manifest's max_length "
+            f"{max_length}: a row could not fit in a pack"
+        )
+    train_ex = read_examples(manifest.shard_paths("train"))
+    val_ex = (
+        read_examples(manifest.shard_paths("validation"))
+        if "validation" in manifest.split_names()
+        else None
+    )
+    if smoke:
+        train_ex = _subsample(train_ex, 0.1, cfg.seed)
+    if len(train_ex) == 0:
+        raise UserError(f"manifest {mid[:12]} has no training rows")
+    packs, packing = build_packs(train_ex, cfg.batch_tokens)
+    val_packs = (
+        build_packs(val_ex, cfg.batch_tokens)[0] if val_ex is not None and len(val_ex) else []
+    )
+    atomic_write(run_dir / "packing.json", json.dumps(packing, indent=2).encode())
+
+    steps_per_epoch = math.ceil(len(packs) / cfg.grad_accum)
+    max_steps = 100 if smoke else cfg.max_steps
+    total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    tokens_per_step = [
+        sum(
+            len(packs[(s * cfg.grad_accum + k) % len(packs)].input_ids)
+            for k in range(cfg.grad_accum)
+        )
+        for s in range(total)
+    ]
+
+    from curate.train.model import device, load_model
+
+    where = device()
+    model = load_model(base.folder, cfg.quantize, cfg.trust_remote_code)
+    checkpointing = (
+        cfg.gradient_checkpointing
+        if cfg.gradient_checkpointing != "auto"
+        else _needs_checkpointing(model, cfg.batch_tokens)
+    )
+    reporter = _Reporter(run_dir / "metrics.jsonl", total, tokens_per_step, show_progress)
+    trainer = _trainer(model, base, cfg, packs, val_packs, run_dir, max_steps, total, checkpointing)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # stdout is for --json; we report
+        trainer.remove_callback(noisy)
+    trainer.add_callback(reporter.callback)
+    before = trainer.evaluate()["eval_loss"] if val_packs else None
+    started = time.perf_counter()
+    try:
+        result = trainer.train()
+    finally:
+        reporter.close()
+    seconds = time.perf_counter() - started
+    after = trainer.evaluate()["eval_loss"] if val_packs else None
+    trainer.model.save_pretrained(str(run_dir / "adapter"))
+    base.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    tokens = sum(tokens_per_step[: result.global_step])
+    summary = {
+        "run_id": rid,
+        "run_dir": str(run_dir),
+        "manifest": mid,
+        "base_folder": str(base.folder),
+        "steps": result.global_step,
+        "train_loss": round(float(result.training_loss), 6),
+        "eval_loss_before": None if before is None else round(float(before), 6),
+        "eval_loss_after": None if after is None else round(float(after), 6),
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+        "seconds": round(seconds, 2),
+        "packing": packing,
+        "device": where,
+        "quantized": cfg.quantize,
+        "gradient_checkpointing": bool(checkpointing),
+        "peak_memory_gib": _peak_memory(where),
+    }
+    write_release(run_dir, summary, cfg, base, manifest.data, store)
+    return summary
+
+
+def _needs_checkpointing(model: Any, batch_tokens: int) -> bool:
+    """On when activations (~ layers × tokens × hidden × 34 bytes) would not fit beside the
+    model in 80% of the GPU's free memory; never on CPU, where memory is the host's."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    c = model.config
+    activations = c.num_hidden_layers * batch_tokens * c.hidden_size * 34
+    free, _ = torch.cuda.mem_get_info()
+    return activations > 0.8 * free
+
+
+def _peak_memory(where: str) -> float | None:
+    import torch
+
+    if where == "cuda":
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+    except ImportError:  # pragma: no cover - not on Linux
+        return None
+
+
+def _trainer(
+    model: Any,
+    base: Base,
+    cfg: TrainConfig,
+    packs: list[Any],
+    val_packs: list[Any],
+    run_dir: Path,
+    max_steps: int,
+    total_steps: int,
+    checkpointing: bool,
+) -> Any:
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    train_ds = datasets.Dataset.from_list([p.__dict__ for p in packs])
+    val_ds = datasets.Dataset.from_list([p.__dict__ for p in val_packs]) if val_packs else None
+    evaluate = val_ds is not None
+    args = SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=1,
+        per_device_eval_batch_size=1,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=math.ceil(total_steps * cfg.warmup_ratio),
+        num_train_epochs=cfg.epochs,
+        max_steps=max_steps,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=bool(evaluate and cfg.early_stopping_patience),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=cfg.report_to,
+        bf16=cuda,
+        gradient_checkpointing=checkpointing,
+        optim="paged_adamw_8bit" if cuda and cfg.quantize else "adamw_torch",
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    peft_config = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    callbacks: list[TrainerCallback] = (
+        [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)]
+        if evaluate and cfg.early_stopping_patience
+        else []
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=collate,
+        peft_config=peft_config,
+        processing_class=base.tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def write_release(
+    run_dir: Path,
+    summary: dict[str, Any],
+    cfg: TrainConfig,
+    base: Base,
+    manifest: dict[str, Any],
+    store: Store,
+    merge: dict[str, Any] | None = None,
+) -> None:
+    """release.yaml: what was trained, on what, how well, and how to roll it back."""
+    import yaml
+
+    adapter_cfg = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    modules = adapter_cfg.get("target_modules")
+    packet = {
+        "run_id": summary["run_id"],
+        "adapter": str(run_dir / "adapter"),
+        "base_model": base.name,
+        "base_revision": _weights_sha256(base.folder),
+        "tokenizer_sha256": base.tokenizer_sha256,
+        "chat_template_sha256": base.template_sha256,
+        "quantized": cfg.quantize,
+        "target_modules": sorted(modules) if isinstance(modules, list) else modules,
+        "rank": cfg.r,
+        "alpha": cfg.alpha,
+        "dataset_manifest": summary["manifest"],
+        "eval": {
+            "validation_loss_before": summary["eval_loss_before"],
+            "validation_loss_after": summary["eval_loss_after"],
+            "train_loss": summary["train_loss"],
+            "steps": summary["steps"],
+        },
+        "packing": summary["packing"],
+        "merge_check": merge or "not run (curate merge " + summary["run_id"] + ")",
+        "rollback": (
+            f"serve the base model {base.name} without this adapter, or the previous "
+            f"release's adapter; rebuild this one with: curate train {summary['manifest'][:12]} "
+            f"--base {base.name} --store {store.root}"
+        ),
+        "settings": cfg.model_dump(),
+    }
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    atomic_write(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode("utf-8"))
