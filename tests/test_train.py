@@ -137,3 +137,182 @@ def test_best_fit_decreasing_packs_whole_set():
     assert pack_bfd(np.array([7, 5, 3, 2]), 10) == [[0, 2], [1, 3]]
     with pytest.raises(ValueError, match="does not fit"):
         pack_bfd(np.array([11]), 10)
+
+
+FORMAT = r"^COLOR<[a-z]+>END$"
+
+
+def format_rate(folder: Path, prompts: list[str]) -> float:
+    """Share of greedy answers in the planted format, from a full model folder."""
+    import re
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    hits = 0
+    for p in prompts:
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, return_tensors="pt"
+        )
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=12, do_sample=False)
+        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        hits += bool(re.match(FORMAT, text))
+    return hits / len(prompts)
+
+
+HELD_OUT = [f"What colour is {thing} #{1000 + i}?" for i, thing in enumerate(COLORS)]
+
+
+def _train(tmp_path, smol, **settings):
+    from curate.manifests.store import Store
+    from curate.train.config import TrainConfig
+    from curate.train.run import train
+
+    b = manifest_with_tokens(tmp_path, smol, format_rows(240), validation=0.1)
+    cfg = TrainConfig(base_model=str(smol), **settings)
+    store = Store(tmp_path / ".store")
+    return b, store, train(b.id, cfg, store, show_progress=False)
+
+
+@pytest.mark.slow
+def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol):
+    import yaml
+
+    from curate.train.merge import merge_run
+
+    b, store, run = _train(
+        tmp_path,
+        smol,
+        quantize=False,
+        batch_tokens=256,
+        max_steps=24,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        eval_steps=12,
+        save_steps=12,
+    )
+    assert run["steps"] == 24 and run["manifest"] == b.id
+    assert run["eval_loss_after"] < 0.5 * run["eval_loss_before"]
+    assert run["packing"]["examples"] == b.manifest["splits"]["train"]["rows"]
+    assert run["packing"]["tokens"] == b.manifest["splits"]["train"]["tokens"]
+    assert run["packing"]["efficiency"] > 0.8
+    folder = Path(run["run_dir"])
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == list(range(1, 25))
+    assert (folder / "adapter" / "adapter_config.json").is_file()
+    assert not (folder / "checkpoints").exists()
+    report = merge_run(folder, store)
+    assert report["max_logit_diff"] < 1e-3 and report["greedy_agreement"] == 1.0
+    assert report["vs_trained_4bit"] is None
+    packet = yaml.safe_load((folder / "release.yaml").read_text())
+    assert packet["dataset_manifest"] == b.id and packet["rank"] == 16
+    assert packet["tokenizer_sha256"] == b.manifest["tokenizer"]["sha256"]
+    assert packet["chat_template_sha256"] == b.manifest["tokenizer"]["chat_template_sha256"]
+    assert packet["merge_check"]["greedy_agreement"] == 1.0
+    assert "curate train" in packet["rollback"]
+    assert set(packet["target_modules"]) >= {"q_proj", "v_proj", "down_proj"}
+    # the model learned the format: none of the base's answers have it, most now do
+    assert format_rate(smol, HELD_OUT) == 0.0
+    assert format_rate(Path(report["merged"]), HELD_OUT) >= 0.8
+
+
+@pytest.mark.slow
+def test_qlora_4bit_path_on_cpu_trains_and_merges_into_the_dequantized_base(tmp_path, smol):
+    from curate.train.merge import merge_run
+
+    _, store, run = _train(
+        tmp_path,
+        smol,
+        quantize=True,
+        batch_tokens=256,
+        max_steps=8,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+    )
+    assert run["quantized"] and run["eval_loss_after"] < run["eval_loss_before"]
+    report = merge_run(Path(run["run_dir"]), store)
+    assert report["dequantized_from_nf4"]
+    assert report["max_logit_diff"] < 1e-3 and report["greedy_agreement"] == 1.0
+    # Against the 4-bit model as trained (bf16 compute) the merge is close, not exact; a
+    # naive merge into the original fp32 weights is further off: that is why curate merges
+    # into the dequantized NF4 weights.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from curate.train.merge import _compare, _prompts, _run
+    from curate.train.model import load_model
+
+    folder = Path(run["run_dir"])
+    prompts = _prompts(run["manifest"], store)
+    trained = PeftModel.from_pretrained(load_model(smol, quantize=True), str(folder / "adapter"))
+    trained_logits, trained_greedy = _run(trained.eval(), prompts)
+    fp32 = AutoModelForCausalLM.from_pretrained(str(smol), dtype=torch.float32)
+    naive = PeftModel.from_pretrained(fp32, str(folder / "adapter")).merge_and_unload().eval()
+    naive_logits, naive_greedy = _run(naive, prompts)
+    naive_diff, _ = _compare(trained_logits, naive_logits, trained_greedy, naive_greedy)
+    assert report["vs_trained_4bit"]["max_logit_diff"] < naive_diff
+
+
+@pytest.mark.slow
+def test_guard_refuses_another_tokenizer_or_template_and_untokenized_manifests(tmp_path, smol, cli):
+    import shutil
+
+    b = manifest_with_tokens(tmp_path, smol, format_rows(20))
+    store = str(tmp_path / ".store")
+    other = tmp_path / "other-model"
+    shutil.copytree(smol, other)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(other))
+    tok.add_tokens(["<planted>"])
+    tok.save_pretrained(str(other))
+    r = cli("train", b.id, "--store", store, "--base", str(other), "--no-quantize")
+    assert r.code == 2 and "its tokenizer differs" in r.err, r.err
+    (tmp_path / "tpl.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    r = cli(
+        "train",
+        b.id,
+        "--store",
+        store,
+        "--base",
+        str(smol),
+        "--chat-template",
+        str(tmp_path / "tpl.jinja"),
+    )
+    assert r.code == 2 and "chat template differs" in r.err, r.err
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_jsonl(plain / "a.jsonl", format_rows(5))
+    cfg = write_config(plain, [{"name": "a", "path": "a.jsonl"}])
+    nb = build(cfg, store=tmp_path / ".store")
+    r = cli("train", nb.id, "--store", store, "--base", str(smol))
+    assert r.code == 2 and "built without a [tokenizer]" in r.err, r.err
+
+
+@pytest.mark.slow
+def test_smoke_runs_save_load_merge_generate(tmp_path, smol, cli):
+    b = manifest_with_tokens(tmp_path, smol, format_rows(200))
+    r = cli(
+        "train",
+        b.id,
+        "--store",
+        str(tmp_path / ".store"),
+        "--base",
+        str(smol),
+        "--no-quantize",
+        "--smoke",
+        "--batch-tokens",
+        "128",
+        "--json",
+    )
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["steps"] == 100 and out["packing"]["examples"] == 20  # 10% of the rows
+    merge = out["merge"]
+    assert Path(merge["merged"], "config.json").is_file()
+    assert merge["greedy_agreement"] == 1.0 and merge["greedy_sample_ids"]

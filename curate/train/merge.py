@@ -29,7 +29,8 @@ def _prompts(manifest_id: str, store: Store) -> list[list[int]]:
     from curate.train.data import IGNORE, read_examples
 
     manifest = Manifest(manifest_id, store.read_manifest(manifest_id), store)
-    split = "validation" if "validation" in manifest.split_names() else "train"
+    splits = manifest.data["splits"]
+    split = "validation" if splits.get("validation", {}).get("rows") else "train"
     ex = read_examples(manifest.shard_paths(split))
     prompts = []
     for i in range(min(len(ex), PROMPTS)):
@@ -75,6 +76,21 @@ def _run(model: Any, prompts: list[list[int]]) -> tuple[list[Any], list[list[int
     return logits, greedy
 
 
+def _compare(
+    logits_a: list[Any], logits_b: list[Any], greedy_a: list[list[int]], greedy_b: list[list[int]]
+) -> tuple[float, float]:
+    """(largest logit difference, share of greedy tokens that agree)."""
+    diff = max(
+        (float((a - b).abs().max()) for a, b in zip(logits_a, logits_b, strict=True)), default=0.0
+    )
+    same = sum(
+        sum(x == y for x, y in zip(a, b, strict=False))
+        for a, b in zip(greedy_a, greedy_b, strict=True)
+    )
+    total = sum(max(len(a), len(b)) for a, b in zip(greedy_a, greedy_b, strict=True))
+    return diff, same / total if total else 1.0
+
+
 def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
     import torch
     import yaml
@@ -94,15 +110,18 @@ def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
     merged = model.merge_and_unload()
     merged.eval()
     after_logits, after_greedy = _run(merged, prompts)
-    diff = max(
-        (float((a - b).abs().max()) for a, b in zip(before_logits, after_logits, strict=True)),
-        default=0.0,
-    )
-    same = sum(
-        sum(x == y for x, y in zip(a, b, strict=False))
-        for a, b in zip(before_greedy, after_greedy, strict=True)
-    )
-    total = sum(max(len(a), len(b)) for a, b in zip(before_greedy, after_greedy, strict=True))
+    diff, agreement = _compare(before_logits, after_logits, before_greedy, after_greedy)
+    vs_trained: tuple[float, float] | None = None
+    if settings["quantize"]:  # against what training ran: the 4-bit base + the adapter
+        from curate.train.model import load_model
+
+        trained = PeftModel.from_pretrained(
+            load_model(folder, quantize=True), str(run_dir / "adapter")
+        )
+        trained.eval()
+        trained_logits, trained_greedy = _run(trained, prompts)
+        vs_trained = _compare(trained_logits, after_logits, trained_greedy, after_greedy)
+        del trained
     target = run_dir / "merged"
     merged.save_pretrained(str(target))
     tokenizer_dir = run_dir / "tokenizer"
@@ -115,7 +134,11 @@ def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
         "dequantized_from_nf4": bool(settings["quantize"]),
         "prompts": len(prompts),
         "max_logit_diff": diff,
-        "greedy_agreement": same / total if total else 1.0,
+        "greedy_agreement": agreement,
+        # merged (fp32) against the model as trained (NF4 base, bf16 compute, + adapter)
+        "vs_trained_4bit": None
+        if vs_trained is None
+        else {"max_logit_diff": vs_trained[0], "greedy_agreement": vs_trained[1]},
         "greedy_sample_ids": sample,
     }
     packet = yaml.safe_load((run_dir / "release.yaml").read_text())

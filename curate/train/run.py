@@ -213,22 +213,25 @@ def train(
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
 
-    max_length = int(manifest.data["tokenizer"].get("max_length") or 0)
-    if max_length > cfg.batch_tokens:
-        raise UserError(
-            f"batch_tokens {cfg.batch_tokens} is smaller than the manifest's max_length "
-            f"{max_length}: a row could not fit in a pack"
-        )
     train_ex = read_examples(manifest.shard_paths("train"))
     val_ex = (
         read_examples(manifest.shard_paths("validation"))
-        if "validation" in manifest.split_names()
+        if manifest.data["splits"].get("validation", {}).get("rows")
         else None
     )
     if smoke:
         train_ex = _subsample(train_ex, 0.1, cfg.seed)
     if len(train_ex) == 0:
         raise UserError(f"manifest {mid[:12]} has no training rows")
+    longest = max(
+        int(train_ex.lengths.max()),
+        int(val_ex.lengths.max()) if val_ex is not None and len(val_ex) else 0,
+    )
+    if longest > cfg.batch_tokens:
+        raise UserError(
+            f"batch_tokens {cfg.batch_tokens} is smaller than the longest row ({longest} tokens): "
+            "rows are never cut, so a pack must hold the longest one"
+        )
     packs, packing = build_packs(train_ex, cfg.batch_tokens)
     val_packs = (
         build_packs(val_ex, cfg.batch_tokens)[0] if val_ex is not None and len(val_ex) else []
