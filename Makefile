@@ -31,6 +31,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/contamination.py
 
 clean:
 	rm -rf $(VENV) .curate examples/.curate examples/data
