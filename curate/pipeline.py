@@ -41,9 +41,10 @@ from curate.manifests.manifest import (
     validation_report,
 )
 from curate.manifests.store import Store
-from curate.mixers.split import SPLIT_NAMES, assign_splits, output_positions
+from curate.mixers.split import assign_splits, output_positions
 from curate.mixers.weights import not_sampled_detail, plan_mixture
 from curate.progress import Progress
+from curate.rows import SPLIT_NAMES
 from curate.sources import BlockTask, FileScan, plan_blocks, scan_file, scratch_dir
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 from curate.validators.pii import PiiStep

@@ -204,7 +204,11 @@ def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol):
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m] == list(range(1, 25))
     assert (folder / "adapter" / "adapter_config.json").is_file()
-    assert not (folder / "checkpoints").exists()
+    # rolling checkpoints (every 12 steps, the last 3 kept)
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+        "checkpoint-12",
+        "checkpoint-24",
+    ]
     report = merge_run(folder, store)
     assert report["max_logit_diff"] < 1e-3 and report["greedy_agreement"] == 1.0
     assert report["vs_trained_4bit"] is None

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from curate import __version__
 from curate.config import MixtureConfig
 from curate.manifests.store import Store
-from curate.mixers.split import SPLIT_NAMES
+from curate.rows import SPLIT_NAMES
 from curate.validators.target import Target
+
+if TYPE_CHECKING:
+    import polars as pl
 
 MANIFEST_SCHEMA = "curate.manifest/1"
 
@@ -28,6 +30,8 @@ def stage_entry(
     name: str, fingerprint: str, params: dict[str, Any], state: pl.DataFrame, stage: str
 ) -> dict[str, Any]:
     """Rows in/out and rejections by reason of one stage, read off the build's state."""
+    import polars as pl
+
     mine = state.filter(pl.col("stage") == stage)
     rejected = {r: int(n) for r, n in mine.group_by("reason").len().sort("reason").iter_rows()}
     alive_after = int(state["reason"].is_null().sum())
@@ -54,6 +58,8 @@ def assemble(
     validation: dict[str, Any] | None = None,
     contamination: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    import polars as pl
+
     tokens = token_report(state, config) if target is not None else None
     sources = []
     for rank, src in enumerate(config.sources):
@@ -142,6 +148,8 @@ def tokenizer_entry(config: MixtureConfig, target: Target | None) -> dict[str, A
 
 def straddling_turns(state: pl.DataFrame) -> int:
     """Kept rows' assistant turns whose first token starts in the prompt (see TemplateStep)."""
+    import polars as pl
+
     if "straddles" not in state.columns:
         return 0
     return int(state.filter(pl.col("copies") > 0)["straddles"].fill_null(0).sum())
@@ -156,6 +164,8 @@ def _percentiles(values: np.ndarray) -> dict[str, int]:
 
 def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
     """Tokens per source and split: totals with repeats, per-row percentiles, truncation."""
+    import polars as pl
+
     if "n_tokens" not in state.columns:
         state = state.with_columns(
             pl.lit(None, pl.Int32).alias(c) for c in ("n_tokens", "n_trained", "tokens_cut")
@@ -197,6 +207,8 @@ def contamination_report(
     state: pl.DataFrame, config: MixtureConfig, steps: list[Any]
 ) -> dict[str, Any]:
     """Per eval set: items, how many leaked, and from which sources (rows)."""
+    import polars as pl
+
     step = next((s for s in steps if getattr(s, "name", None) == "contamination"), None)
     if step is None:
         return {}
@@ -230,6 +242,8 @@ def validation_report(
     `blocks` are the build's block files (the latest of each block), read for the text of
     the most common system prompts.
     """
+    import polars as pl
+
     from curate.engines.passes import read_ipc
 
     kept = state.filter(pl.col("copies") > 0)

@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 from curate.hashing import sha256_hex
 
 TRAIN, VALIDATION = 0, 1
-SPLIT_NAMES = ("train", "validation")
 
 
 def assign_splits(

@@ -275,7 +275,6 @@ def train(
     after = trainer.evaluate()["eval_loss"] if val_packs else None
     trainer.model.save_pretrained(str(run_dir / "adapter"))
     base.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     tokens = sum(tokens_per_step[: result.global_step])
     summary = {
         "run_id": rid,
