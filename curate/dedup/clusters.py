@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
+import pyarrow as pa
+
+from curate.steps import Verdicts
 
 
 def clusters(n: int, edges: np.ndarray) -> np.ndarray:
@@ -43,3 +49,27 @@ def keepers(
     )
     dropped = ordered.join(keeper, on="label").filter(pl.col("pos") != pl.col("keeper"))
     return dropped["pos"].to_numpy(), dropped["keeper"].to_numpy()
+
+
+def duplicate_verdicts(
+    keys: pa.Table,
+    label: np.ndarray,
+    reason: str,
+    measure: str,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> Verdicts:
+    """Reject all but the kept row of each cluster, with `duplicate_of`, `cluster` and the
+    similarity to the kept row (`measure`: `score(dropped rows, kept rows)`, 4 decimals)."""
+    rows, kept = keepers(
+        label, keys.column("source_rank").to_numpy(), keys.column("answer_chars").to_numpy()
+    )
+    values = score(rows, kept)
+    ids = keys.column("id").to_pylist()
+    details = [
+        json.dumps(
+            {"duplicate_of": ids[k], "cluster": ids[k], measure: round(float(v), 4)},
+            sort_keys=True,
+        )
+        for k, v in zip(kept.tolist(), values.tolist(), strict=True)
+    ]
+    return Verdicts.reject(len(label), rows, reason, pa.array(details, pa.string()))

@@ -17,7 +17,6 @@ the longer answer, then input order; the others go to the ledger as `near_duplic
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dedup.clusters import clusters, keepers
+from curate.dedup.clusters import clusters, duplicate_verdicts
 from curate.dedup.shingles import answer_chars, mix64, ngram_hashes, row_text, sorted_unique, words
 from curate.steps import GlobalStep, Verdicts
 
@@ -244,16 +243,10 @@ class NearDedup(GlobalStep):
         if len(edges) == 0:
             return Verdicts.keep_all(n)
         label = clusters(n, edges)
-        rows, kept = keepers(
-            label, keys.column("source_rank").to_numpy(), keys.column("answer_chars").to_numpy()
+        return duplicate_verdicts(
+            keys,
+            label,
+            "near_duplicate",
+            "jaccard",
+            lambda rows, kept: jaccard(shingles, np.stack([rows, kept], axis=1)),
         )
-        sim = jaccard(shingles, np.stack([rows, kept], axis=1))
-        ids = keys.column("id").to_pylist()
-        details = [
-            json.dumps(
-                {"duplicate_of": ids[k], "cluster": ids[k], "jaccard": round(float(s), 4)},
-                sort_keys=True,
-            )
-            for k, s in zip(kept.tolist(), sim.tolist(), strict=True)
-        ]
-        return Verdicts.reject(n, rows, "near_duplicate", pa.array(details, pa.string()))

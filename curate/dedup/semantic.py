@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dedup.clusters import clusters, keepers
+from curate.dedup.clusters import clusters, duplicate_verdicts
 from curate.dedup.shingles import answer_chars, row_text
 from curate.errors import UserError
 from curate.hashing import sha256_hex
@@ -297,19 +297,15 @@ class SemanticDedup(GlobalStep):
         if len(pairs) == 0:
             return Verdicts.keep_all(n)
         label = clusters(n, pairs)
-        rows, kept = keepers(
-            label, keys.column("source_rank").to_numpy(), keys.column("answer_chars").to_numpy()
+        return duplicate_verdicts(
+            keys,
+            label,
+            "semantic_duplicate",
+            "cosine",
+            lambda rows, kept: np.round(
+                np.einsum("ij,ij->i", vectors[rows], vectors[kept]), COSINE_DECIMALS
+            ),
         )
-        cosine = np.round(np.einsum("ij,ij->i", vectors[rows], vectors[kept]), COSINE_DECIMALS)
-        ids = keys.column("id").to_pylist()
-        details = [
-            json.dumps(
-                {"duplicate_of": ids[k], "cluster": ids[k], "cosine": round(float(c), 4)},
-                sort_keys=True,
-            )
-            for k, c in zip(kept.tolist(), cosine.tolist(), strict=True)
-        ]
-        return Verdicts.reject(n, rows, "semantic_duplicate", pa.array(details, pa.string()))
 
 
 def similar_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
