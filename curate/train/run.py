@@ -148,7 +148,9 @@ class _Reporter:
         self.done_tokens = 0
         self.loss: float | None = None
         self.bar: Any = None
-        if show:
+        from curate.progress import is_interactive
+
+        if show and is_interactive():  # else plain lines (not a TTY, or CI=true)
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self.bar = Progress(
@@ -168,7 +170,7 @@ class _Reporter:
         stats = f"{rate:,.0f} tok/s" + (f" loss {self.loss:.4f}" if self.loss is not None else "")
         if self.bar is not None:
             self.bar.update(self.task, completed=step, stats=stats)
-        elif step % max(1, self.total // 10) == 0 or step == self.total:
+        elif self.show and (step % max(1, self.total // 10) == 0 or step == self.total):
             print(f"train: {step}/{self.total} {stats}", file=sys.stderr)
 
     def log(self, step: int, logs: dict[str, Any]) -> None:
