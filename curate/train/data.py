@@ -44,20 +44,12 @@ class Examples:
         return self.ids[a:b], self.labels[a:b]
 
     def subset(self, rows: np.ndarray) -> Examples:
-        parts_ids, parts_labels = [], []
-        for i in rows.tolist():
-            ids, labels = self.row(i)
-            parts_ids.append(ids)
-            parts_labels.append(labels)
+        """The rows `rows`, in that order (one gather, no loop per row)."""
         lengths = self.lengths[rows]
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        empty = np.zeros(0, dtype=np.int64)
-        return Examples(
-            np.concatenate(parts_ids) if parts_ids else empty,
-            np.concatenate(parts_labels) if parts_labels else empty,
-            offsets,
-        )
+        at = np.repeat(self.offsets[:-1][rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Examples(self.ids[at], self.labels[at], offsets)
 
 
 def read_examples(shards: list[Path]) -> Examples:
@@ -149,26 +141,28 @@ def build_packs(examples: Examples, capacity: int) -> tuple[list[Pack], dict[str
     """Packs of the examples, and the packing report (efficiency = real tokens / slots)."""
     lengths = examples.lengths
     packs = pack_bfd(lengths, capacity)
-    out = []
-    for members in packs:
-        rows = np.sort(np.asarray(members, dtype=np.int64))  # input order inside a pack
-        ids, labels, positions = [], [], []
-        for i in rows.tolist():
-            x, y = examples.row(i)
-            y = y.copy()
-            if len(y):
-                y[0] = IGNORE  # never predicted across the example boundary
-            ids.append(x)
-            labels.append(y)
-            positions.append(np.arange(len(x)))
-        out.append(
-            Pack(
-                np.concatenate(ids).tolist(),
-                np.concatenate(labels).tolist(),
-                np.concatenate(positions).tolist(),
-                len(rows),
-            )
+    # every pack's rows in input order, all packs back to back: one gather of the tokens
+    order = (
+        np.concatenate([np.sort(np.asarray(p, dtype=np.int64)) for p in packs])
+        if packs
+        else np.zeros(0, np.int64)
+    )
+    flat = examples.subset(order)
+    positions = np.arange(len(flat.ids)) - np.repeat(flat.offsets[:-1], flat.lengths)
+    labels = flat.labels.copy()
+    labels[flat.offsets[:-1][flat.lengths > 0]] = IGNORE  # never predicted across examples
+    ends = np.cumsum([len(p) for p in packs])
+    cuts = flat.offsets[ends[:-1]] if len(packs) > 1 else np.zeros(0, np.int64)
+    out = [
+        Pack(i.tolist(), y.tolist(), q.tolist(), len(p))
+        for i, y, q, p in zip(
+            np.split(flat.ids, cuts),
+            np.split(labels, cuts),
+            np.split(positions, cuts),
+            packs,
+            strict=True,
         )
+    ]
     tokens = int(lengths.sum())
     report = {
         "examples": len(examples),
