@@ -18,7 +18,7 @@ import typer
 
 app = typer.Typer(
     name="curate",
-    help="Versioned, content-hashed fine-tuning mixtures: build, inspect, review, export.",
+    help="Versioned, content-hashed fine-tuning mixtures: build, inspect, review, export, train.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
