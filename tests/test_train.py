@@ -205,7 +205,7 @@ def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol):
     assert [m["step"] for m in metrics if "loss" in m] == list(range(1, 25))
     assert (folder / "adapter" / "adapter_config.json").is_file()
     # rolling checkpoints (every 12 steps, the last 3 kept)
-    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+    assert sorted(p.name for p in (folder / "checkpoints").glob("checkpoint-*")) == [
         "checkpoint-12",
         "checkpoint-24",
     ]
