@@ -320,3 +320,15 @@ def test_smoke_runs_save_load_merge_generate(tmp_path, smol, cli):
     merge = out["merge"]
     assert Path(merge["merged"], "config.json").is_file()
     assert merge["greedy_agreement"] == 1.0 and merge["greedy_sample_ids"]
+
+
+def test_bad_train_toml_and_unknown_run_are_user_errors(tmp_path, cli):
+    bad = tmp_path / "train.toml"
+    bad.write_text('r = -4\nlearning_rat = 0.1\ngradient_checkpointing = "sometimes"\n')
+    r = cli("train", "0123456789ab", "--config", str(bad), "--store", str(tmp_path / "s"))
+    assert r.code == 2, r.err
+    assert str(bad) in r.err and "3 problems" in r.err
+    for key in ("r:", "learning_rat:", "gradient_checkpointing"):
+        assert key in r.err
+    r = cli("merge", "no-such-run", "--store", str(tmp_path / "s"))
+    assert r.code == 2 and "not a curate run folder" in r.err

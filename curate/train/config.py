@@ -66,8 +66,12 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
     try:
         return TrainConfig(**raw)
     except ValidationError as exc:
-        problems = [
-            Problem(".".join(str(p) for p in err["loc"]), err["msg"], err.get("input"), file)
-            for err in exc.errors()
-        ]
+        # one problem per key (a union type reports each alternative: joined)
+        found: dict[str, tuple[list[str], Any]] = {}
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "train"
+            messages, _ = found.setdefault(key, ([], err.get("input")))
+            if err["msg"] not in messages:
+                messages.append(err["msg"])
+        problems = [Problem(k, " or ".join(m), v) for k, (m, v) in found.items()]
         raise ConfigError(problems, file) from exc
