@@ -130,7 +130,12 @@ def build_steps(
 
         sets = [load_eval(ev.name, config.base_dir / ev.path, ev.fields) for ev in config.evals]
         steps.append(
-            ContaminationStep(sets, config.contamination.ngram, config.contamination.threshold)
+            ContaminationStep(
+                sets,
+                config.contamination.ngram,
+                config.contamination.threshold,
+                str(store.root / "cache" / "contamination") if store is not None else None,
+            )
         )
     if target is not None and config.tokenizer is not None:
         assert target.probe is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import unicodedata
@@ -243,3 +244,36 @@ def test_words_normalization():
         [],
         ["full", "width"],
     ]
+
+
+def test_contamination_index_is_stored_once_and_read_memory_mapped(tmp_path):
+    import pickle
+
+    import pyarrow as pa
+
+    from curate.contamination.index import ContaminationStep, EvalSet
+    from curate.rows import MESSAGES
+
+    rng = random.Random(3)
+    items = [sentence(rng, 30) for _ in range(2000)]
+    ev = EvalSet("toy", [f"item-{i}" for i in range(len(items))], items, 0)
+    plain = ContaminationStep([ev], 13, 0.5)
+    stored = ContaminationStep([ev], 13, 0.5, str(tmp_path / "cache"))
+    # what every task carries: the whole index, or a folder name
+    assert len(pickle.dumps(stored)) < 5_000 < 100 * 1024 < len(pickle.dumps(plain))
+    copy = pickle.loads(pickle.dumps(stored))
+    rows = [[{"role": "user", "content": sentence(rng, 40)}] for _ in range(50)]
+    rows += [[{"role": "user", "content": "Question: " + items[i].upper()}] for i in (7, 900)]
+    n = len(rows)
+    batch = pa.table(
+        {
+            "messages": pa.array(rows, MESSAGES),
+            "chosen": pa.nulls(n, MESSAGES),
+            "text": pa.nulls(n, pa.string()),
+        }
+    )
+    want, got = plain(batch), copy(batch)
+    assert want.rows.tolist() == got.rows.tolist() == [50, 51]
+    assert want.detail.to_pylist() == got.detail.to_pylist()
+    assert [json.loads(d)["eval_id"] for d in got.detail.to_pylist()] == ["item-7", "item-900"]
+    assert plain.params() == copy.params()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +100,16 @@ class ContaminationStep(RowStep):
     stage = "contamination"
     version = "1"
 
-    def __init__(self, evals: list[EvalSet], ngram: int = 13, threshold: float = 0.5):
+    def __init__(
+        self,
+        evals: list[EvalSet],
+        ngram: int = 13,
+        threshold: float = 0.5,
+        cache_dir: str | None = None,
+    ):
         self.ngram, self.threshold = ngram, threshold
+        self._index_dir: str | None = None
+        self._frames: dict[int, pl.DataFrame] | None = None
         self.sets = [e.name for e in evals]
         hashes, items, sizes, totals = [], [], [], []
         self.item_set: list[int] = []
@@ -136,6 +146,65 @@ class ContaminationStep(RowStep):
         self.items = np.concatenate(items) if items else np.zeros(0, np.int32)
         self.sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int16)
         self.totals = np.asarray(totals, dtype=np.int64)
+        if cache_dir is not None and len(self.hashes):
+            self._store_index(Path(cache_dir))
+
+    # The index (n-gram hashes, their items, the items' ids and texts) can be large: with a
+    # cache folder it is written there once and read memory-mapped by each worker, instead
+    # of being pickled into every task.
+    _ARRAYS = ("hashes", "items", "sizes", "totals", "item_set")
+    _LARGE = (*_ARRAYS, "item_id", "item_text")
+
+    def _store_index(self, cache: Path) -> None:
+        folder = cache / _digest(self.hashes, self.items)[:32]
+        if not (folder / "done").exists():
+            tmp = cache / f".{folder.name}.{os.getpid()}.tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
+            for name in self._ARRAYS:
+                np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)))
+            table = pa.table({"id": self.item_id, "text": self.item_text})
+            with (
+                pa.OSFile(str(tmp / "items.arrow"), "wb") as sink,
+                pa.ipc.new_file(sink, table.schema) as writer,
+            ):
+                writer.write_table(table)
+            (tmp / "done").write_text("")
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another build stored the same index first
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._index_dir = str(folder)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_frames"] = None
+        if self._index_dir is not None:
+            for name in self._LARGE:
+                state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._index_dir is not None and "hashes" not in state:
+            folder = Path(self._index_dir)
+            for name in self._ARRAYS:
+                setattr(self, name, np.load(folder / f"{name}.npy", mmap_mode="r"))
+            with pa.memory_map(str(folder / "items.arrow")) as source:
+                table = pa.ipc.open_file(source).read_all()
+            self.item_id = table.column("id").combine_chunks()
+            self.item_text = table.column("text").combine_chunks()
+
+    def _index(self) -> dict[int, pl.DataFrame]:
+        """The index as one polars frame per n-gram size, built once per process."""
+        if self._frames is None:
+            sizes = np.asarray(self.sizes)
+            self._frames = {}
+            for size in sorted_unique(sizes).tolist():
+                pick = sizes == size
+                self._frames[int(size)] = pl.DataFrame(
+                    {"h": np.asarray(self.hashes)[pick], "item": np.asarray(self.items)[pick]}
+                )
+        return self._frames
 
     def params(self) -> dict[str, Any]:
         return {
@@ -165,10 +234,8 @@ class ContaminationStep(RowStep):
         text = row_text(batch, ("system", "user", "assistant", "tool"))
         word_hash, offsets, flat_words = words(text)
         found = []
-        for size in np.unique(self.sizes).tolist():
-            h, owner, start = ngram_hashes(word_hash, offsets, int(size), short=False)
-            pick = self.sizes == size
-            index = pl.DataFrame({"h": self.hashes[pick], "item": self.items[pick]})
+        for size, index in self._index().items():
+            h, owner, start = ngram_hashes(word_hash, offsets, size, short=False)
             rows = pl.DataFrame(
                 {"h": h, "row": owner, "start": start, "size": np.full(len(h), size)}
             )
@@ -201,13 +268,18 @@ class ContaminationStep(RowStep):
             details.append(
                 {
                     "eval_set": self.sets[self.item_set[item]],
-                    "eval_id": self.item_id[item],
+                    "eval_id": _text(self.item_id[item]),
                     "overlap": round(float(overlap), 4),
                     "match": span[:300],
-                    "item": self.item_text[item],
+                    "item": _text(self.item_text[item]),
                 }
             )
         return leaks["row"].to_numpy().astype(np.int64), details
+
+
+def _text(value: Any) -> str:
+    """An item's id or text: a str, or an Arrow scalar once the index is memory-mapped."""
+    return value if isinstance(value, str) else value.as_py()
 
 
 def _digest(hashes: np.ndarray, items: np.ndarray) -> str:
