@@ -205,7 +205,7 @@ def run_curate(table: pa.Table, workers: int = 1) -> tuple[float, int, set[tuple
     """curate's near-dup step: keys per block (in `workers` processes), then resolve."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from curate.dedup.minhash import NearDedup, candidate_pairs, jaccard
+    from curate.dedup.minhash import NearDedup, band_buckets, candidate_pairs, jaccard
 
     step = NearDedup(THRESHOLD, NUM_PERM, NGRAM)
     n = table.num_rows
@@ -228,7 +228,7 @@ def run_curate(table: pa.Table, workers: int = 1) -> tuple[float, int, set[tuple
     sig = keys.column("minhash").combine_chunks().flatten().to_numpy().reshape(n, NUM_PERM)
     shingles = keys.column("shingles").combine_chunks()
     usable = np.diff(shingles.offsets.to_numpy()) > 0
-    pairs = candidate_pairs(sig, usable, step.bands, step.rows)
+    pairs = candidate_pairs(band_buckets(sig, usable, step.bands, step.rows), n)
     sims = jaccard(shingles, pairs)
     found = {(int(a), int(b)) for a, b in pairs[sims >= THRESHOLD]}
     return seconds, len(verdicts.rows), found

@@ -124,42 +124,46 @@ def near_keys(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
     )
 
 
-def candidate_pairs(
-    sig: np.ndarray,
-    usable: np.ndarray,
-    bands: int,
-    rows: int,
-    window: int = WINDOW,
-    first: int = 1,
-) -> np.ndarray:
-    """Pairs (i < j) of rows sharing a whole band, deduplicated.
-
-    In each band, rows are sorted by the band's hash (then input order) and every row is
-    paired with the rows `first`..`window` places after it in its bucket: all pairs of
-    buckets up to `window` + 1 rows, a band of overlapping chains in larger ones, so that
-    one row of a big bucket that fails verification does not cut the chain between two true
-    duplicates.
-    """
+def band_buckets(
+    sig: np.ndarray, usable: np.ndarray, bands: int, rows: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per band: the usable rows sorted by the band's hash (then input order), and the
+    sorted hashes (rows with equal hashes, adjacent, form a bucket)."""
     idx = np.nonzero(usable)[0]
-    pairs = []
+    out = []
     with np.errstate(over="ignore"):
         for b in range(bands):
             h = np.zeros(len(idx), dtype=np.uint64)
             for c in range(b * rows, (b + 1) * rows):
                 h = mix64(h * np.uint64(0x100000001B3) + sig[idx, c].astype(np.uint64))
             order = np.argsort(h, kind="stable")
-            hs = h[order]
-            for w in range(first, window + 1):
-                same = hs[w:] == hs[:-w]
-                if not same.any():
-                    break
-                a, z = idx[order[:-w][same]], idx[order[w:][same]]
-                pairs.append(np.stack([np.minimum(a, z), np.maximum(a, z)], axis=1))
+            out.append((idx[order], h[order]))
+    return out
+
+
+def candidate_pairs(
+    buckets: list[tuple[np.ndarray, np.ndarray]], n: int, window: int = WINDOW, first: int = 1
+) -> np.ndarray:
+    """Pairs (i < j) of the n rows sharing a whole band, deduplicated.
+
+    In each band every row is paired with the rows `first`..`window` places after it in its
+    bucket: all pairs of buckets up to `window` + 1 rows, a band of overlapping chains in
+    larger ones, so that one row of a big bucket that fails verification does not cut the
+    chain between two true duplicates.
+    """
+    pairs = []
+    for rows, hs in buckets:
+        for w in range(first, window + 1):
+            same = hs[w:] == hs[:-w]
+            if not same.any():
+                break
+            a, z = rows[:-w][same], rows[w:][same]
+            pairs.append(np.stack([np.minimum(a, z), np.maximum(a, z)], axis=1))
     if not pairs:
         return np.empty((0, 2), dtype=np.int64)
     both = np.concatenate(pairs)
-    packed = sorted_unique(both[:, 0].astype(np.int64) * (len(sig) + 1) + both[:, 1])
-    return np.stack([packed // (len(sig) + 1), packed % (len(sig) + 1)], axis=1)
+    packed = sorted_unique(both[:, 0].astype(np.int64) * (n + 1) + both[:, 1])
+    return np.stack([packed // (n + 1), packed % (n + 1)], axis=1)
 
 
 def jaccard(shingles: pa.ListArray, pairs: np.ndarray) -> np.ndarray:
@@ -223,10 +227,11 @@ class NearDedup(GlobalStep):
         window's pairs, except those whose rows the verified chains already joined: big
         families of duplicates are not verified pair by pair.
         """
-        pairs = candidate_pairs(sig, usable, self.bands, self.rows, window=1)
+        buckets = band_buckets(sig, usable, self.bands, self.rows)
+        pairs = candidate_pairs(buckets, len(sig), window=1)
         edges = pairs[jaccard(shingles, pairs) >= self.threshold]
         if WINDOW > 1:
-            more = candidate_pairs(sig, usable, self.bands, self.rows, window=WINDOW, first=2)
+            more = candidate_pairs(buckets, len(sig), window=WINDOW, first=2)
             if len(more) and len(edges):
                 label = clusters(len(sig), edges)
                 more = more[label[more[:, 0]] != label[more[:, 1]]]
