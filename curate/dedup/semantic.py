@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -169,39 +170,59 @@ def embed(texts: list[str], path: str, batch_size: int = ENCODE_BATCH) -> np.nda
 class EmbeddingCache:
     """Embeddings by text sha256, in Arrow IPC files under one folder per model.
 
-    Files are written once (temp + fsync + rename), named by the sha256 of their keys, and
-    read memory-mapped; a lookup concatenates the keys of every file.
+    Files are written once (temp + fsync + rename) and named by the sha256 of their keys.
+    A build sees the files written before it started (`before`): each process reads them
+    once, at its first lookup (memory-mapped), and keeps the keys sorted by their first 64
+    bits, so a lookup is a binary search of the batch's keys, not a re-read of the folder and
+    a new hash table per task. What the build itself writes serves the next build.
     """
 
-    def __init__(self, folder: Path, dim: int | None = None):
-        self.folder = folder
-        self.dim = dim
+    _LOADED: ClassVar[dict[tuple[str, float], tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]]]
+    _LOADED = {}
 
-    def _tables(self) -> list[pa.Table]:
-        if not self.folder.is_dir():
-            return []
-        tables = []
-        for f in sorted(self.folder.glob("*.arrow")):
-            try:
-                with pa.memory_map(str(f)) as source:
-                    tables.append(pa.ipc.open_file(source).read_all())
-            except (OSError, pa.ArrowInvalid):
-                continue  # a damaged cache file only costs a recomputation
-        return tables
+    def __init__(self, folder: Path, before: float):
+        self.folder = folder
+        self.before = before
+
+    def _index(self) -> tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]:
+        """(sorted key prefixes, their rows, every key, every vector) of the folder."""
+        where = (str(self.folder), self.before)
+        if where not in self._LOADED:
+            tables = []
+            files = sorted(self.folder.glob("*.arrow")) if self.folder.is_dir() else []
+            for f in files:
+                try:
+                    if f.stat().st_mtime >= self.before:
+                        continue
+                    with pa.memory_map(str(f)) as source:
+                        tables.append(pa.ipc.open_file(source).read_all())
+                except (OSError, pa.ArrowInvalid):
+                    continue  # a damaged cache file only costs a recomputation
+            if tables:
+                cached = pa.concat_tables(tables)
+                keys = cached.column("key").combine_chunks()
+                col = cached.column("embedding").combine_chunks()
+                vectors = col.flatten().to_numpy().reshape(-1, col.type.list_size)
+            else:
+                keys, vectors = pa.array([], pa.string()), np.zeros((0, 0), np.float32)
+            prefix = _prefixes(keys)
+            order = np.argsort(prefix, kind="stable")
+            self._LOADED[where] = (prefix[order], order, keys, vectors)
+        return self._LOADED[where]
 
     def lookup(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, their vectors in the order of the found keys)."""
-        tables = self._tables()
-        if not tables:
+        prefix, order, cached, vectors = self._index()
+        if len(prefix) == 0:
             return np.zeros(len(keys), dtype=bool), np.zeros((0, 0), dtype=np.float32)
-        cached = pa.concat_tables(tables)
-        where = pc.index_in(keys, value_set=cached.column("key").combine_chunks())
-        found = where.is_valid().to_numpy(zero_copy_only=False)
-        rows = where.drop_null().to_numpy().astype(np.int64)
-        vec_col = cached.column("embedding").combine_chunks()
-        dim = vec_col.type.list_size
-        vectors = vec_col.flatten().to_numpy().reshape(-1, dim)[rows]
-        return found, vectors
+        mine = _prefixes(keys)
+        at = np.minimum(np.searchsorted(prefix, mine), len(prefix) - 1)
+        rows = order[at]
+        # a prefix match is confirmed on the whole key
+        found = (prefix[at] == mine) & np.asarray(
+            pc.equal(cached.take(pa.array(rows)), keys).to_numpy(zero_copy_only=False)
+        )
+        return found, vectors[rows[found]]
 
     def add(self, keys: pa.Array, vectors: np.ndarray) -> None:
         if len(keys) == 0:
@@ -226,6 +247,11 @@ class EmbeddingCache:
         atomic_write(target, sink.getvalue().to_pybytes())
 
 
+def _prefixes(keys: pa.Array) -> np.ndarray:
+    """The first 64 bits of each hex key, as integers."""
+    return np.array([int(k[:16], 16) for k in keys.to_pylist()], dtype=np.uint64)
+
+
 class SemanticDedup(GlobalStep):
     name = "semantic_dedup"
     stage = "semantic_dedup"
@@ -238,6 +264,7 @@ class SemanticDedup(GlobalStep):
         self.threshold = threshold
         self.model = model
         self.cache_dir = cache_dir  # where the store keeps embeddings (not a parameter)
+        self.started = time.time()  # the cache files this build reads were written before
 
     def params(self) -> dict[str, Any]:
         return {
@@ -255,7 +282,7 @@ class SemanticDedup(GlobalStep):
         keys = sha256_hex(text, 32)
         n = batch.num_rows
         cache = (
-            EmbeddingCache(Path(self.cache_dir) / self.model.sha256[:16])
+            EmbeddingCache(Path(self.cache_dir) / self.model.sha256[:16], self.started)
             if self.cache_dir
             else None
         )

@@ -64,7 +64,9 @@ def read_examples(shards: list[Path]) -> Examples:
     table = pa.concat_tables(tables)
     ids_col = table.column("input_ids").combine_chunks()
     if ids_col.null_count:
-        raise ValueError("rows without input_ids: the manifest was built without a [tokenizer]")
+        from curate.errors import UserError
+
+        raise UserError("rows without input_ids: the manifest was built without a [tokenizer]")
     offsets = np.asarray(ids_col.offsets.to_numpy(), dtype=np.int64)
     offsets = offsets - offsets[0]
     ids = np.asarray(ids_col.values.to_numpy(), dtype=np.int64)[: offsets[-1]]

@@ -92,7 +92,6 @@ def _compare(
 
 
 def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
-    import torch
     import yaml
     from peft import PeftModel
 
@@ -130,7 +129,7 @@ def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
     sample = after_greedy[0] if after_greedy else []  # token ids of the first greedy answer
     report = {
         "merged": str(target),
-        "dtype": str(torch.float32).replace("torch.", ""),
+        "dtype": "float32",
         "dequantized_from_nf4": bool(settings["quantize"]),
         "prompts": len(prompts),
         "max_logit_diff": diff,
