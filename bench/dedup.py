@@ -10,8 +10,9 @@ the threshold.
 Near duplicates, both contenders on one core, in this process, on the same texts:
 - datasketch: `MinHash(num_perm=128).update_batch` over 5-word shingles, `MinHashLSH
   (threshold=0.8)` insert then query of every document;
-- curate: its near-dup step as a build runs it (`keys` over blocks of 16,384 rows:
-  normalization, word hashes, one-permutation MinHash; `resolve`: LSH bands, exact-Jaccard
+- curate: its near-dup step as a build runs it (`keys` over blocks of 16,384 rows read
+  memory-mapped from Arrow IPC files, as a build's workers read them: normalization, word
+  hashes, one-permutation MinHash, band hashes; `resolve`: LSH buckets, exact-Jaccard
   verification, clusters, keep policy).
 Ground truth: every pair with exact Jaccard ≥ 0.8 on the 5-word shingle sets (normalized as
 curate and the tests define it), found exactly with prefix filtering (all-pairs similarity
@@ -195,26 +196,39 @@ def chat_table(rows: list[tuple[str, str]]) -> pa.Table:
     )
 
 
-def _keys(block: pa.Table) -> pa.Table:
+def _keys(block_file: str) -> pa.Table:
     from curate.dedup.minhash import NearDedup
+    from curate.engines.passes import read_ipc
 
-    return NearDedup(THRESHOLD, NUM_PERM, NGRAM).keys(block)
+    return NearDedup(THRESHOLD, NUM_PERM, NGRAM).keys(read_ipc(block_file))
 
 
 def run_curate(table: pa.Table, workers: int = 1) -> tuple[float, int, set[tuple[int, int]]]:
-    """curate's near-dup step: keys per block (in `workers` processes), then resolve."""
+    """curate's near-dup step: keys per block (in `workers` processes), then resolve.
+
+    As in a build, the blocks are Arrow IPC files before the step runs, which its workers
+    read memory-mapped; their keys come back to the process that resolves them.
+    """
+    import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
     from curate.dedup.minhash import NearDedup, band_buckets, candidate_pairs, jaccard
+    from curate.engines.passes import write_ipc
 
     step = NearDedup(THRESHOLD, NUM_PERM, NGRAM)
     n = table.num_rows
-    blocks = [table.slice(s, BLOCK) for s in range(0, n, BLOCK)]
+    scratch = tempfile.TemporaryDirectory()
+    blocks = []
+    for s in range(0, n, BLOCK):
+        blocks.append(str(Path(scratch.name) / f"block-{s}.arrow"))
+        write_ipc(table.slice(s, BLOCK), Path(blocks[-1]))
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    warm = str(Path(scratch.name) / "warm.arrow")
+    write_ipc(table.slice(0, 100), Path(warm))
     if pool is not None:
-        list(pool.map(_keys, [table.slice(0, 100)] * workers))  # start and warm the workers
+        list(pool.map(_keys, [warm] * workers))  # start and warm the workers
     else:
-        _keys(table.slice(0, 100))
+        _keys(warm)
     ids = pa.array([f"r{i}" for i in range(n)])  # the engine's index holds these already
     ranks = pa.array(np.zeros(n, dtype=np.int32))
     t0 = time.perf_counter()
@@ -224,11 +238,12 @@ def run_curate(table: pa.Table, workers: int = 1) -> tuple[float, int, set[tuple
     seconds = time.perf_counter() - t0
     if pool is not None:
         pool.shutdown()
+    scratch.cleanup()
     # the verified pairs behind those verdicts (same functions, outside the timing)
-    sig = keys.column("minhash").combine_chunks().flatten().to_numpy().reshape(n, NUM_PERM)
+    band_hash = keys.column("bands").combine_chunks().flatten().to_numpy().reshape(n, step.bands)
     shingles = keys.column("shingles").combine_chunks()
     usable = np.diff(shingles.offsets.to_numpy()) > 0
-    pairs = candidate_pairs(band_buckets(sig, usable, step.bands, step.rows), n)
+    pairs = candidate_pairs(band_buckets(band_hash, usable), n)
     sims = jaccard(shingles, pairs)
     found = {(int(a), int(b)) for a, b in pairs[sims >= THRESHOLD]}
     return seconds, len(verdicts.rows), found

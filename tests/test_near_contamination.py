@@ -7,6 +7,10 @@ import random
 import re
 import unicodedata
 
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tests.conftest import build, chat, write_config, write_jsonl
 
 WORDS = [
@@ -244,6 +248,79 @@ def test_words_normalization():
         [],
         ["full", "width"],
     ]
+
+
+def _reference_words(texts: list[str]) -> list[list[str]]:
+    """Words as the Unicode path defines them for every row: `normalize` (NFKC, lower case,
+    thousands separators, punctuation) on the whole text, then a split on whitespace."""
+    import pyarrow as pa
+
+    from curate.dedup.shingles import normalize
+
+    return [t.split() for t in normalize(pa.array(texts, pa.large_string())).to_pylist()]
+
+
+def _tokenized(texts: list[str]) -> list[list[str]]:
+    import pyarrow as pa
+
+    from curate.dedup.shingles import words
+
+    _, offsets, flat = words(pa.array(texts, pa.string()))
+    return [
+        flat.slice(a, b - a).to_pylist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ]
+
+
+def test_every_code_point_the_tokenizer_takes_as_it_is_agrees_with_normalize():
+    """Each BMP character the compiled tokenizer classifies itself (not sent through
+    `normalize`), between letters, digits and thousands separators, splits as `normalize`
+    splits it."""
+    from curate.dedup.kernels import COMPLEX
+    from curate.dedup.shingles import code_point_classes
+
+    classes = code_point_classes()
+    taken = [chr(cp) for cp in np.nonzero(classes != COMPLEX)[0] if cp >= 0x80]
+    assert len(taken) > 40_000 and "\u2019" in taken and "é" in taken and "É" not in taken
+    texts = [f"Ab{c}cd {c}{c}x 1,{c}000 2{c},345 {c}1,234 1{c}000 \u30ab{c}" for c in taken]
+    assert _tokenized(texts) == _reference_words(texts)
+
+
+PIECES = (
+    list("aZ9 0,.-_\t\n")
+    + ["1,000", ",000", "12,345,678", "3,45"]
+    + list(
+        "\u2019\u201c\u2013\u2014\xa0\u2026éÉß中²\uff9e\u30ab\uff0c\u0301\u0130\u03a3\u1100\u3131\ufb01"
+    )
+    + ["\U0001d400", "\U0001f600"]
+)
+
+
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=30).map("".join), max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_tokenizer_agrees_with_normalize_on_mixed_text(texts):
+    """ASCII, plain non-ASCII and complex rows mixed in one batch: every row splits as
+    the Unicode normalization splits it."""
+    assert _tokenized(texts) == _reference_words(texts)
+
+
+def test_pair_jaccard_is_exact():
+    import pyarrow as pa
+
+    from curate.dedup.minhash import jaccard
+
+    rng = random.Random(7)
+    sets = [sorted(set(rng.sample(range(400), rng.randrange(0, 120)))) for _ in range(60)]
+    rng.shuffle(sets[5])  # order within a row does not matter
+    lists = pa.array([list(x) for x in sets], pa.large_list(pa.uint32()))
+    pairs = np.array([(i, j) for i in range(60) for j in range(60)])
+    got = jaccard(lists, pairs)
+    want = [
+        len(set(sets[i]) & set(sets[j])) / len(set(sets[i]) | set(sets[j]))
+        if sets[i] or sets[j]
+        else 0.0
+        for i, j in pairs
+    ]
+    assert got.tolist() == want
 
 
 def test_contamination_index_is_stored_once_and_read_memory_mapped(tmp_path):

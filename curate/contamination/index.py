@@ -98,7 +98,7 @@ def load_eval(name: str, path: Path, fields: list[str]) -> EvalSet:
 class ContaminationStep(RowStep):
     name = "contamination"
     stage = "contamination"
-    version = "1"
+    version = "2"
 
     def __init__(
         self,

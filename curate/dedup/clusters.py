@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.steps import Verdicts
 
@@ -63,13 +64,34 @@ def duplicate_verdicts(
     rows, kept = keepers(
         label, keys.column("source_rank").to_numpy(), keys.column("answer_chars").to_numpy()
     )
-    values = score(rows, kept)
-    ids = keys.column("id").to_pylist()
-    details = [
-        json.dumps(
-            {"duplicate_of": ids[k], "cluster": ids[k], measure: round(float(v), 4)},
-            sort_keys=True,
+    values = np.round(np.asarray(score(rows, kept), dtype=np.float64), 4)
+    kept_ids = keys.column("id").combine_chunks().take(pa.array(kept))
+    return Verdicts.reject(len(label), rows, reason, _details(kept_ids, measure, values))
+
+
+def _details(kept_ids: pa.Array, measure: str, values: np.ndarray) -> pa.Array:
+    """`{"cluster": id, "duplicate_of": id, measure: value}` as `json.dumps(...,
+    sort_keys=True)` writes it, built column-wise (ids that JSON would escape go through
+    `json.dumps`)."""
+    plain = pc.all(pc.match_substring_regex(kept_ids, r"^[\x20-\x7e]*$")).as_py() is not False
+    plain = plain and not pc.any(pc.match_substring_regex(kept_ids, r'["\\]')).as_py()
+    if not plain:
+        return pa.array(
+            [
+                json.dumps({"duplicate_of": k, "cluster": k, measure: v}, sort_keys=True)
+                for k, v in zip(kept_ids.to_pylist(), values.tolist(), strict=True)
+            ],
+            pa.string(),
         )
-        for k, v in zip(kept.tolist(), values.tolist(), strict=True)
-    ]
-    return Verdicts.reject(len(label), rows, reason, pa.array(details, pa.string()))
+    ident = pl.Series(kept_ids)
+    fields = {
+        "cluster": ('"', ident, '"'),
+        "duplicate_of": ('"', ident, '"'),
+        measure: (pl.Series(values).cast(pl.String),),
+    }
+    parts: list[pl.Expr] = []
+    for i, name in enumerate(sorted(fields)):
+        parts.append(pl.lit(("{" if i == 0 else ", ") + f'"{name}": '))
+        parts += [pl.lit(p) for p in fields[name]]
+    parts.append(pl.lit("}"))
+    return pl.select(pl.concat_str(parts)).to_series().to_arrow().cast(pa.string())

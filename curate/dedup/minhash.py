@@ -5,7 +5,8 @@ each word n-gram is hashed once; its hash picks one of `num_perm` bins and the b
 minimum; empty bins borrow, along a fixed probe sequence per bin, the value of a non-empty
 bin. The collision probability per bin is the Jaccard similarity, as with `num_perm`
 independent permutations, at O(shingles + num_perm) per row instead of O(shingles ×
-num_perm) — computed for a whole batch at once with numpy (no loop per row or shingle).
+num_perm) — computed by a compiled kernel (`kernels.sketch`) in one pass over each row's
+words, which also keeps each row's unique shingle hashes for the verification.
 
 LSH bands and rows are chosen from the threshold by weighing false positives and false
 negatives (as datasketch does). Every candidate pair of a band bucket is verified by the
@@ -22,13 +23,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate.dedup.clusters import clusters, duplicate_verdicts
-from curate.dedup.shingles import answer_chars, mix64, ngram_hashes, row_text, sorted_unique, words
+from curate.dedup.shingles import (
+    SEED,
+    answer_chars,
+    code_point_classes,
+    row_text,
+    sorted_unique,
+    text_bytes,
+)
 from curate.steps import GlobalStep, Verdicts
 
-EMPTY = np.uint32(0xFFFFFFFF)
 WINDOW = 4  # rows each row is paired with in its bucket, per band
 PROBES = 32  # densification probes per empty bin before falling back to rotation
 
@@ -63,81 +69,49 @@ def _probe_table(num_perm: int) -> np.ndarray:
     return rng.integers(0, num_perm, size=(num_perm, PROBES))
 
 
-def signatures(hashes: np.ndarray, owner: np.ndarray, rows: int, num_perm: int) -> np.ndarray:
-    """(rows × num_perm) uint32 one-permutation MinHash signatures, densified."""
-    flat = np.full(rows * num_perm, EMPTY, dtype=np.uint32)
-    if len(hashes):
-        bins = ((hashes >> np.uint64(32)) * np.uint64(num_perm)) >> np.uint64(32)
-        values = (hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-        np.minimum.at(flat, owner.astype(np.int64) * num_perm + bins.astype(np.int64), values)
-    return densify(flat.reshape(rows, num_perm))
+def near_keys(batch: pa.Table, num_perm: int, ngram: int, bands: int, rows: int) -> pa.Table:
+    """Per row: its LSH band hashes, its unique shingle hashes (for exact Jaccard), answer
+    length."""
+    from curate.dedup.kernels import BYTES, near_sketch
 
-
-def densify(sig: np.ndarray) -> np.ndarray:
-    """Fill empty bins from non-empty ones along a probe sequence that depends on the bin only."""
-    orig = sig
-    sig = sig.copy()
-    empty = sig == EMPTY
-    has_any = ~empty.all(axis=1)
-    r, j = np.nonzero(empty & has_any[:, None])
-    table = _probe_table(sig.shape[1])
-    for t in range(PROBES):
-        if len(r) == 0:
-            return sig
-        v = orig[r, table[j, t]]
-        ok = v != EMPTY
-        sig[r[ok], j[ok]] = v[ok]
-        r, j = r[~ok], j[~ok]
-    if len(r):  # rotation: the next non-empty bin, circularly (rows with very few shingles)
-        rows_left, inverse = np.unique(r, return_inverse=True)
-        width = sig.shape[1]
-        filled = orig[rows_left] != EMPTY
-        pos = np.where(filled, np.arange(width), 2 * width)
-        twice = np.concatenate([pos, pos + width], axis=1)
-        nxt = np.minimum.accumulate(twice[:, ::-1], axis=1)[:, ::-1][:, :width] % width
-        sig[r, j] = orig[r, nxt[inverse, j]]
-    return sig
-
-
-def near_keys(batch: pa.Table, num_perm: int, ngram: int) -> pa.Table:
-    """Per row: its signature, its unique shingle hashes (for exact Jaccard), answer length."""
-    text = row_text(batch)
-    word_hash, offsets, _ = words(text)
-    hashes, owner, _ = ngram_hashes(word_hash, offsets, ngram)
-    n = batch.num_rows
-    sig = signatures(hashes, owner, n, num_perm)
-    # unique 32-bit shingle hashes per row, sorted (row-major)
-    low = (hashes & np.uint64(0xFFFFFFFF)).astype(np.uint64)
-    packed = sorted_unique((owner.astype(np.uint64) << np.uint64(32)) | low)
-    counts = np.bincount((packed >> np.uint64(32)).astype(np.int64), minlength=n)
-    offs = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=offs[1:])
-    shingles = pa.ListArray.from_arrays(
-        pa.array(offs), pa.array((packed & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    raw, offsets, decode = text_bytes(row_text(batch))
+    band_hash, offs, flat = near_sketch(
+        raw,
+        offsets,
+        decode,
+        np.uint64(SEED),
+        BYTES,
+        code_point_classes(),
+        ngram,
+        num_perm,
+        _probe_table(num_perm),
+        bands,
+        rows,
     )
     return pa.table(
         {
-            "minhash": pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm),
-            "shingles": shingles,
+            "bands": pa.FixedSizeListArray.from_arrays(pa.array(band_hash.ravel()), bands),
+            "shingles": pa.LargeListArray.from_arrays(pa.array(offs), pa.array(flat)),
             "answer_chars": answer_chars(batch),
         }
     )
 
 
-def band_buckets(
-    sig: np.ndarray, usable: np.ndarray, bands: int, rows: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def band_buckets(band_hash: np.ndarray, usable: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per band: the usable rows sorted by the band's hash (then input order), and the
-    sorted hashes (rows with equal hashes, adjacent, form a bucket)."""
-    idx = np.nonzero(usable)[0]
+    sorted hashes (rows with equal hashes, adjacent, form a bucket).
+
+    The hash's top bits and the row number are packed into one 64-bit key and sorted (no
+    argsort): rows are told apart by their hash's top 64 - log2(rows) bits, and a false
+    match costs only a Jaccard check.
+    """
+    idx = np.nonzero(usable)[0].astype(np.uint64)
+    shift = np.uint64(max(int(len(usable)).bit_length(), 1))
+    low = (np.uint64(1) << shift) - np.uint64(1)
     out = []
-    with np.errstate(over="ignore"):
-        for b in range(bands):
-            h = np.zeros(len(idx), dtype=np.uint64)
-            for c in range(b * rows, (b + 1) * rows):
-                h = mix64(h * np.uint64(0x100000001B3) + sig[idx, c].astype(np.uint64))
-            order = np.argsort(h, kind="stable")
-            out.append((idx[order], h[order]))
+    for b in range(band_hash.shape[1]):
+        packed = np.sort(((band_hash[usable, b] >> shift) << shift) | idx)
+        out.append(((packed & low).astype(np.int64), packed >> shift))
     return out
 
 
@@ -166,36 +140,22 @@ def candidate_pairs(
     return np.stack([packed // (n + 1), packed % (n + 1)], axis=1)
 
 
-def jaccard(shingles: pa.ListArray, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the shingle sets of each pair (each row's set is sorted and unique).
+def jaccard(shingles: pa.Array, pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of each pair (each row's set unique), by a hash
+    set per pair (`kernels.pair_jaccard`)."""
+    from curate.dedup.kernels import pair_jaccard
 
-    Every row's shingles, keyed (row, shingle), form one sorted array; each element of the
-    smaller set of a pair is looked up there under the other row, so the intersection is
-    counted with one vectorized binary search, no Python loop and no hash table.
-    """
     if len(pairs) == 0:
         return np.zeros(0)
     offs = np.asarray(shingles.offsets.to_numpy(), dtype=np.int64)
-    flat = shingles.values.to_numpy().astype(np.uint64)
-    lengths = np.diff(offs)
-    keyed = (np.repeat(np.arange(len(lengths), dtype=np.uint64), lengths) << np.uint64(32)) | flat
-    a, b = pairs[:, 0], pairs[:, 1]
-    swap = lengths[a] > lengths[b]
-    small, other = np.where(swap, b, a), np.where(swap, a, b)
-    size = lengths[small]
-    pair_of = np.repeat(np.arange(len(pairs)), size)
-    at = np.repeat(offs[small] - (np.cumsum(size) - size), size) + np.arange(len(pair_of))
-    query = (other[pair_of].astype(np.uint64) << np.uint64(32)) | flat[at]
-    pos = np.minimum(np.searchsorted(keyed, query), len(keyed) - 1)
-    inter = np.bincount(pair_of[keyed[pos] == query], minlength=len(pairs))
-    union = lengths[a] + lengths[b] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    flat = shingles.values.to_numpy()
+    return pair_jaccard(offs, flat, pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64))
 
 
 class NearDedup(GlobalStep):
     name = "near_dedup"
     stage = "near_dedup"
-    version = "2"
+    version = "3"
 
     # Candidates are verified by exact Jaccard, so a false positive of the bands costs one
     # cheap check while a false negative is a duplicate missed: weigh them 1 to 19.
@@ -218,33 +178,34 @@ class NearDedup(GlobalStep):
         }
 
     def keys(self, batch: pa.Table) -> pa.Table:
-        return near_keys(batch, self.num_perm, self.ngram)
+        return near_keys(batch, self.num_perm, self.ngram, self.bands, self.rows)
 
-    def edges(self, sig: np.ndarray, usable: np.ndarray, shingles: pa.ListArray) -> np.ndarray:
+    def edges(self, band_hash: np.ndarray, usable: np.ndarray, shingles: pa.Array) -> np.ndarray:
         """Verified pairs (Jaccard ≥ threshold) that connect the clusters.
 
         First each bucket's chain (every row and the next) is verified; then the wider
         window's pairs, except those whose rows the verified chains already joined: big
         families of duplicates are not verified pair by pair.
         """
-        buckets = band_buckets(sig, usable, self.bands, self.rows)
-        pairs = candidate_pairs(buckets, len(sig), window=1)
+        n = len(band_hash)
+        buckets = band_buckets(band_hash, usable)
+        pairs = candidate_pairs(buckets, n, window=1)
         edges = pairs[jaccard(shingles, pairs) >= self.threshold]
         if WINDOW > 1:
-            more = candidate_pairs(buckets, len(sig), window=WINDOW, first=2)
+            more = candidate_pairs(buckets, n, window=WINDOW, first=2)
             if len(more) and len(edges):
-                label = clusters(len(sig), edges)
+                label = clusters(n, edges)
                 more = more[label[more[:, 0]] != label[more[:, 1]]]
             edges = np.concatenate([edges, more[jaccard(shingles, more) >= self.threshold]])
         return edges
 
     def resolve(self, keys: pa.Table) -> Verdicts:
         n = keys.num_rows
-        sig_col = keys.column("minhash").combine_chunks()
-        sig = sig_col.flatten().to_numpy().reshape(n, self.num_perm)
+        bands = keys.column("bands").combine_chunks()
+        band_hash = bands.flatten().to_numpy().reshape(n, self.bands)
         shingles = keys.column("shingles").combine_chunks()
-        usable = pc.list_value_length(shingles).to_numpy(zero_copy_only=False) > 0
-        edges = self.edges(sig, usable, shingles)
+        usable = np.diff(np.asarray(shingles.offsets)) > 0
+        edges = self.edges(band_hash, usable, shingles)
         if len(edges) == 0:
             return Verdicts.keep_all(n)
         label = clusters(n, edges)

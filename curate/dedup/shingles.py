@@ -2,12 +2,16 @@
 
 Text is normalized before it is cut into words: NFKC, lower case, thousands separators
 dropped ("1,000" → "1000"), every run of characters that are not letters or digits turned
-into a space. Words are hashed by polars (xxh3, seeded), n-grams are combined from the word
-hashes with numpy (wrapping uint64 arithmetic, then a splitmix64 finalizer), so no Python
-loop runs per word or per shingle. The hashes live only within one build.
+into a space. Rows holding non-ASCII characters are normalized with Arrow and polars; the
+compiled tokenizer of `kernels` lowers, splits and hashes every row in one pass over its
+bytes. n-grams are combined from the word hashes (wrapping uint64 arithmetic, then a
+splitmix64 finalizer), so no Python loop runs per word or per shingle. The hashes live only
+within one build.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +20,7 @@ import pyarrow.compute as pc
 from curate.rows import content_chars, list_offsets
 
 _PRIME = np.uint64(0x100000001B3)
-_SEED = 0x5EED5
+SEED = 0x5EED5
 
 
 def row_text(batch: pa.Table, roles: tuple[str, ...] = ("user", "assistant", "tool")) -> pa.Array:
@@ -68,24 +72,108 @@ def normalize(text: pa.Array) -> pa.Array:
     return cleaned.to_arrow()
 
 
-def words(text: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-    """Word hashes (uint64) of every row, flattened, with the rows' offsets and the words."""
-    import polars as pl
+_JAMO = ((0x1100, 0x1200), (0x3130, 0x3190), (0xA960, 0xA980), (0xD7B0, 0xD800))
 
-    lists = pc.ascii_split_whitespace(normalize(text))
-    flat = lists.flatten()
-    offsets = list_offsets(lists)
-    # the split leaves an empty word where a row starts or ends with whitespace (as it does
-    # once trailing punctuation became a space), and for an empty row: drop them
-    nonempty = pc.greater(pc.binary_length(flat), 0).to_numpy(zero_copy_only=False)
-    if not nonempty.all():
-        owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        counts = np.bincount(owner[nonempty], minlength=len(offsets) - 1)
-        offsets = np.zeros(len(offsets), dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        flat = flat.filter(pa.array(nonempty))
-    hashes = pl.Series(flat).hash(_SEED).to_numpy() if len(flat) else np.zeros(0, np.uint64)
-    return hashes.astype(np.uint64, copy=False), offsets, flat
+
+@lru_cache(maxsize=1)
+def code_point_classes() -> np.ndarray:
+    """Per BMP code point, what the tokenizer may do with it in a row that was not
+    normalized: `SEPARATOR`, `WORD` (kept as it is), or `COMPLEX` (the row goes through
+    `normalize` first).
+
+    Read off `normalize` itself, one character at a time, and kept only where context
+    cannot change the answer: a word character is one `normalize` leaves as it is (NFKC,
+    lower case, a letter or a digit); a separator is one it turns into a space, being
+    NFKC-stable punctuation, a symbol or a space, or becoming ASCII punctuation other than
+    a comma (whose place in "1,000" matters). Marks, Hangul jamo (NFKC composes them with
+    their neighbours), unassigned, control and format characters, and anything where
+    Python's and Arrow's NFKC disagree stay `COMPLEX`.
+    """
+    import unicodedata
+
+    from curate.dedup.kernels import SEPARATOR, WORD
+
+    cps = np.array([cp for cp in range(0x80, 0x10000) if not 0xD800 <= cp < 0xE000])
+    chars = [chr(cp) for cp in cps.tolist()]
+    text = pa.array(chars, pa.large_string())
+    normalized = normalize(text).to_pylist()
+    nfkc = pc.utf8_normalize(text, "NFKC").to_pylist()
+    kind = np.array([unicodedata.category(c)[0] for c in chars])
+    plain = ~np.isin(kind, ["M", "C"])
+    plain &= np.array([unicodedata.combining(c) == 0 for c in chars])
+    plain &= np.array(
+        [k == unicodedata.normalize("NFKC", c) for c, k in zip(chars, nfkc, strict=True)]
+    )
+    for lo, hi in _JAMO:
+        plain &= (cps < lo) | (cps >= hi)
+    stable = np.array([k == c for c, k in zip(chars, nfkc, strict=True)])
+    same = np.array([o == c for c, o in zip(chars, normalized, strict=True)])
+    blank = np.array([o.strip(" \t\n\r\f\v") == "" for o in normalized])
+    ascii_punct = np.array(
+        [all(c < "\x80" and not c.isalnum() and c != "," for c in k) for k in nfkc]
+    )
+    word = plain & same & stable & np.isin(kind, ["L", "N"])
+    separator = plain & blank & ((stable & np.isin(kind, ["P", "S", "Z"])) | ascii_punct)
+    classes = np.zeros(0x10000, dtype=np.uint8)
+    classes[cps[separator]] = SEPARATOR
+    classes[cps[word]] = WORD
+    return classes
+
+
+def text_bytes(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, row offsets, which rows the tokenizer decodes) of the texts for the
+    compiled tokenizer.
+
+    ASCII rows, and rows whose non-ASCII characters are all plain separators or word
+    characters (`code_point_classes`: curly quotes, dashes, accented lower-case letters...),
+    are left to the tokenizer, which lowers, drops thousands separators and splits them
+    itself; the others are normalized first (`normalize`), and their non-ASCII bytes are
+    then word bytes.
+    """
+    from curate.dedup.kernels import plain_rows
+
+    text = pc.fill_null(text, "")
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    if text.type != pa.large_string():
+        text = text.cast(pa.large_string())
+    raw, offsets = _buffers(text)
+    decode = pc.invert(pc.string_is_ascii(text)).to_numpy(zero_copy_only=False)
+    if decode.any():
+        classes = code_point_classes()
+        candidates = np.nonzero(decode)[0]
+        complex_rows = candidates[~plain_rows(raw, offsets, candidates, classes)]
+        if len(complex_rows):
+            mask = np.zeros(len(text), dtype=bool)
+            mask[complex_rows] = True
+            text = pc.replace_with_mask(
+                text,
+                pa.array(mask),
+                normalize(text.take(pa.array(complex_rows))).cast(pa.large_string()),
+            )
+            raw, offsets = _buffers(text)
+            decode[complex_rows] = False
+    return raw, offsets, decode
+
+
+def _buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    _, offs_buf, data = text.buffers()
+    offsets = np.frombuffer(offs_buf, dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return raw, offsets
+
+
+def words(text: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Word hashes (uint64) of every row, flattened, with the rows' offsets and the words
+    (`kernels.tokenize` over `text_bytes`)."""
+    from curate.dedup.kernels import BYTES, tokenize
+
+    raw, offsets, decode = text_bytes(text)
+    out, word_offs, row_words, hashes = tokenize(
+        raw, offsets, decode, np.uint64(SEED), BYTES, code_point_classes()
+    )
+    flat = pa.LargeStringArray.from_buffers(len(hashes), pa.py_buffer(word_offs), pa.py_buffer(out))
+    return hashes, row_words, flat
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
