@@ -9,22 +9,20 @@ folding (NFKC, case, whitespace).
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.hashing import hash128, sha256_hex
+from curate.hashing import byte_ranges, hash128, sha256_concat, sha256_hex
 from curate.rows import MESSAGE, MESSAGES, list_offsets
 
 
-def _encode_turns(turns: pa.Array, contents: pa.Array | None = None) -> pa.Array:
-    """Per row: `<count>;` then `<bytes>:<role><bytes>:<content>` per turn (injective)."""
-    if turns.null_count == len(turns):  # e.g. chosen/rejected of chat rows
-        return pa.repeat(pa.scalar("0;"), len(turns))
+def _turn_parts(turns: pa.Array) -> tuple[pa.Array, np.ndarray, pa.Array]:
+    """(`<bytes>:<role><bytes>:<content>` per turn, each row's turns as offsets into those,
+    each row's turn count as text)."""
     items = turns.flatten()
     roles = pc.fill_null(items.field("role"), "")
-    if contents is None:
-        contents = items.field("content")
-    contents = pc.fill_null(contents, "")
+    contents = pc.fill_null(items.field("content"), "")
     parts = pc.binary_join_element_wise(
         pc.binary_length(roles).cast(pa.string()),
         ":",
@@ -34,8 +32,16 @@ def _encode_turns(turns: pa.Array, contents: pa.Array | None = None) -> pa.Array
         contents,
         "",
     )
-    lists = pa.ListArray.from_arrays(pa.array(list_offsets(turns), pa.int32()), parts)
     count = pc.fill_null(pc.list_value_length(turns), 0).cast(pa.string())
+    return parts, list_offsets(turns), count
+
+
+def _encode_turns(turns: pa.Array) -> pa.Array:
+    """Per row: `<count>;` then `<bytes>:<role><bytes>:<content>` per turn (injective)."""
+    if turns.null_count == len(turns):  # e.g. chosen/rejected of chat rows
+        return pa.repeat(pa.scalar("0;"), len(turns))
+    parts, offsets, count = _turn_parts(turns)
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), parts)
     return pc.binary_join_element_wise(count, pc.binary_join(lists, ""), ";")
 
 
@@ -66,6 +72,7 @@ def canonical_content(rows: pa.Table) -> pa.Array:
 # these need rewriting, so the regex touches little of ordinary text (≈10× faster than
 # splitting on whitespace and joining).
 _WHITESPACE_TO_FOLD = r"[\t\n\v\f\r \x{85}\x{2028}\x{2029}]{2,}|[\t\n\v\f\r\x{85}\x{2028}\x{2029}]"
+_NEEDS_FOLD = r"^ | $|" + _WHITESPACE_TO_FOLD
 
 
 def fold_text(values: pa.Array) -> pa.Array:
@@ -77,19 +84,46 @@ def fold_text(values: pa.Array) -> pa.Array:
         folded = pc.if_else(
             ascii_only, pc.ascii_lower(values), pc.utf8_lower(pc.utf8_normalize(values, "NFKC"))
         )
-    return pc.utf8_trim(pc.replace_substring_regex(folded, _WHITESPACE_TO_FOLD, " "), " ")
+    # only the rows that change are rewritten: a match allocates no new text (in a fresh
+    # worker, writing a whole new column costs more in page faults than the regex itself)
+    todo = pc.fill_null(pc.match_substring_regex(folded, _NEEDS_FOLD), False)
+    if not pc.any(todo).as_py():
+        return folded
+    fixed = pc.replace_substring_regex(folded.filter(todo), _WHITESPACE_TO_FOLD, " ")
+    return pc.replace_with_mask(folded, todo, pc.utf8_trim(fixed, " "))
 
 
 def row_ids(rows: pa.Table, source: str) -> pa.Array:
-    """`sha256(source + "\\0" + canonical content)[:16]`; a malformed row hashes its raw text."""
-    content = canonical_content(rows)
+    """`sha256(source + "\\0" + canonical content)[:16]`; a malformed row hashes its raw text.
+
+    For rows with messages, the canonical content is hashed in three pieces read in place
+    (kind and turn count; the turns, as `_encode_turns` writes them; the other parts),
+    never joined into one column: that would copy every row's text three more times.
+    """
+    prefix = source.encode() + b"\x00"
     raw = rows.column("raw").combine_chunks() if "raw" in rows.column_names else None
-    if raw is not None and raw.null_count < len(raw):
-        content = pc.if_else(
-            pc.is_null(raw), content, pc.binary_join_element_wise("raw", raw, "\x00")
-        )
-    keyed = pc.binary_join_element_wise(pa.scalar(source), content, "\x00")
-    return sha256_hex(keyed, 16)
+    messages = rows.column("messages").combine_chunks()
+    if (raw is not None and raw.null_count < len(raw)) or messages.null_count == len(messages):
+        content = canonical_content(rows)
+        if raw is not None and raw.null_count < len(raw):
+            content = pc.if_else(
+                pc.is_null(raw), content, pc.binary_join_element_wise("raw", raw, "\x00")
+            )
+        return sha256_hex(content, 16, prefix=prefix)
+    parts, offsets, count = _turn_parts(messages)
+    kind = pc.fill_null(rows.column("kind").combine_chunks(), "raw")
+    head = pc.binary_join_element_wise(kind, "\x00", count, ";", "")
+    tail = pc.binary_join_element_wise(
+        "",
+        _encode_text(rows.column("text").combine_chunks()),
+        _encode_turns(rows.column("chosen").combine_chunks()),
+        _encode_turns(rows.column("rejected").combine_chunks()),
+        "\x00",
+    )
+    view, starts, ends = byte_ranges(parts)
+    bounds = np.concatenate([starts, ends[-1:]]) if len(starts) else np.zeros(1, np.int64)
+    body = (view, bounds[offsets[:-1]], bounds[offsets[1:]])
+    return sha256_concat([byte_ranges(head), body, byte_ranges(tail)], 16, prefix=prefix)
 
 
 def dedup_keys(rows: pa.Table) -> pa.Table:

@@ -161,3 +161,42 @@ def test_fast_and_row_by_row_paths_give_the_same_rows(rows):
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+FOLD_PIECES = [
+    "a",
+    "B",
+    "é",
+    "É",
+    "ｆ",
+    "1",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\x85",
+    "\u2028",
+    "\u3000",
+    "\xa0",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(st.sampled_from(FOLD_PIECES)).map("".join))))
+def test_exact_dedup_folding_matches_its_definition(values):
+    """NFKC, lower case, every run of whitespace one space, trimmed; only the rows that
+    need it are rewritten, and the others come back as they were lowered."""
+    import re
+    import unicodedata
+
+    import pyarrow as pa
+
+    from curate.identity import fold_text
+
+    def folded(v: str) -> str:
+        v = unicodedata.normalize("NFKC", v).lower()
+        return re.sub("[\t\n\v\f\r \x85\u2028\u2029]+", " ", v).strip(" ")
+
+    got = fold_text(pa.array(values, pa.string())).to_pylist()
+    assert got == [None if v is None else folded(v) for v in values]

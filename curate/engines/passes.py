@@ -159,7 +159,7 @@ def _apply(
         rows = np.nonzero(alive)[0]
         if len(rows) == 0:
             break
-        verdicts = step(table.take(pa.array(rows)))
+        verdicts = step(_rows(table, rows))
         if verdicts.columns is not None:
             columns = verdicts.columns
             for name in step.index_only:
@@ -189,14 +189,22 @@ def _apply(
         out = out.append_column(name, col)
     if key_step is not None:
         rows = np.nonzero(alive)[0]
-        keys = key_step.keys(table.take(pa.array(rows)))
+        keys = key_step.keys(_rows(table, rows))
         for name in keys.column_names:
             out = out.append_column(name, _scatter(n, rows, keys.column(name).combine_chunks()))
     return out, (table if changed else None)
 
 
+def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """`rows` of `table` (sorted, unique): the table itself when that is all of them, as
+    it usually is (a take would copy the whole block)."""
+    return table if len(rows) == table.num_rows else table.take(pa.array(rows))
+
+
 def _scatter(n: int, rows: np.ndarray, values: pa.Array) -> pa.Array:
     """`values` (one per row in `rows`) at `rows` of an array of `n`, null elsewhere."""
+    if len(rows) == n:
+        return values
     return pa.concat_arrays([pa.nulls(1, values.type), values]).take(
         pa.array(_scatter_index(n, rows))
     )

@@ -37,9 +37,7 @@ def assign_splits(
         )
     frame = pl.DataFrame({"key": pl.Series(keys), "row": np.arange(n)})
     unit = frame.group_by("key", maintain_order=True).agg(pl.col("row"), pl.len().alias("size"))
-    salted = sha256_hex(
-        pc.binary_join_element_wise(str(seed), unit["key"].to_arrow().cast(pa.string()), "\x00"), 16
-    )
+    salted = sha256_hex(unit["key"].to_arrow(), 16, prefix=f"{seed}\x00".encode())
     unit = unit.with_columns(pl.Series("rank", salted)).sort("rank", "key")
     taken = np.cumsum(unit["size"].to_numpy())
     count = int(np.searchsorted(taken, target) + 1)
