@@ -3,9 +3,11 @@
 Both read the same generated chat JSONL sources (several files), normalize the content
 (NFKC, case and whitespace folded), drop exact duplicates across sources, sample by source
 weight, and write Parquet. Each runs as its own process; wall time and the peak RSS of its
-whole process tree (curate's workers included) are measured, for N and 4N rows.
+whole process tree (curate's workers included) are measured, for N and 4N rows. The two
+take turns, `--repeat` times each, and each one's median run is reported (the highest peak
+RSS).
 
-    python bench/build.py [--rows 200000] [--sources 4] [--workers N]
+    python bench/build.py [--rows 200000] [--sources 4] [--workers N] [--repeat 3]
 
 Targets (issue 3): curate ≥ 3× the pandas script's rows/s; curate's peak RSS at 4N ≤ 1.5×
 its peak RSS at N.
@@ -24,6 +26,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -283,7 +286,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[flo
     return seconds, peak, out
 
 
-def bench(rows: int, sources: int, workers: int | None, root: Path) -> dict[str, float]:
+def bench(rows: int, sources: int, workers: int | None, root: Path, repeat: int) -> dict[str, Any]:
     data = root / f"data-{rows}"
     data.mkdir(parents=True, exist_ok=True)
     paths = generate(data, rows, sources)
@@ -299,33 +302,40 @@ def bench(rows: int, sources: int, workers: int | None, root: Path) -> dict[str,
     os.sync()  # flush the generated files now, so neither contender pays for their write-back
 
     store = root / f"store-{rows}"
-    shutil.rmtree(store, ignore_errors=True)
     cmd = [sys.executable, "-m", "curate", "build", str(config), "--store", str(store), "--json"]
     if workers:
         cmd += ["--workers", str(workers)]
     env = {**os.environ, "CI": "true"}
-    c_sec, c_rss, c_out = run_measured(cmd, env)
+    pandas_cmd = [
+        sys.executable,
+        "-c",
+        PANDAS_SCRIPT,
+        json.dumps([str(p) for p in paths]),
+        json.dumps(weights),
+        str(root / "pandas.parquet"),
+    ]
+    # the contenders take turns, `repeat` times each: each one's median run is reported
+    # (this machine's speed drifts by ±10% from one run to the next)
+    c_runs, p_runs = [], []
+    for _ in range(repeat):
+        shutil.rmtree(store, ignore_errors=True)
+        c_runs.append(run_measured(cmd, env))
+        p_runs.append(run_measured(pandas_cmd))
+    c_sec, c_rss, c_out = sorted(c_runs)[len(c_runs) // 2]
+    p_sec, p_rss, p_out = sorted(p_runs)[len(p_runs) // 2]
     counts = json.loads(c_out)["counts"]
-    p_sec, p_rss, p_out = run_measured(
-        [
-            sys.executable,
-            "-c",
-            PANDAS_SCRIPT,
-            json.dumps([str(p) for p in paths]),
-            json.dumps(weights),
-            str(root / "pandas.parquet"),
-        ]
-    )
     return {
         "rows": rows,
         "curate_s": c_sec,
         "curate_rows_s": rows / c_sec,
-        "curate_rss": c_rss,
+        "curate_rss": max(r for _, r, _ in c_runs),
         "curate_out": counts["rows_out"],
+        "curate_all": [round(rows / s) for s, _, _ in c_runs],
         "pandas_s": p_sec,
         "pandas_rows_s": rows / p_sec,
-        "pandas_rss": p_rss,
+        "pandas_rss": max(r for _, r, _ in p_runs),
         "pandas_out": int(p_out.strip()),
+        "pandas_all": [round(rows / s) for s, _, _ in p_runs],
     }
 
 
@@ -337,6 +347,7 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the generated data and stores")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each contender per size")
     args = parser.parse_args()
     # Measure curate as an installed package runs: with its bytecode compiled, as pip does
     # for installed packages (an editable install under PYTHONDONTWRITEBYTECODE never is).
@@ -347,7 +358,10 @@ def main() -> None:
     compileall.compile_dir(str(Path(curate.__file__).parent), quiet=1)
     root = Path(tempfile.mkdtemp(prefix="curate-bench-"))
     try:
-        results = [bench(n, args.sources, args.workers, root) for n in (args.rows, 4 * args.rows)]
+        results = [
+            bench(n, args.sources, args.workers, root, args.repeat)
+            for n in (args.rows, 4 * args.rows)
+        ]
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -360,6 +374,10 @@ def main() -> None:
     for r in results:
         print(
             f"{r['rows']:>9} | {r['curate_rows_s']:>13,.0f} {r['curate_rss']:>9,.0f} | {r['pandas_rows_s']:>13,.0f} {r['pandas_rss']:>9,.0f} | {r['curate_rows_s'] / r['pandas_rows_s']:>10.2f}x"
+        )
+    for r in results:
+        print(
+            f"{r['rows']:>9} rows/s of each run: curate {r['curate_all']}, pandas {r['pandas_all']}"
         )
     small, large = results
     print(

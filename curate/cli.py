@@ -6,6 +6,7 @@ one-paragraph message and no traceback; `--debug` anywhere on the line shows it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -74,18 +75,47 @@ def build(
     as_json: JsonOpt = False,
 ) -> None:
     """Read, validate, deduplicate, mix and split the sources of CONFIG; print the manifest id."""
+    # Importing polars, pyarrow and pydantic makes many objects and no garbage: the cycle
+    # collector would only rescan them, again and again (a few % of a small build). It is
+    # off while they import, and what they made is then frozen out of its scans, until
+    # the command returns.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _build(config, store, engine, workers, strict, parent, as_json, collecting)
+    finally:
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+def _build(
+    config: Path,
+    store: Path | None,
+    engine: str,
+    workers: int | None,
+    strict: bool,
+    parent: str | None,
+    as_json: bool,
+    collecting: bool,
+) -> None:
     from curate.config import load_config
     from curate.manifests.store import default_store
     from curate.sources import Prescan, scratch_dir
 
     cfg = load_config(config)
-    # Hash the source files on a thread while this process imports pyarrow and polars.
+    # Hash the source files on threads while this process imports pyarrow and polars.
     scratch = scratch_dir(_store(store) or default_store(config))
     prescan = Prescan([(str(p), scratch) for src in cfg.sources for p in cfg.source_files(src)])
 
+    import curate.pipeline  # noqa: F401 - imported here, while the collector is off
     from curate import api
     from curate.manifests.manifest import warnings as manifest_warnings
     from curate.progress import Progress
+
+    gc.freeze()  # what the imports made: no garbage, never to be rescanned
+    if collecting:
+        gc.enable()
 
     prescanned = prescan.results()  # the thread is done: forking is safe again
     # This process has not used polars or started a thread yet (the progress display starts

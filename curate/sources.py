@@ -149,28 +149,44 @@ def scan_file(path: str, scratch: str | None = None) -> FileScan:
 
 
 class Prescan:
-    """Scans files on a background thread while the caller does other work.
+    """Scans files on background threads while the caller does other work.
 
     The CLI starts it as soon as the config is read, so that hashing the sources (hashlib
-    releases the GIL) overlaps with importing pyarrow and polars. `results()` joins the
-    thread: call it before any worker process is forked. A file whose scan fails is left out
-    and scanned again by the build, which then reports the problem.
+    releases the GIL) overlaps with importing pyarrow and polars; two threads, so that both
+    cores hash once the imports are done. `results()` joins the threads: call it before any
+    worker process is forked. A file whose scan fails is left out and scanned again by the
+    build, which then reports the problem.
     """
+
+    THREADS = 2
 
     def __init__(self, jobs: list[tuple[str, str | None]]):
         self._found: dict[tuple[str, str | None], FileScan] = {}
-        self._thread = threading.Thread(target=self._run, args=(jobs,), name="curate-prescan")
-        self._thread.start()
+        self._jobs = list(jobs)
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"curate-prescan-{k}")
+            for k in range(min(self.THREADS, len(self._jobs)))
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self, jobs: list[tuple[str, str | None]]) -> None:
-        for job in jobs:
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    return
+                job = self._jobs.pop(0)
             try:
-                self._found[job] = scan_file(*job)
+                found = scan_file(*job)
             except Exception:  # noqa: BLE001 - the build scans it again and reports it
                 continue
+            with self._lock:
+                self._found[job] = found
 
     def results(self) -> dict[tuple[str, str | None], FileScan]:
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         return self._found
 
 
@@ -208,8 +224,11 @@ def _scan_jsonl(path: Path) -> tuple[str, list[tuple[int, int, int]]]:
     ranges: list[tuple[int, int, int]] = []
     start, line, pos = 0, 1, 0
     lines_in_block = 0
+    import numpy as np
+
     buf = bytearray(1 << 20)
     view = memoryview(buf)
+    bytes_ = np.frombuffer(buf, dtype=np.uint8)
     with open(path, "rb", buffering=0) as fh:
         while size := fh.readinto(buf):
             chunk = view[:size] if size < len(buf) else buf
@@ -219,16 +238,23 @@ def _scan_jsonl(path: Path) -> tuple[str, list[tuple[int, int, int]]]:
                 cut = buf.rfind(b"\n", 0, size)
                 if cut >= 0:
                     stop = pos - size + cut + 1
-                    lines_in_block += buf.count(b"\n", 0, cut + 1)
+                    lines_in_block += _newlines(bytes_, 0, cut + 1)
                     ranges.append((start, stop, line))
                     line += lines_in_block
-                    lines_in_block = buf.count(b"\n", cut + 1, size)
+                    lines_in_block = _newlines(bytes_, cut + 1, size)
                     start = stop
                     continue
-            lines_in_block += buf.count(b"\n", 0, size)
+            lines_in_block += _newlines(bytes_, 0, size)
     if pos > start:
         ranges.append((start, pos, line))
     return digest.hexdigest(), ranges
+
+
+def _newlines(data: Any, start: int, stop: int) -> int:
+    """Newlines in data[start:stop] (numpy: about twice as fast as `bytes.count`)."""
+    import numpy as np
+
+    return int(np.count_nonzero(data[start:stop] == 10))
 
 
 def _record_ranges(total: int) -> list[tuple[int, int]]:

@@ -303,16 +303,17 @@ def emit(
     if counts.sum():
         rows = np.repeat(np.arange(table.num_rows), counts)
         schema = output_schema(table.column_names)
-        emitted = table.select(schema.names).take(pa.array(rows)).cast(schema)
+        columns = table.select(schema.names)
         pos = pc.list_flatten(positions).to_numpy(zero_copy_only=False)
         split = np.repeat(splits.to_numpy(zero_copy_only=False), counts)
-        emitted = emitted.append_column("_position", pa.array(pos, pa.int64()))
         shard = pos // np.asarray(shard_rows)[split]
         for code in np.unique(split):
             for s in np.unique(shard[split == code]):
                 pick = np.nonzero((split == code) & (shard == s))[0]
                 path = out / f"split{int(code)}" / f"{int(s):06d}" / f"{block:07d}.arrow"
-                write_ipc(emitted.take(pa.array(pick)), path)
+                piece = columns.take(pa.array(rows[pick])).cast(schema)  # one copy per piece
+                piece = piece.append_column("_position", pa.array(pos[pick], pa.int64()))
+                write_ipc(piece, path)
                 buckets.append((int(code), int(s), str(path)))
     return ledger, buckets
 
