@@ -193,20 +193,18 @@ def _row_words(
     data: np.ndarray,
     a: int,
     length: int,
-    table: np.ndarray,
-    classes: np.ndarray,
     decode: bool,
-    start_hash: np.uint64,
+    tok: tuple[np.ndarray, np.ndarray, np.uint64, np.ndarray, np.ndarray],
     out: np.ndarray,
     q: int,
     word_offs: np.ndarray,
     hashes: np.ndarray,
     w: int,
-    buf: np.ndarray,
-    tmp: np.ndarray,
 ) -> tuple[int, int]:
-    """The words of one row (data[a:a+length]) appended from q / w; buf and tmp hold at
-    least `length` bytes."""
+    """The words of one row (data[a:a+length]) appended from q / w. `tok`: the byte table,
+    the code point classes, the seeded start hash, and two scratch buffers of at least
+    `length` bytes."""
+    table, classes, start_hash, buf, tmp = tok
     q2, w2, done = _split(
         data, a, length, table, classes, decode, start_hash, out, q, word_offs, hashes, w, True
     )
@@ -232,59 +230,56 @@ def _longest(offsets: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _tokenizer(
+    offsets: np.ndarray, seed: np.uint64, table: np.ndarray, classes: np.ndarray
+) -> tuple[int, tuple[np.ndarray, np.ndarray, np.uint64, np.ndarray, np.ndarray]]:
+    """The longest row, and `_row_words`' settings with scratch buffers for that row."""
+    longest = _longest(offsets)
+    scratch = (np.empty(longest, np.uint8), np.empty(longest, np.uint8))
+    return longest, (table, classes, _FNV_OFFSET ^ seed, scratch[0], scratch[1])
+
+
+@njit(cache=True, nogil=True)
+def _word_space(most: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word offsets (from 0) and word hashes for up to `most` words: a word takes a byte
+    and, but for a row's last, a separator, so a text of B bytes in R rows has at most
+    B // 2 + R of them."""
+    word_offs = np.empty(most + 1, dtype=np.int64)
+    word_offs[0] = 0
+    return word_offs, np.empty(most, dtype=np.uint64)
+
+
+@njit(cache=True, nogil=True)
 def tokenize(
-    data: np.ndarray,
-    offsets: np.ndarray,
-    decode: np.ndarray,
+    text: tuple[np.ndarray, np.ndarray, np.ndarray],
     seed: np.uint64,
-    table: np.ndarray,
-    classes: np.ndarray,
+    alphabet: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(word bytes back to back, word offsets, each row's first word, word hashes)."""
+    """(word bytes back to back, word offsets, each row's first word, word hashes) of
+    `text`: (UTF-8 bytes, row offsets, which rows to decode: `shingles.text_bytes`).
+    `alphabet`: the byte table and the code point classes."""
+    data, offsets, decode = text
+    table, classes = alphabet
     rows = len(offsets) - 1
     total = offsets[rows] - offsets[0]
     out = np.empty(total, dtype=np.uint8)
-    most = total // 2 + rows + 1  # a word takes a byte and, but for a row's last, a gap
-    word_offs = np.empty(most + 1, dtype=np.int64)
-    word_offs[0] = 0
-    hashes = np.empty(most, dtype=np.uint64)
+    word_offs, hashes = _word_space(total // 2 + rows + 1)
     row_words = np.zeros(rows + 1, dtype=np.int64)
-    longest = _longest(offsets)
-    buf = np.empty(longest, dtype=np.uint8)
-    tmp = np.empty(longest, dtype=np.uint8)
-    start_hash = _FNV_OFFSET ^ seed
+    longest, tok = _tokenizer(offsets, seed, table, classes)
     q = 0  # bytes written to out
     w = 0  # words so far
     for r in range(rows):
         a = offsets[r]
-        q, w = _row_words(
-            data,
-            a,
-            offsets[r + 1] - a,
-            table,
-            classes,
-            decode[r],
-            start_hash,
-            out,
-            q,
-            word_offs,
-            hashes,
-            w,
-            buf,
-            tmp,
-        )
+        q, w = _row_words(data, a, offsets[r + 1] - a, decode[r], tok, out, q, word_offs, hashes, w)
         row_words[r + 1] = w
     return out[:q], word_offs[: w + 1], row_words, hashes[:w]
 
 
 @njit(cache=True, nogil=True)
 def near_sketch(
-    data: np.ndarray,
-    offsets: np.ndarray,
-    decode: np.ndarray,
+    text: tuple[np.ndarray, np.ndarray, np.ndarray],
     seed: np.uint64,
-    table: np.ndarray,
-    classes: np.ndarray,
+    alphabet: tuple[np.ndarray, np.ndarray],
     n: int,
     num_perm: int,
     probes: np.ndarray,
@@ -299,41 +294,25 @@ def near_sketch(
     signature densified, and each band of `band_rows` signature values hashed into one
     64-bit band hash; only the band hashes and the shingle sets leave the kernel.
     """
+    data, offsets, decode = text
+    table, classes = alphabet
     rows = len(offsets) - 1
     total = offsets[rows] - offsets[0]
     band_hash = np.zeros((rows, bands), dtype=np.uint64)
     shingles = np.empty(total // 2 + rows + 1, dtype=np.uint32)  # ≤ words
     offs = np.zeros(rows + 1, dtype=np.int64)
-    longest = _longest(offsets)
-    buf = np.empty(longest, dtype=np.uint8)
-    tmp = np.empty(longest, dtype=np.uint8)
+    longest, tok = _tokenizer(offsets, seed, table, classes)
     out = np.empty(longest, dtype=np.uint8)
-    word_offs = np.empty(longest // 2 + 2, dtype=np.int64)
-    word_offs[0] = 0
-    words = np.empty(longest // 2 + 1, dtype=np.uint64)
+    word_offs, words = _word_space(longest // 2 + 1)
     sig = np.empty(num_perm, dtype=np.uint32)
     orig = np.empty(num_perm, dtype=np.uint32)
     table_u = np.empty(2 * _pow2(longest // 2 + 1), dtype=np.uint64)
-    start_hash = _FNV_OFFSET ^ seed
     width = np.uint64(num_perm)
     k = 0
     for r in range(rows):
         a = offsets[r]
         _, length = _row_words(
-            data,
-            a,
-            offsets[r + 1] - a,
-            table,
-            classes,
-            decode[r],
-            start_hash,
-            out,
-            0,
-            word_offs,
-            words,
-            0,
-            buf,
-            tmp,
+            data, a, offsets[r + 1] - a, decode[r], tok, out, 0, word_offs, words, 0
         )
         count = max(length - n + 1, 1) if length > 0 else 0
         if count == 0:

@@ -74,14 +74,10 @@ def near_keys(batch: pa.Table, num_perm: int, ngram: int, bands: int, rows: int)
     length."""
     from curate.dedup.kernels import BYTES, near_sketch
 
-    raw, offsets, decode = text_bytes(row_text(batch))
     band_hash, offs, flat = near_sketch(
-        raw,
-        offsets,
-        decode,
+        text_bytes(row_text(batch)),
         np.uint64(SEED),
-        BYTES,
-        code_point_classes(),
+        (BYTES, code_point_classes()),
         ngram,
         num_perm,
         _probe_table(num_perm),

@@ -168,10 +168,8 @@ def words(text: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     (`kernels.tokenize` over `text_bytes`)."""
     from curate.dedup.kernels import BYTES, tokenize
 
-    raw, offsets, decode = text_bytes(text)
-    out, word_offs, row_words, hashes = tokenize(
-        raw, offsets, decode, np.uint64(SEED), BYTES, code_point_classes()
-    )
+    alphabet = (BYTES, code_point_classes())
+    out, word_offs, row_words, hashes = tokenize(text_bytes(text), np.uint64(SEED), alphabet)
     flat = pa.LargeStringArray.from_buffers(len(hashes), pa.py_buffer(word_offs), pa.py_buffer(out))
     return hashes, row_words, flat
 
