@@ -413,7 +413,9 @@ def train(
     smoke: Annotated[
         bool,
         typer.Option(
-            "--smoke", help="100 steps on 10% of the data, then save, load, merge and generate"
+            "--smoke",
+            help="100 steps (fewer with --max-steps) on 10% of the data, then save, load, "
+            "merge and generate",
         ),
     ] = False,
     out: Annotated[

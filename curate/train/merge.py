@@ -57,22 +57,35 @@ def load_for_merge(folder: Path, quantized: bool) -> Any:
 
 
 def _run(model: Any, prompts: list[list[int]]) -> tuple[list[Any], list[list[int]]]:
+    """Each prompt's logits (run alone, unpadded), and its greedy continuation: all prompts
+    in one left-padded batch, each continuation cut after its first end-of-sequence token
+    (the rest is padding)."""
     import torch
 
-    logits, greedy = [], []
+    logits: list[Any] = []
+    greedy: list[list[int]] = []
+    eos = model.config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    pad = min(stops) if stops != {None} else 0
     with torch.no_grad():
         for p in prompts:
-            ids = torch.tensor([p])
-            logits.append(model(input_ids=ids, use_cache=False).logits[0].float())
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=NEW_TOKENS,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=model.config.eos_token_id,
-            )
-            greedy.append(out[0, len(p) :].tolist())
+            logits.append(model(input_ids=torch.tensor([p]), use_cache=False).logits[0].float())
+        if not prompts:
+            return logits, greedy
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=pad,
+        )
+    for row in out[:, width:].tolist():
+        end = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+        greedy.append(row[:end])
     return logits, greedy
 
 

@@ -86,6 +86,9 @@ def check_base(manifest: dict[str, Any], base: str, cfg: TrainConfig, store: Sto
     return Base(base, folder, tok, template or "", content, template_sha)
 
 
+SMOKE_STEPS = 100
+
+
 def run_id(manifest_id: str, cfg: TrainConfig, base: Base, smoke: bool) -> str:
     blob = json.dumps(
         {
@@ -241,7 +244,9 @@ def train(
     atomic_write(run_dir / "packing.json", json.dumps(packing, indent=2).encode())
 
     steps_per_epoch = math.ceil(len(packs) / cfg.grad_accum)
-    max_steps = 100 if smoke else cfg.max_steps
+    max_steps = cfg.max_steps
+    if smoke:  # 100 steps, or fewer when max_steps says so
+        max_steps = min(SMOKE_STEPS, max_steps) if max_steps > 0 else SMOKE_STEPS
     total = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
     tokens_per_step = [
         sum(
