@@ -162,7 +162,8 @@ def plain_rows(
     data: np.ndarray, offsets: np.ndarray, rows: np.ndarray, classes: np.ndarray
 ) -> np.ndarray:
     """Which of `rows` the tokenizer can take as they are: every non-ASCII character a
-    BMP code point that `classes` calls a separator or a word character."""
+    whole BMP code point that `classes` calls a separator or a word character (`_split`
+    decodes only such rows)."""
     ok = np.ones(len(rows), dtype=np.bool_)
     for k in range(len(rows)):
         r = rows[k]
@@ -173,7 +174,8 @@ def plain_rows(
             if raw < 128:
                 i += 1
                 continue
-            if raw >= 240 or raw < 192:
+            width = 3 if raw >= 224 else 2
+            if raw >= 240 or raw < 192 or i + width > end:  # 4-byte, stray or cut short
                 ok[k] = False
                 break
             if raw >= 224:
