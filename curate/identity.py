@@ -87,7 +87,7 @@ def canonical_content(rows: pa.Table) -> pa.Array:
         "\x00",
     )
     if messages.null_count == len(messages):
-        return pc.binary_join_element_wise(kind, "0;", tail, "\x00")
+        return pc.binary_join_element_wise(kind, "\x000;", tail, "")
     count = pc.fill_null(pc.list_value_length(messages), 0).cast(pa.string())
     head = pc.binary_join_element_wise(kind, "\x00", count, ";", "")
     parts, offsets, _ = _turn_parts(messages, head, tail)

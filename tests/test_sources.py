@@ -268,6 +268,65 @@ def test_row_ids_follow_the_contract_and_number_copies(tmp_path):
     assert {json.loads(r["detail"])["duplicate_of"] for r in b.ledger} == {base}
 
 
+def contract_id(source: str, row: dict) -> str:
+    """`sha256(source \\0 kind \\0 <messages> \\0 <text> \\0 <chosen> \\0 <rejected>)[:16]`,
+    turns as `<count>;` then `<bytes>:<role><bytes>:<content>` each, text as `<bytes>:`."""
+
+    def turns(items: list[dict] | None) -> str:
+        items = items or []
+        return f"{len(items)};" + "".join(
+            f"{len(m['role'].encode())}:{m['role']}{len(m['content'].encode())}:{m['content']}"
+            for m in items
+        )
+
+    text = row["text"] or ""
+    parts = [
+        row["kind"],
+        turns(row["messages"]),
+        f"{len(text.encode())}:{text}",
+        turns(row["chosen"]),
+        turns(row["rejected"]),
+    ]
+    return hashlib.sha256(f"{source}\x00{chr(0).join(parts)}".encode()).hexdigest()[:16]
+
+
+def test_row_ids_follow_the_contract_for_every_kind(tmp_path):
+    """Text rows (a source with no turns at all), chat rows with several turns and
+    preference rows each get the contract's id, computed here from the stored row."""
+    write_jsonl(tmp_path / "t.jsonl", [{"text": "plain ünïcode"}, {"text": "x"}])
+    write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "q2"},
+                    {"role": "assistant", "content": "a2"},
+                ]
+            }
+        ],
+    )
+    write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"prompt": "which?", "chosen": "this one", "rejected": "that one"}],
+    )
+    b = build(
+        write_config(
+            tmp_path,
+            [
+                {"name": "t", "path": "t.jsonl", "format": "text"},
+                {"name": "c", "path": "c.jsonl", "format": "chat"},
+                {"name": "p", "path": "p.jsonl", "format": "preference"},
+            ],
+        )
+    )
+    assert sorted(r["kind"] for r in b.rows) == ["chat", "preference", "text", "text"]
+    for r in b.rows:
+        assert r["id"] == contract_id(r["source"], r), r
+
+
 def test_meta_keeps_extra_fields(tmp_path):
     b = build(one_source(tmp_path, [GOOD | {"ticket": 7, "tags": ["a"]}]))
     assert json.loads(b.rows[0]["meta"]) == {"ticket": 7, "tags": ["a"]}
