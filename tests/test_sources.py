@@ -465,3 +465,26 @@ def test_turn_fields_curate_cannot_keep_are_rejected_not_dropped(tmp_path):
     assert [r["messages"][0]["content"] for r in b.rows] == ["q"]  # a null extra field is harmless
     fields = sorted(json.loads(r["detail"])["field"] for r in b.rejected("invalid_schema"))
     assert fields == ["messages[1].tool_calls", "messages[1].weight"]
+
+
+def test_jsonl_blocks_cut_at_newlines_with_their_first_line(tmp_path, monkeypatch):
+    """A file several blocks long: the blocks tile the file, each ends at a newline, each
+    knows its first line, and every row's origin names its real line."""
+    from curate import sources
+
+    monkeypatch.setattr(sources, "JSONL_BLOCK_BYTES", 1 << 20)
+    rows = [chat(f"question {i} " + "x" * (i % 97), f"answer {i}") for i in range(30_000)]
+    path = tmp_path / "big.jsonl"
+    write_jsonl(path, rows)
+    data = path.read_bytes()
+    sha, ranges = sources._scan_jsonl(path)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert len(ranges) >= 3
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    for (a, b, line), (a2, _, _) in zip(ranges, ranges[1:] + [(len(data), 0, 0)], strict=True):
+        assert b == a2 and data[b - 1 : b] == b"\n"
+        assert line == data[:a].count(b"\n") + 1
+    b = build(write_config(tmp_path, [{"name": "s", "path": "big.jsonl"}]))
+    by_origin = {r["origin"]: r["messages"][0]["content"] for r in b.rows}
+    for line in (1, 12_345, 30_000):
+        assert by_origin[f"big.jsonl:{line}"] == rows[line - 1]["messages"][0]["content"]
