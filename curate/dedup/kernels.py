@@ -3,10 +3,11 @@ contamination: one pass per row over its bytes or its words, no Python loop per 
 
 - `tokenize`: ASCII lower case, thousands separators dropped exactly as two passes of the
   regex `(\\d),(\\d{3})` → `\\1\\2` do, every other ASCII character that is not a letter or a
-  digit a separator; bytes of non-ASCII characters (rows that already went through the
-  Unicode normalization of `shingles.normalize`) are word bytes. Words are written back to
-  back (an Arrow string array without copies) and hashed (FNV-1a, then splitmix64's
-  finalizer, seeded).
+  digit a separator. A non-ASCII character is a separator or a word character as the code
+  point table says (`shingles.code_point_classes`), in rows whose every such character is
+  in it; in rows that went through the Unicode normalization of `shingles.normalize`
+  first, its bytes are word bytes. Words are written back to back (an Arrow string array
+  without copies) and hashed (FNV-1a, then splitmix64's finalizer, seeded).
 - `near_sketch`: per row, straight from its text, the hashes of its word n-grams, its
   one-permutation MinHash signature (densified as `minhash` describes), the LSH band
   hashes of that signature and its unique 32-bit shingle hashes.
@@ -267,7 +268,7 @@ def tokenize(
     out = np.empty(total, dtype=np.uint8)
     word_offs, hashes = _word_space(total // 2 + rows + 1)
     row_words = np.zeros(rows + 1, dtype=np.int64)
-    longest, tok = _tokenizer(offsets, seed, table, classes)
+    _, tok = _tokenizer(offsets, seed, table, classes)
     q = 0  # bytes written to out
     w = 0  # words so far
     for r in range(rows):
