@@ -149,6 +149,8 @@ def format_rate(folder: Path, prompts: list[str]) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from curate.train.merge import left_padded
+
     tok = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     rows = []
@@ -158,9 +160,9 @@ def format_rate(folder: Path, prompts: list[str]) -> float:
         )
         rows.append((ids["input_ids"] if hasattr(ids, "keys") else ids)[0].tolist())
     # one left-padded batch (as the merge check generates)
-    width, pad = max(map(len, rows)), tok.eos_token_id
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    pad = tok.eos_token_id
+    ids, mask = left_padded(rows, pad)
+    width = ids.shape[1]
     with torch.no_grad():
         out = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=pad

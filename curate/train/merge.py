@@ -56,6 +56,17 @@ def load_for_merge(folder: Path, quantized: bool) -> Any:
     return model.to(torch.float32)
 
 
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """(input ids, attention mask) of token-id prompts padded on the left into one batch,
+    so that every prompt's continuation starts at the same column."""
+    import torch
+
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
 def _run(model: Any, prompts: list[list[int]]) -> tuple[list[Any], list[list[int]]]:
     """Each prompt's logits (run alone, unpadded), and its greedy continuation: all prompts
     in one left-padded batch, each continuation cut after its first end-of-sequence token
@@ -72,9 +83,8 @@ def _run(model: Any, prompts: list[list[int]]) -> tuple[list[Any], list[list[int
             logits.append(model(input_ids=torch.tensor([p]), use_cache=False).logits[0].float())
         if not prompts:
             return logits, greedy
-        width = max(map(len, prompts))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids, mask = left_padded(prompts, pad)
+        width = ids.shape[1]
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,
