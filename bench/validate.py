@@ -175,7 +175,7 @@ def main() -> None:
     results = {"plain_1": timed(plain), "validate_1": timed(validate_here)}
     # all cores: the engine's processes (one tokenizer thread each) against the tokenizer's
     # own thread pool on every core
-    with LocalEngine(workers=workers, start_method="fork") as eng:
+    with LocalEngine(workers=workers) as eng:
         results["validate_all"] = timed(lambda: eng.map(run_segment, items, "validate"))
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     results["plain_all"] = timed(plain)

@@ -34,14 +34,9 @@ def build(
     strict: bool = False,
     parent: str | None = None,
     progress: Progress | None = None,
-    start_method: str = "forkserver",
     prescanned: dict[tuple[str, str | None], Any] | None = None,
 ) -> BuildResult:
-    """Build the mixture a config describes; returns the manifest id, manifest and run info.
-
-    `start_method` is how worker processes start; keep the default unless this process has
-    not used polars yet (the CLI passes "fork", which starts workers faster).
-    """
+    """Build the mixture a config describes; returns the manifest id, manifest and run info."""
     from curate.pipeline import run_build
 
     cfg = config if isinstance(config, MixtureConfig) else load_config(config)
@@ -55,7 +50,6 @@ def build(
         strict=strict,
         progress=progress,
         parent=parent_id,
-        start_method=start_method,
         prescanned=prescanned,
     )
 

@@ -104,6 +104,9 @@ def _build(
     from curate.sources import Prescan, scratch_dir
 
     cfg = load_config(config)
+    from curate.engines.local import prestart
+
+    prestart()  # the workers' forkserver imports in parallel with everything below
     # Hash the source files on threads while this process imports pyarrow and polars.
     scratch = scratch_dir(_store(store) or default_store(config))
     prescan = Prescan([(str(p), scratch) for src in cfg.sources for p in cfg.source_files(src)])
@@ -117,9 +120,7 @@ def _build(
     if collecting:
         gc.enable()
 
-    prescanned = prescan.results()  # the thread is done: forking is safe again
-    # This process has not used polars or started a thread yet (the progress display starts
-    # with its first bar), so workers can be forked: they start without importing anything.
+    prescanned = prescan.results()
     # transformers (a [tokenizer] that is a model folder) and sentence-transformers may
     # import pandas; only builds that load neither can do without it
     plain = cfg.dedup.semantic is None and cfg.tokenizer is None
@@ -133,7 +134,6 @@ def _build(
             strict=strict,
             parent=parent,
             progress=progress,
-            start_method="fork",
             prescanned=prescanned,
         )
     if as_json:

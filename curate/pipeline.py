@@ -32,6 +32,7 @@ from curate.config import MixtureConfig
 from curate.dedup.exact import ExactDedup
 from curate.dedup.minhash import NearDedup
 from curate.engines import passes
+from curate.engines.base import Engine
 from curate.engines.local import LocalEngine
 from curate.errors import UserError
 from curate.manifests.manifest import (
@@ -188,12 +189,10 @@ def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]
     return out
 
 
-def make_engine(
-    name: str, workers: int | None, progress: Progress, start_method: str = "forkserver"
-) -> LocalEngine:
+def make_engine(name: str, workers: int | None, progress: Progress) -> Engine:
     if name != "local":
         raise UserError(f"engine {name!r} is not available in this version; use --engine local")
-    return LocalEngine(workers, progress, start_method)
+    return LocalEngine(workers, progress)
 
 
 def run_build(
@@ -205,20 +204,19 @@ def run_build(
     strict: bool = False,
     progress: Progress | None = None,
     parent: str | None = None,
-    start_method: str = "forkserver",
     prescanned: dict[tuple[str, str | None], FileScan] | None = None,
 ) -> BuildResult:
     started = time.time()
     timings: dict[str, float] = {}
     progress = progress or Progress(enabled=False)
-    target = load_build_target(config, store)  # before the workers start: they inherit it
+    target = load_build_target(config, store)
     steps = build_steps(config, target, store)
     segs = segments(steps)
     group_field = None if config.split.by == "row" else config.split.by
 
     work = store.temp_dir("build-")
     try:
-        with make_engine(engine, workers, progress, start_method) as eng:
+        with make_engine(engine, workers, progress) as eng:
             files = [
                 [
                     (p, Path(os.path.relpath(p, config.base_dir)).as_posix())
@@ -435,7 +433,7 @@ def _resolve(state: pl.DataFrame, step: GlobalStep, config: MixtureConfig) -> pl
 
 
 def _run_later_rows(
-    eng: LocalEngine,
+    eng: Engine,
     state: pl.DataFrame,
     cache: list[str],
     row_steps: list[RowStep],
@@ -536,7 +534,7 @@ def _split(state: pl.DataFrame, config: MixtureConfig) -> pl.DataFrame:
 
 
 def _write(
-    eng: LocalEngine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store
+    eng: Engine, state: pl.DataFrame, cache: list[str], seed: int, work: Path, store: Store
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     copies = state["copies"].to_numpy()
     output_positions_by_split = output_positions(copies, state["split"].to_numpy(), seed)

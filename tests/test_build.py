@@ -551,14 +551,3 @@ def test_text_output_of_every_command(planted, cli, tmp_path):
     assert cli("tag", "not an ok tag!", b.id, "--store", store).code == 2
     assert cli("tag", "deadbeef", b.id, "--store", store).code == 2  # looks like an id
     assert cli("export", b.id, "--format", "xml", "--store", store).code == 2
-
-
-def test_a_second_build_in_one_process_never_forks_after_polars(planted):
-    """Forking after polars ran hangs the child; the engine must fall back to the forkserver."""
-    from curate.engines.local import LocalEngine
-
-    cfg, b = planted
-    engine = LocalEngine(2, start_method="fork")
-    assert engine._safe_start_method() == "forkserver"  # an engine already ran here
-    again = curate.build(cfg, store=cfg.parent / "again", workers=2, start_method="fork")
-    assert again.manifest_id == b.id

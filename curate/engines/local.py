@@ -1,18 +1,32 @@
 """The local engine: an ordered parallel map over blocks, in a process pool.
 
-With N workers, N-1 are processes forked from a forkserver that has already imported
-curate's readers (so each task pays no import), and this process is the N-th. With one
-worker, tasks run here only (same code path, easier to debug). Results come back in task
-order whatever order the workers finish in, so a build's outputs do not depend on the
+With N workers, N-1 are processes forked from a forkserver and this process is the N-th;
+with one worker, tasks run here only (same code path, easier to debug). Results come back in
+task order whatever order the workers finish in, so a build's outputs do not depend on the
 number of workers.
+
+Workers always start from the forkserver, never by forking this process: a child forked
+from a process whose polars (or Arrow, or tokenizers) thread pool has run inherits the pool's
+locks but not its threads, and waits on them forever. That is how the CLI's `fork` start hung
+every build with an eval set: loading the eval set normalizes its words with polars in this
+process before the pool starts. The forkserver is a fresh interpreter that only imports
+(PRELOAD) and never runs that work, so whatever this process did, its forks are clean.
+`prestart` launches it early, so that its imports overlap with the caller's planning.
+
+Workers die with their parent: each asks the kernel for SIGKILL when its parent (the
+forkserver, which exits when this process does) dies, and a watchdog thread ends it if it is
+ever re-parented, so a kill -9 of a build leaves no worker behind, even one blocked in a
+pipe write.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,15 +48,16 @@ PRELOAD = [
     "pyarrow.json",
     "polars",
 ]
+WATCHDOG_SECONDS = 0.5
 
 
 @contextmanager
 def _without_user_main() -> Iterator[None]:
-    """Spawn workers without re-running the caller's `__main__` in them.
+    """Start the forkserver without importing the caller's `__main__` in it.
 
     Workers only run curate's own functions, so they need nothing from the caller's script;
-    multiprocessing would otherwise import it again in every worker (and fail outright when
-    the caller is `python -` or an interactive session).
+    multiprocessing would otherwise import it again (and fail outright when the caller is
+    `python -` or an interactive session).
     """
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
@@ -52,11 +67,47 @@ def _without_user_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-_ENGINE_RAN = False  # set once an engine ran in this process (and so polars was used)
+def _start_context() -> Any:
+    """The forkserver on Linux; spawn where there is none (the same guarantees, slower)."""
+    if sys.platform == "linux":
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
-def _one_thread_each() -> None:
-    """Workers already fill the cores: keep Arrow's and polars' own thread pools to one thread."""
+def prestart() -> None:
+    """Launch the forkserver now (it imports PRELOAD in its own process, in parallel)."""
+    if sys.platform == "linux":
+        from multiprocessing import forkserver
+
+        _start_context()
+        with _without_user_main():
+            forkserver.ensure_running()
+
+
+def _die_with_parent() -> None:
+    parent = os.getppid()
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+    threading.Thread(target=watch, name="curate-watchdog", daemon=True).start()
+
+
+def _worker_init() -> None:
+    """Workers already fill the cores: Arrow's and polars' own pools get one thread each."""
+    _die_with_parent()
     os.environ["POLARS_MAX_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import pyarrow as pa
@@ -78,32 +129,22 @@ def default_workers() -> int:
 class LocalEngine:
     name = "local"
 
-    def __init__(
-        self,
-        workers: int | None = None,
-        progress: Progress | None = None,
-        start_method: str = "forkserver",
-    ):
+    def __init__(self, workers: int | None = None, progress: Progress | None = None):
         self.workers = workers or default_workers()
-        self.start_method = start_method
         self.progress = progress or Progress(enabled=False)
         self._pool: ProcessPoolExecutor | None = None
         self._arrow_threads = 0
         self._tokenizer_threads: str | None = None
 
     def __enter__(self) -> LocalEngine:
-        global _ENGINE_RAN
         if self.workers > 1:
-            ctx = multiprocessing.get_context(self._safe_start_method())
-            if ctx.get_start_method() == "forkserver":
-                ctx.set_forkserver_preload(PRELOAD)
             helpers = self.workers - 1  # this process is the other worker
             with _without_user_main():
                 self._pool = ProcessPoolExecutor(
-                    max_workers=helpers, mp_context=ctx, initializer=_one_thread_each
+                    max_workers=helpers, mp_context=_start_context(), initializer=_worker_init
                 )
-                # Start every worker now (a pool spawns them on submit): their imports then
-                # overlap with the caller's planning, and no worker is spawned later.
+                # Start every worker now (a pool spawns them on submit): their start then
+                # overlaps with the caller's planning, and no worker is spawned later.
                 for _ in range(helpers):
                     self._pool.submit(_warm_up)
             # this process is a worker too: its Arrow threads would only fight the others
@@ -113,21 +154,7 @@ class LocalEngine:
             pa.set_cpu_count(1)
             self._tokenizer_threads = os.environ.get("TOKENIZERS_PARALLELISM")
             os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by tokenizers on every call
-        _ENGINE_RAN = True  # an engine's work uses polars here: no later fork is safe
         return self
-
-    def _safe_start_method(self) -> str:
-        """`fork` only when asked and this process has no other Python thread.
-
-        Forking is the cheapest start (workers inherit every import), but a child inherits
-        the locks other threads held, and polars' thread pool hangs in a child forked after
-        polars was used. The CLI asks for `fork` before any of that has happened; the
-        Python API, which cannot know what its caller did, uses the forkserver.
-        """
-        unsafe = threading.active_count() > 1 or sys.platform != "linux" or _ENGINE_RAN
-        if self.start_method == "fork" and unsafe:
-            return "forkserver"
-        return self.start_method
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
