@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curate.config import MixtureConfig, load_config
 from curate.errors import IntegrityError, UserError
+from curate.fsio import atomic_path, claim_output_dir, discard, is_sealed, seal
 from curate.manifests.manifest import Manifest
 from curate.manifests.store import Store, default_store
 
@@ -61,7 +60,11 @@ def open_manifest(ref: str, store: str | Path | None = None) -> Manifest:
 
 
 def load(ref: str, split: str = "train", store: str | Path | None = None) -> datasets.Dataset:
-    """A split of a build as a `datasets.Dataset`, memory-mapped from the store's cache."""
+    """A split of a build as a `datasets.Dataset`, memory-mapped from the store's cache.
+
+    The cache file is made once from the split's verified shards and sealed; a cache file
+    that no longer matches its seal is made again.
+    """
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -72,17 +75,30 @@ def load(ref: str, split: str = "train", store: str | Path | None = None) -> dat
             f"manifest {manifest.id[:12]} has no split {split!r}; it has {', '.join(manifest.split_names())}"
         )
     path = manifest.store.cache_path("datasets", manifest.id, f"-{split}.arrow")
-    if not path.exists():
-        from curate.rows import ROW_SCHEMA
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, ROW_SCHEMA) as writer:
-            for shard in manifest.shard_paths(split):
+    if not is_sealed(path):
+        discard(path)
+        shards = manifest.shard_paths(split)
+        schema = split_schema(shards)
+        with (
+            atomic_path(path, durable=False) as tmp,
+            pa.OSFile(str(tmp), "wb") as sink,
+            pa.ipc.new_stream(sink, schema) as writer,
+        ):
+            for shard in shards:
                 for batch in pq.ParquetFile(shard).iter_batches(batch_size=8192):
                     writer.write_batch(batch)
-        os.replace(tmp, path)
+        seal(path)
     return datasets.Dataset.from_file(str(path), in_memory=False)
+
+
+def split_schema(shards: list[Path]) -> Any:
+    """The schema of a split's rows: the row schema, plus the token columns of a build
+    with a tokenizer (all shards of a build share one schema)."""
+    import pyarrow.parquet as pq
+
+    from curate.rows import ROW_SCHEMA
+
+    return pq.read_schema(shards[0]) if shards else ROW_SCHEMA
 
 
 def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
@@ -90,22 +106,15 @@ def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
 
     Returns {"id", "objects", "problems": [...]} — no problems means the build is intact.
     """
-    import hashlib
-
     import pyarrow.parquet as pq
 
     where = store_for(store)
     mid = where.resolve(ref)
     problems: list[str] = []
-    blob = where.manifest_bytes(mid)
-    if hashlib.sha256(blob).hexdigest() != mid:
-        problems.append(
-            f"manifest {mid} is corrupt: its bytes hash to {hashlib.sha256(blob).hexdigest()}"
-        )
     try:
         manifest = Manifest(mid, where.read_manifest(mid), where)
     except IntegrityError as exc:
-        return {"id": mid, "objects": 0, "problems": problems + [str(exc)]}
+        return {"id": mid, "objects": 0, "problems": [str(exc)]}
     data = manifest.data
     bad = set()
     for sha in manifest.objects():
@@ -147,48 +156,50 @@ def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
     return {"id": mid, "objects": len(manifest.objects()), "problems": problems}
 
 
-def export(ref: str, fmt: str, out: str | Path, store: str | Path | None = None) -> list[Path]:
-    """Write every split as `<out>/<split>.jsonl` / `.parquet`, or a DatasetDict folder (hf)."""
+def export(
+    ref: str, fmt: str, out: str | Path, store: str | Path | None = None, overwrite: bool = False
+) -> list[Path]:
+    """Write every split as `<out>/<split>.jsonl` / `.parquet`, or a DatasetDict folder (hf).
+
+    `out` must be new or empty unless `overwrite`; then only these files are replaced.
+    """
     import pyarrow.parquet as pq
 
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     manifest = open_manifest(ref, store)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    splits = manifest.split_names()
+    owned = ["dataset"] if fmt == "hf" else [f"{split}.{fmt}" for split in splits]
+    claim_output_dir(out, owned, overwrite)
     if fmt == "hf":
         import datasets
 
         target = out / "dataset"
-        tmp = out / f".dataset.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        datasets.DatasetDict(
-            {s: load(manifest.id, s, manifest.store.root) for s in manifest.split_names()}
-        ).save_to_disk(str(tmp))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        parts = {s: load(manifest.id, s, manifest.store.root) for s in splits}
+        with atomic_path(target, is_dir=True, replace=True) as tmp:
+            datasets.DatasetDict(parts).save_to_disk(str(tmp))
         return [target]
-    for split in manifest.split_names():
+    written: list[Path] = []
+    for split in splits:
         target = out / f"{split}.{fmt}"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shards = manifest.shard_paths(split)
-        if fmt == "parquet":
-            from curate.engines.passes import PARQUET_OPTIONS
-            from curate.rows import ROW_SCHEMA
+        with atomic_path(target) as tmp:
+            if fmt == "parquet":
+                from curate.engines.passes import PARQUET_OPTIONS
 
-            with pq.ParquetWriter(str(tmp), ROW_SCHEMA, compression="zstd") as writer:
-                for shard in shards:
-                    writer.write_table(
-                        pq.read_table(shard), row_group_size=PARQUET_OPTIONS["row_group_size"]
-                    )
-        else:
-            import polars as pl
+                schema = split_schema(shards)
+                with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
+                    for shard in shards:
+                        writer.write_table(
+                            pq.read_table(shard), row_group_size=PARQUET_OPTIONS["row_group_size"]
+                        )
+            else:
+                import polars as pl
 
-            with open(tmp, "wb") as fh:
-                for shard in shards:
-                    pl.read_parquet(shard).write_ndjson(fh)
-        os.replace(tmp, target)
+                with open(tmp, "wb") as fh:
+                    for shard in shards:
+                        pl.read_parquet(shard).write_ndjson(fh)
         written.append(target)
     return written
 

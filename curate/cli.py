@@ -346,13 +346,16 @@ def export(
     ref: IdArg,
     fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf")] = "jsonl",
     out: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("export"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace curate's own files in a used --out")
+    ] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a build's splits as JSONL, Parquet or a datasets save_to_disk folder."""
     from curate import api
 
-    paths = api.export(ref, fmt, out, _store(store))
+    paths = api.export(ref, fmt, out, _store(store), overwrite=overwrite)
     if as_json:
         _print_json([str(p) for p in paths])
     else:
@@ -421,6 +424,9 @@ def train(
     out: Annotated[
         Path | None, typer.Option("--out", help="Run folder (default: store/runs/ID)")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a run's own files in a used --out")
+    ] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -439,7 +445,9 @@ def train(
         overrides["quantize"] = False
     cfg = load_train_config(config, **overrides)
     where = api.store_for(_store(store))
-    summary = run_train(ref, cfg, where, out=out, smoke=smoke, show_progress=not as_json)
+    summary = run_train(
+        ref, cfg, where, out=out, smoke=smoke, show_progress=not as_json, overwrite=overwrite
+    )
     if smoke:
         from curate.train.merge import merge_run
 
@@ -467,9 +475,12 @@ def merge(
     from curate import api
     from curate.train.merge import merge_run
 
-    where = api.store_for(_store(store))
-    folder = run if run.is_dir() else where.root / "runs" / str(run)
-    report = merge_run(folder, where)
+    given = _store(store)
+    if run.is_dir():  # a run folder knows the store it was trained from
+        report = merge_run(run, api.store_for(given) if given else None)
+    else:
+        where = api.store_for(given)
+        report = merge_run(where.root / "runs" / str(run), where)
     if as_json:
         _print_json(report)
         return

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -214,107 +213,99 @@ def run_build(
     segs = segments(steps)
     group_field = None if config.split.by == "row" else config.split.by
 
-    work = store.temp_dir("build-")
-    try:
-        with make_engine(engine, workers, progress) as eng:
-            files = [
-                [
-                    (p, Path(os.path.relpath(p, config.base_dir)).as_posix())
-                    for p in config.source_files(src)
-                ]
-                for src in config.sources
+    with store.temp_dir("build-") as work, make_engine(engine, workers, progress) as eng:
+        files = [
+            [
+                (p, Path(os.path.relpath(p, config.base_dir)).as_posix())
+                for p in config.source_files(src)
             ]
-            jobs = [(str(p), scratch_dir(store.root)) for fs in files for p, _ in fs]
-            known = prescanned or {}
-            missing = [job for job in jobs if job not in known]
-            found = dict(zip(missing, eng.map(scan_file, missing, "scan"), strict=True))
-            scans = [known[job] if job in known else found[job] for job in jobs]
-            tasks: list[BlockTask] = []
-            ranks: list[int] = []
-            file_entries: list[list[dict[str, Any]]] = []
-            for rank, src in enumerate(config.sources):
-                mine, scans = scans[: len(files[rank])], scans[len(files[rank]) :]
-                shown = [name for _, name in files[rank]]
-                src_tasks, entries = plan_blocks(
-                    src.name, src.format, shown, mine, strict, src.columns
-                )
-                tasks += src_tasks
-                ranks += [rank] * len(src_tasks)
-                file_entries.append(entries)
-            timings["plan"] = time.time() - started
+            for src in config.sources
+        ]
+        jobs = [(str(p), scratch_dir(store.root)) for fs in files for p, _ in fs]
+        known = prescanned or {}
+        missing = [job for job in jobs if job not in known]
+        found = dict(zip(missing, eng.map(scan_file, missing, "scan"), strict=True))
+        scans = [known[job] if job in known else found[job] for job in jobs]
+        tasks: list[BlockTask] = []
+        ranks: list[int] = []
+        file_entries: list[list[dict[str, Any]]] = []
+        for rank, src in enumerate(config.sources):
+            mine, scans = scans[: len(files[rank])], scans[len(files[rank]) :]
+            shown = [name for _, name in files[rank]]
+            src_tasks, entries = plan_blocks(src.name, src.format, shown, mine, strict, src.columns)
+            tasks += src_tasks
+            ranks += [rank] * len(src_tasks)
+            file_entries.append(entries)
+        timings["plan"] = time.time() - started
 
-            cache = [str(store.cache_path("blocks", _block_key(t), ".arrow")) for t in tasks]
-            first_rows, first_global = segs[0]
-            t0 = time.time()
-            results = eng.map(
-                passes.ingest,
-                [
-                    (t, c, first_rows, first_global, group_field, str(work / f"b{b}-s0.arrow"))
-                    for b, (t, c) in enumerate(zip(tasks, cache, strict=True))
-                ],
+        cache = [str(store.cache_path("blocks", _block_key(t), ".arrow")) for t in tasks]
+        first_rows, first_global = segs[0]
+        t0 = time.time()
+        results = eng.map(
+            passes.ingest,
+            [
+                (t, c, first_rows, first_global, group_field, str(work / f"b{b}-s0.arrow"))
+                for b, (t, c) in enumerate(zip(tasks, cache, strict=True))
+            ],
+            "read",
+        )
+        indexes = [index for index, _ in results]
+        # later passes read a block with the columns the steps added, where they did
+        cache = [moved or c for (_, moved), c in zip(results, cache, strict=True)]
+        del results
+        timings["read"] = time.time() - t0
+        state = _index_frame(indexes, ranks)
+        del indexes  # the per-block tables now live in `state`: keep memory flat
+        stage_counts = [
+            stage_entry(
+                "read",
+                _reader_fingerprint(),
+                {"formats": {s.name: s.format for s in config.sources}},
+                state,
                 "read",
             )
-            indexes = [index for index, _ in results]
-            # later passes read a block with the columns the steps added, where they did
-            cache = [moved or c for (_, moved), c in zip(results, cache, strict=True)]
-            del results
-            timings["read"] = time.time() - t0
-            state = _index_frame(indexes, ranks)
-            del indexes  # the per-block tables now live in `state`: keep memory flat
-            stage_counts = [
-                stage_entry(
-                    "read",
-                    _reader_fingerprint(),
-                    {"formats": {s.name: s.format for s in config.sources}},
-                    state,
-                    "read",
+        ]
+        t0 = time.time()
+        for i, (row_steps, global_step) in enumerate(segs):
+            if i > 0:
+                state, cache = _run_later_rows(eng, state, cache, row_steps, global_step, work, i)
+            for step in row_steps:
+                stage_counts.append(
+                    stage_entry(step.name, step.fingerprint(), step.params(), state, step.stage)
                 )
-            ]
-            t0 = time.time()
-            for i, (row_steps, global_step) in enumerate(segs):
-                if i > 0:
-                    state, cache = _run_later_rows(
-                        eng, state, cache, row_steps, global_step, work, i
+            if global_step is not None:
+                state = _resolve(state, global_step, config)
+                # its keys are spent: keep the index small for the steps after it
+                state = state.drop(_key_columns(state))
+                stage_counts.append(
+                    stage_entry(
+                        global_step.name,
+                        global_step.fingerprint(),
+                        global_step.params(),
+                        state,
+                        global_step.stage,
                     )
-                for step in row_steps:
-                    stage_counts.append(
-                        stage_entry(step.name, step.fingerprint(), step.params(), state, step.stage)
-                    )
-                if global_step is not None:
-                    state = _resolve(state, global_step, config)
-                    # its keys are spent: keep the index small for the steps after it
-                    state = state.drop(_key_columns(state))
-                    stage_counts.append(
-                        stage_entry(
-                            global_step.name,
-                            global_step.fingerprint(),
-                            global_step.params(),
-                            state,
-                            global_step.stage,
-                        )
-                    )
-            timings["steps"] = time.time() - t0
+                )
+        timings["steps"] = time.time() - t0
 
-            t0 = time.time()
-            state, mixture_report = _mix(state, config)
-            stage_counts.append(
-                stage_entry(
-                    "mixture",
-                    _params_fingerprint("mixture", config.mixture.model_dump()),
-                    config.mixture.model_dump(),
-                    state,
-                    "mixture",
-                )
+        t0 = time.time()
+        state, mixture_report = _mix(state, config)
+        stage_counts.append(
+            stage_entry(
+                "mixture",
+                _params_fingerprint("mixture", config.mixture.model_dump()),
+                config.mixture.model_dump(),
+                state,
+                "mixture",
             )
-            state = _split(state, config)
-            timings["mix"] = time.time() - t0
+        )
+        state = _split(state, config)
+        timings["mix"] = time.time() - t0
 
-            t0 = time.time()
-            splits, ledger = _write(eng, state, cache, config.build.seed, work, store)
-            validation = validation_report(state, config, cache)
-            timings["write"] = time.time() - t0
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        t0 = time.time()
+        splits, ledger = _write(eng, state, cache, config.build.seed, work, store)
+        validation = validation_report(state, config, cache)
+        timings["write"] = time.time() - t0
 
     manifest = assemble(
         config,

@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import json
 import lzma
-import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 from curate.config import COMPRESSIONS, data_suffix
 from curate.errors import InputError
+from curate.fsio import atomic_path, discard, is_sealed, seal, sha256_file
 
 JSONL_BLOCK_BYTES = 8 << 20
 ROWS_PER_BLOCK = 65_536
@@ -82,29 +82,29 @@ def _decompressed(path: Path, sha: str, scratch: Path) -> Path:
     openers: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
     opener = openers[path.suffix.lower()]
     target = scratch / f"{sha}{data_suffix(path)}"
-    if not target.exists():
-        scratch.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    if not is_sealed(target):
+        discard(target)
         try:
-            with opener(path, "rb") as src, open(tmp, "wb") as dst:
+            with (
+                atomic_path(target, durable=False) as tmp,
+                opener(path, "rb") as src,
+                open(tmp, "wb") as dst,
+            ):
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (OSError, EOFError, lzma.LZMAError) as exc:
-            tmp.unlink(missing_ok=True)
             raise InputError(f"{path}: cannot decompress ({exc})") from exc
-        os.replace(tmp, target)
+        seal(target)
     return target
 
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file, or of a save_to_disk folder's files (names and bytes, sorted)."""
+    if not path.is_dir():
+        return sha256_file(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            digest.update(str(f.relative_to(path)).encode() + b"\x00")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(path)).encode() + b"\x00")
+        sha256_file(f, digest)
     return digest.hexdigest()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from curate.dedup.shingles import ngram_hashes, row_text, sorted_unique, words
 from curate.errors import UserError
+from curate.fsio import atomic_path, sha256_file
 from curate.steps import RowStep, Verdicts
 
 MIN_WORDS = 4  # an item with fewer words matches too much by chance: not indexed
@@ -74,6 +74,15 @@ class EvalSet:
     ids: list[str]
     texts: list[str]
     too_short: int
+
+
+def _is_intact(folder: Path) -> bool:
+    """The cached index folder holds exactly the files its `done` list hashed."""
+    try:
+        hashes = json.loads((folder / "done").read_text())
+        return bool(hashes) and all(sha256_file(folder / n) == h for n, h in hashes.items())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_eval(name: str, path: Path, fields: list[str]) -> EvalSet:
@@ -157,22 +166,22 @@ class ContaminationStep(RowStep):
 
     def _store_index(self, cache: Path) -> None:
         folder = cache / _digest(self.hashes, self.items)[:32]
-        if not (folder / "done").exists():
-            tmp = cache / f".{folder.name}.{os.getpid()}.tmp"
-            tmp.mkdir(parents=True, exist_ok=True)
-            for name in self._ARRAYS:
-                np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)))
-            table = pa.table({"id": self.item_id, "text": self.item_text})
-            with (
-                pa.OSFile(str(tmp / "items.arrow"), "wb") as sink,
-                pa.ipc.new_file(sink, table.schema) as writer,
-            ):
-                writer.write_table(table)
-            (tmp / "done").write_text("")
+        if not _is_intact(folder):  # workers read it unchecked: it is checked here
+            shutil.rmtree(folder, ignore_errors=True)
             try:
-                os.replace(tmp, folder)
+                with atomic_path(folder, is_dir=True, durable=False) as tmp:
+                    for name in self._ARRAYS:
+                        np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)))
+                    table = pa.table({"id": self.item_id, "text": self.item_text})
+                    with (
+                        pa.OSFile(str(tmp / "items.arrow"), "wb") as sink,
+                        pa.ipc.new_file(sink, table.schema) as writer,
+                    ):
+                        writer.write_table(table)
+                    hashes = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+                    (tmp / "done").write_text(json.dumps(hashes, sort_keys=True))
             except OSError:  # another build stored the same index first
-                shutil.rmtree(tmp, ignore_errors=True)
+                pass
         self._index_dir = str(folder)
 
     def __getstate__(self) -> dict[str, Any]:

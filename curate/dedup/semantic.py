@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from curate.dedup.clusters import clusters, duplicate_verdicts
 from curate.dedup.shingles import answer_chars, row_text
 from curate.errors import UserError
+from curate.fsio import is_sealed
 from curate.hashing import sha256_hex
 from curate.steps import GlobalStep, Verdicts
 
@@ -113,15 +114,15 @@ def _dimension(folder: Path) -> int:
 
 
 def _folder_sha256(folder: Path) -> str:
+    from curate.fsio import sha256_file
+
     digest = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = f.relative_to(folder).as_posix()
         if rel in _NOT_MODEL or rel.startswith("."):
             continue
         digest.update(rel.encode() + b"\x00")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
+        sha256_file(f, digest)
         digest.update(b"\x00")
     return digest.hexdigest()
 
@@ -192,7 +193,8 @@ class EmbeddingCache:
             files = sorted(self.folder.glob("*.arrow")) if self.folder.is_dir() else []
             for f in files:
                 try:
-                    if f.stat().st_mtime >= self.before:
+                    # written during this build, or not what was written: not used
+                    if f.stat().st_mtime >= self.before or not is_sealed(f):
                         continue
                     with pa.memory_map(str(f)) as source:
                         tables.append(pa.ipc.open_file(source).read_all())
@@ -227,7 +229,7 @@ class EmbeddingCache:
     def add(self, keys: pa.Array, vectors: np.ndarray) -> None:
         if len(keys) == 0:
             return
-        from curate.manifests.store import atomic_write
+        from curate.fsio import seal, write_bytes
 
         table = pa.table(
             {
@@ -244,7 +246,8 @@ class EmbeddingCache:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        atomic_write(target, sink.getvalue().to_pybytes())
+        write_bytes(target, sink.getvalue().to_pybytes())
+        seal(target)
 
 
 def _prefixes(keys: pa.Array) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.fsio import atomic_path, discard, is_sealed, seal
 from curate.readers import read_block
 from curate.rows import BUILD_SCHEMA, ROW_SCHEMA, TOKEN_FIELDS
 from curate.sources import BlockTask
@@ -44,16 +45,18 @@ def output_schema(names: list[str]) -> pa.Schema:
     return pa.schema(list(ROW_SCHEMA) + [f for f in TOKEN_FIELDS if f.name in names])
 
 
-def write_ipc(table: pa.Table, path: Path) -> None:
-    """Arrow IPC file, written to a temp name and renamed: never half-written.
+def write_ipc(table: pa.Table, path: Path, temp_dir: Path | None = None) -> None:
+    """Arrow IPC file, written atomically (never half-written); not fsynced: these are
+    scratch and cache files, which a crash only costs a recomputation of.
 
-    Uncompressed on purpose: these are scratch and cache files, read back memory-mapped.
+    Uncompressed on purpose: they are read back memory-mapped.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with (
+        atomic_path(path, durable=False, temp_dir=temp_dir) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
         writer.write_table(table)
-    os.replace(tmp, path)
 
 
 def read_ipc(path: str | Path) -> pa.Table:
@@ -77,14 +80,16 @@ def ingest(
     """
     path = Path(cache_file)
     table = None
-    if path.exists():
+    if is_sealed(path):  # an entry edited, damaged or never finished is read again
         try:
             table = read_ipc(path)
-        except (OSError, pa.ArrowInvalid):  # a cache file damaged by a crash: read again
+        except (OSError, pa.ArrowInvalid):
             table = None
     if table is None:
+        discard(path)
         table = read_block(task)
-        write_ipc(table, path)
+        write_ipc(table, path, temp_dir=Path(block_out).parent)
+        seal(path)
     index = table.select(["id", "order", *VERDICT_COLUMNS])
     alive = pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False)
     update, augmented = _apply(table, alive, row_steps, key_step)

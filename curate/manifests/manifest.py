@@ -302,10 +302,11 @@ class Manifest:
     def shard_paths(self, split: str) -> list[Path]:
         if split not in self.data["splits"]:
             raise KeyError(split)
-        return [self.store.object_path(s["object"]) for s in self.data["splits"][split]["shards"]]
+        shards = self.data["splits"][split]["shards"]
+        return [self.store.verified_object(s["object"]) for s in shards]
 
     def ledger_paths(self) -> list[Path]:
-        return [self.store.object_path(p["object"]) for p in self.data["ledger"]["parts"]]
+        return [self.store.verified_object(p["object"]) for p in self.data["ledger"]["parts"]]
 
     def objects(self) -> list[str]:
         shas = [s["object"] for split in self.data["splits"].values() for s in split["shards"]]

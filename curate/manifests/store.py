@@ -16,12 +16,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from curate.errors import IntegrityError, UnknownIdError, UserError
+from curate.fsio import fsync_path, sha256_file, temp_folder, write_bytes
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -36,47 +37,12 @@ def default_store(config_path: str | Path | None = None) -> Path:
     return base / ".curate"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via temp file + fsync + rename (+ fsync of the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8, trailing newline: the bytes a manifest id hashes."""
     return (
         json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         + "\n"
     ).encode()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Store:
@@ -86,13 +52,31 @@ class Store:
     # -- objects ---------------------------------------------------------------------
 
     def object_path(self, sha: str) -> Path:
+        """Where object `sha` lives; a name that is not a sha256 digest is refused, so no
+        stored name (a tampered manifest's shard, say) can point outside the store."""
+        if not isinstance(sha, str) or not HEX64.match(sha):
+            raise IntegrityError(
+                f"{str(sha)[:80]!r} is not an object name (a sha256 in hex): the manifest "
+                "naming it is corrupt or was edited; `curate verify` checks a build"
+            )
         return self.root / "objects" / sha[:2] / sha
+
+    def verified_object(self, sha: str) -> Path:
+        """The path of object `sha` once its bytes are checked against its name.
+
+        Every command that serves stored rows reads objects through this: a flipped bit is
+        an error naming the object, never a changed row. The check reads the file once,
+        which leaves it in the page cache for the reader that follows.
+        """
+        if problem := self.verify_object(sha):
+            raise IntegrityError(f"{problem}; refusing to read it (`curate verify` checks a build)")
+        return self.object_path(sha)
 
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         path = self.object_path(sha)
         if not path.exists():
-            atomic_write(path, data)
+            write_bytes(path, data)
             path.chmod(0o444)
         return sha
 
@@ -115,7 +99,7 @@ class Store:
             os.replace(src, path)
             path.chmod(0o444)
             if durable:
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
         return sha
 
     def sync_objects(self, shas: list[str]) -> None:
@@ -138,15 +122,17 @@ class Store:
 
     def verify_object(self, sha: str) -> str | None:
         """None when the object is present and its bytes hash to its name, else the problem."""
+        if not isinstance(sha, str) or not HEX64.match(sha):
+            return f"object name {str(sha)[:80]!r} is not a sha256 digest"
         path = self.object_path(sha)
         if not path.exists():
             return f"object {sha} is missing"
         actual = sha256_file(path)
         return None if actual == sha else f"object {sha} is corrupt: its bytes hash to {actual}"
 
-    def temp_dir(self, prefix: str) -> Path:
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
+    def temp_dir(self, prefix: str) -> AbstractContextManager[Path]:
+        """A scratch folder under tmp/, removed on exit; those of dead builds are swept."""
+        return temp_folder(self.root / "tmp", prefix)
 
     # -- manifests -------------------------------------------------------------------
 
@@ -155,8 +141,8 @@ class Store:
         mid = hashlib.sha256(data).hexdigest()
         path = self.root / "manifests" / f"{mid}.json"
         if not path.exists():
-            atomic_write(path, data)
-        atomic_write(
+            write_bytes(path, data)
+        write_bytes(
             self.root / "manifests" / f"{mid}.run.json",
             json.dumps(run, indent=2, sort_keys=True).encode(),
         )
@@ -173,7 +159,7 @@ class Store:
         ref = ref.strip()
         tag = self.root / "refs" / ref
         if TAG.match(ref) and tag.is_file():
-            return tag.read_text().strip()
+            return self._tag_target(ref, tag)
         ids = self.manifest_ids()
         if re.fullmatch(r"[0-9a-f]{8,64}", ref):
             found = [i for i in ids if i.startswith(ref)]
@@ -192,19 +178,43 @@ class Store:
             f"no manifest or tag {ref!r} in store {self.root}{hint}; `curate log --store {self.root}` lists them"
         )
 
-    def read_manifest(self, mid: str) -> dict[str, Any]:
-        path = self.root / "manifests" / f"{mid}.json"
+    def _tag_target(self, name: str, path: Path) -> str:
+        """The manifest id a tag holds: a full id of a manifest in this store, nothing else."""
         try:
-            return json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise UnknownIdError(f"manifest {mid} is not in store {self.root}") from None
+            mid = path.read_text(errors="replace").strip()
+        except OSError as exc:
+            raise IntegrityError(f"tag {name!r} in {self.root} cannot be read: {exc}") from exc
+        if not HEX64.match(mid) or not (self.root / "manifests" / f"{mid}.json").is_file():
+            raise IntegrityError(
+                f"tag {name!r} in {self.root} holds {mid[:80]!r}, which is not the id of a "
+                f"manifest in this store: the tag file was damaged or edited; re-tag with "
+                f"`curate tag {name} ID`"
+            )
+        return mid
+
+    def read_manifest(self, mid: str) -> dict[str, Any]:
+        """The manifest, once its bytes are checked against its id."""
+        blob = self.manifest_bytes(mid)
+        actual = hashlib.sha256(blob).hexdigest()
+        if actual != mid:
+            raise IntegrityError(
+                f"manifest {mid} in {self.root} is corrupt: its bytes hash to {actual}; "
+                "refusing to read it (`curate verify` reports it)"
+            )
+        try:
+            return json.loads(blob)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise IntegrityError(
                 f"manifest {mid} in {self.root} is not valid JSON ({exc}); `curate verify` reports it"
             ) from exc
 
     def manifest_bytes(self, mid: str) -> bytes:
-        return (self.root / "manifests" / f"{mid}.json").read_bytes()
+        if not HEX64.match(mid):
+            raise UnknownIdError(f"{mid[:80]!r} is not a manifest id")
+        try:
+            return (self.root / "manifests" / f"{mid}.json").read_bytes()
+        except FileNotFoundError:
+            raise UnknownIdError(f"manifest {mid} is not in store {self.root}") from None
 
     def read_run(self, mid: str) -> dict[str, Any]:
         path = self.root / "manifests" / f"{mid}.run.json"
@@ -220,16 +230,21 @@ class Store:
             raise UserError(
                 f"tag name {name!r} is not usable: use letters, digits, '.', '_' or '-', not something that looks like an id"
             )
-        atomic_write(self.root / "refs" / name, (mid + "\n").encode())
+        write_bytes(self.root / "refs" / name, (mid + "\n").encode())
 
     def tags(self) -> Iterator[tuple[str, str]]:
         folder = self.root / "refs"
         if folder.exists():
             for path in sorted(folder.iterdir()):
-                if path.is_file():
-                    yield path.name, path.read_text().strip()
+                if path.is_file() and TAG.match(path.name):
+                    try:
+                        yield path.name, self._tag_target(path.name, path)
+                    except IntegrityError:
+                        continue  # `log` lists builds; a damaged tag is reported where used
 
     # -- cache -----------------------------------------------------------------------
 
     def cache_path(self, kind: str, key: str, suffix: str) -> Path:
+        if not HEX64.match(key):
+            raise IntegrityError(f"{key[:80]!r} is not a cache key (a sha256 in hex)")
         return self.root / "cache" / kind / key[:2] / f"{key}{suffix}"

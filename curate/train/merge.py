@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from curate.errors import UserError
-from curate.manifests.store import Store, atomic_write
+from curate.fsio import write_bytes
+from curate.manifests.store import Store
 
 PROMPTS = 8
 NEW_TOKENS = 16
@@ -114,7 +115,9 @@ def _compare(
     return diff, same / total if total else 1.0
 
 
-def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
+def merge_run(run_dir: Path, store: Store | None = None) -> dict[str, Any]:
+    """Merge a run's adapter; the manifest is read from `store`, else from the store the
+    run was trained from (recorded in its summary), else the one the run folder lies in."""
     import yaml
     from peft import PeftModel
 
@@ -122,6 +125,12 @@ def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
     if not summary_path.is_file():
         raise UserError(f"{run_dir} is not a curate run folder (no summary.json)")
     summary = json.loads(summary_path.read_text())
+    if store is None:
+        recorded = summary.get("store")
+        inside = (
+            run_dir.resolve().parent.parent if run_dir.resolve().parent.name == "runs" else None
+        )
+        store = Store(recorded if recorded else inside if inside else Path(".curate"))
     settings = yaml.safe_load((run_dir / "release.yaml").read_text())["settings"]
     folder = Path(summary["base_folder"])
     prompts = _prompts(summary["manifest"], store)
@@ -165,5 +174,5 @@ def merge_run(run_dir: Path, store: Store) -> dict[str, Any]:
     }
     packet = yaml.safe_load((run_dir / "release.yaml").read_text())
     packet["merge_check"] = {k: v for k, v in report.items() if k != "greedy_sample_ids"}
-    atomic_write(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode())
+    write_bytes(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode())
     return report

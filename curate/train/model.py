@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ def plain_copy(gguf: Path, cache_dir: Path) -> Path:
     transformers loads .gguf files but cannot quantize or train them as such; the copy is
     keyed by the file's sha256 and written atomically (temp folder + rename).
     """
-    from curate.manifests.store import sha256_file
+    from curate.fsio import atomic_path, sha256_file
 
     target = cache_dir / sha256_file(gguf)
     if (target / "config.json").is_file():
@@ -29,13 +27,12 @@ def plain_copy(gguf: Path, cache_dir: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
     try:
-        os.replace(tmp, target)
+        with atomic_path(target, is_dir=True) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
     except OSError:  # another process made it first
-        shutil.rmtree(tmp, ignore_errors=True)
+        pass
     return target
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import UserError
-from curate.manifests.store import Store, atomic_write
+from curate.fsio import claim_output_dir, write_bytes
+from curate.manifests.store import Store
 from curate.train.config import TrainConfig
 from curate.train.data import Examples, build_packs, collate, read_examples
 
@@ -35,6 +36,19 @@ class Base:
     template: str
     tokenizer_sha256: str
     template_sha256: str
+
+
+# what a run folder holds: the only entries `curate train` ever replaces in one
+RUN_FILES = [
+    "adapter",
+    "tokenizer",
+    "checkpoints",
+    "merged",
+    "metrics.jsonl",
+    "packing.json",
+    "summary.json",
+    "release.yaml",
+]
 
 
 def check_base(manifest: dict[str, Any], base: str, cfg: TrainConfig, store: Store) -> Base:
@@ -195,12 +209,19 @@ def train(
     out: Path | None = None,
     smoke: bool = False,
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train an adapter on exactly what manifest `ref` validated; returns the run summary."""
+    """Train an adapter on exactly what manifest `ref` validated; returns the run summary.
+
+    `out` (default: the store's runs/RUN_ID) must be new or empty unless `overwrite`, and
+    then only the run's own files (RUN_FILES) are replaced there.
+    """
 
     from curate import api
     from curate.manifests.manifest import Manifest
 
+    if out is not None:  # refused before any work is done
+        claim_output_dir(out, RUN_FILES, overwrite)
     mid = store.resolve(ref)
     check = api.verify(mid, store.root)
     if check["problems"]:
@@ -214,9 +235,14 @@ def train(
     base = check_base(manifest.data, cfg.base_model, cfg, store)
     rid = run_id(mid, cfg, base, smoke)
     run_dir = out or store.root / "runs" / rid
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    # a run folder in the store is curate's own: rerunning the same run replaces it
+    claim_output_dir(run_dir, RUN_FILES, True)
+    for name in RUN_FILES:
+        entry = run_dir / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
     train_ex = read_examples(manifest.shard_paths("train"))
     val_ex = (
@@ -241,7 +267,7 @@ def train(
     val_packs = (
         build_packs(val_ex, cfg.batch_tokens)[0] if val_ex is not None and len(val_ex) else []
     )
-    atomic_write(run_dir / "packing.json", json.dumps(packing, indent=2).encode())
+    write_bytes(run_dir / "packing.json", json.dumps(packing, indent=2).encode())
 
     steps_per_epoch = math.ceil(len(packs) / cfg.grad_accum)
     max_steps = cfg.max_steps
@@ -286,6 +312,7 @@ def train(
     summary = {
         "run_id": rid,
         "run_dir": str(run_dir),
+        "store": str(store.root.resolve()),
         "manifest": mid,
         "base_folder": str(base.folder),
         "steps": result.global_step,
@@ -447,5 +474,5 @@ def write_release(
         ),
         "settings": cfg.model_dump(),
     }
-    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
-    atomic_write(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode("utf-8"))
+    write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    write_bytes(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode("utf-8"))

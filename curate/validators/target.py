@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from curate.errors import UserError
+from curate.fsio import atomic_path, sha256_file
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -160,13 +160,13 @@ def load_target(
     files: dict[str, str] = {}
     try:
         if local.is_file() and local.suffix == ".gguf":
-            files[local.name] = _file_sha256(local)
+            files[local.name] = sha256_file(local)
             tok = AutoTokenizer.from_pretrained(
                 str(local.parent), gguf_file=local.name, trust_remote_code=trust_remote_code
             )
         elif local.is_dir():
             files = {
-                name: _file_sha256(local / name)
+                name: sha256_file(local / name)
                 for name in TOKENIZER_FILES
                 if (local / name).is_file()
             }
@@ -219,12 +219,11 @@ def load_target(
         copy = cache_dir / content
         if not (copy / "tokenizer.json").exists():
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = cache_dir / f".{content}.{os.getpid()}.tmp"
-            tok.save_pretrained(str(tmp))
             try:
-                os.replace(tmp, copy)
+                with atomic_path(copy, is_dir=True) as tmp:
+                    tok.save_pretrained(str(tmp))
             except OSError:  # another build cached it first
-                shutil.rmtree(tmp, ignore_errors=True)
+                pass
         load_dir = str(copy)
     specials = sorted(
         {
@@ -270,14 +269,6 @@ def load_tokenizer_dir(folder: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _content_sha256(tok: Any) -> str:
