@@ -542,6 +542,13 @@ def inspect(
     target: Annotated[str, typer.Argument(help="mixture.toml, or a manifest id / prefix / tag.")],
     n: Annotated[int, typer.Option("-n", min=1, help="How many rows.")] = 5,
     source: Annotated[str | None, typer.Option(help="Only rows of this source.")] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let a build's tokenizer run its own code (never taken from the manifest).",
+        ),
+    ] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -551,7 +558,7 @@ def inspect(
     if target.endswith(".toml") or Path(target).is_file():
         rows = inspect_config(target, n, source)
     else:
-        rows = inspect_manifest(target, _store(store), n, source)
+        rows = inspect_manifest(target, _store(store), n, source, trust_remote_code)
     if as_json:
         _print_json(rows)
         return

@@ -123,9 +123,18 @@ class RowStep(Step, ABC):
     # Of those, the ones only the index needs (statistics): they are not added to the rows.
     index_only: ClassVar[tuple[str, ...]] = ()
 
+    # True for a step that also rewrites what rows rejected before it keep in the ledger
+    # (their `raw`, `meta` and `detail`): redaction must reach rows that failed to read.
+    scrubs_rejected: ClassVar[bool] = False
+
     @abstractmethod
     def __call__(self, batch: pa.Table) -> Verdicts:
         """Keep or reject each row of `batch` (rows still alive, in BUILD_SCHEMA)."""
+
+    def scrub_rejected(self, batch: pa.Table) -> pa.Table:
+        """For `scrubs_rejected` steps: new `raw`, `meta` and `detail` for `batch`, rows
+        that were rejected before this step."""
+        raise TypeError(f"step {self.name} does not scrub rejected rows")
 
 
 class GlobalStep(Step, ABC):

@@ -190,3 +190,31 @@ def test_stale_temps_of_killed_writers_are_swept_live_ones_kept(tmp_path, monkey
     finally:
         os.close(fd)
     assert live.exists() and (tmp_path / "user.txt").exists()
+
+
+def test_inspect_takes_trust_remote_code_from_the_user_never_the_manifest(tmp_path, monkeypatch):
+    from tests.test_hang import _qwen
+
+    write_jsonl(tmp_path / "a.jsonl", [chat("hi", "hello")])
+    cfg = write_config(
+        tmp_path,
+        [{"name": "a", "path": "a.jsonl"}],
+        extra=f'[tokenizer]\npath = "{_qwen()}"\ntrust_remote_code = true\n',
+    )
+    b = build(cfg)
+    assert b.manifest["tokenizer"]["trust_remote_code"] is True
+    import curate.validators.target as target
+    from curate.review.inspect import inspect_manifest
+
+    seen: list[bool] = []
+    real = target.load_tokenizer_dir
+
+    def spy(folder: str, trust_remote_code: bool = False):
+        seen.append(trust_remote_code)
+        return real(folder, False)
+
+    monkeypatch.setattr(target, "load_tokenizer_dir", spy)
+    assert inspect_manifest(b.id, tmp_path / ".store", 1, None)
+    assert seen and not any(seen)
+    inspect_manifest(b.id, tmp_path / ".store", 1, None, trust_remote_code=True)
+    assert seen[-1] is True

@@ -94,7 +94,9 @@ def ingest(
     alive = pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False)
     update, augmented = _apply(table, alive, row_steps, key_step)
     for name in VERDICT_COLUMNS:
-        merged = pc.coalesce(index.column(name), update.column(name))
+        # `update` only holds a verdict where a step decided, or rewrote the evidence of a
+        # row rejected while reading (redaction): it comes first
+        merged = pc.coalesce(update.column(name), index.column(name))
         index = index.set_column(index.schema.get_field_index(name), name, merged)
     for name in update.column_names:
         if name not in VERDICT_COLUMNS:
@@ -160,6 +162,13 @@ def _apply(
     changed = False
     index_names: list[str] = []
     stats: dict[str, pa.Array] = {}  # index-only columns, not added to the rows
+    dead = np.nonzero(~alive)[0]
+    for step in row_steps:
+        if step.scrubs_rejected and len(dead):  # what rejected rows keep of their text
+            scrubbed = step.scrub_rejected(_rows(table, dead))
+            detail[dead] = np.asarray(scrubbed.column("detail").to_pylist(), dtype=object)
+            table = _merge_columns(table, dead, scrubbed.drop_columns(["detail"]))
+            changed = True
     for step in row_steps:
         rows = np.nonzero(alive)[0]
         if len(rows) == 0:

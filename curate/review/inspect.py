@@ -45,8 +45,13 @@ def _view(tokenizer: Any, rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def inspect_manifest(
-    ref: str, store: str | Path | None, n: int, source: str | None
+    ref: str, store: str | Path | None, n: int, source: str | None, trust_remote_code: bool = False
 ) -> list[dict[str, Any]]:
+    """Rows of a build as the trainer sees them.
+
+    `trust_remote_code` comes from the user's flag only, never from the manifest: stored data
+    must not decide whether code found beside it runs.
+    """
     from curate.api import open_manifest
     from curate.ledger import connect
     from curate.validators.target import load_tokenizer_dir
@@ -58,7 +63,7 @@ def inspect_manifest(
             f"manifest {manifest.id[:12]} was built without a [tokenizer]: it holds no tokens to "
             "inspect; add [tokenizer] to the config, or run `curate inspect CONFIG`"
         )
-    tokenizer = _tokenizer_for(manifest, entry, load_tokenizer_dir)
+    tokenizer = _tokenizer_for(manifest, entry, load_tokenizer_dir, trust_remote_code)
     con = connect(manifest)
     try:
         rows = (
@@ -76,8 +81,12 @@ def inspect_manifest(
     return [_view(tokenizer, rec) for rec in rows]
 
 
-def _tokenizer_for(manifest: Any, entry: dict[str, Any], load: Any) -> Any:
+def _tokenizer_for(manifest: Any, entry: dict[str, Any], load: Any, trust: bool) -> Any:
     """The manifest's tokenizer: the store's cached copy, else its path beside the config."""
+    from curate.manifests.store import HEX64
+
+    if not HEX64.match(str(entry.get("sha256", ""))):
+        raise UserError(f"manifest {manifest.id[:12]}: its tokenizer sha256 is not a digest")
     cached = manifest.store.root / "cache" / "tokenizers" / entry["sha256"]
     candidates = [cached]
     run = manifest.store.read_run(manifest.id)
@@ -89,7 +98,7 @@ def _tokenizer_for(manifest: Any, entry: dict[str, Any], load: Any) -> Any:
         if folder.is_dir():
             from curate.validators.target import _content_sha256
 
-            tok = load(str(folder), entry.get("trust_remote_code", False))
+            tok = load(str(folder), trust)
             if _content_sha256(tok) == entry["sha256"]:
                 return tok
     raise UserError(

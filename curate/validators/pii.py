@@ -4,11 +4,15 @@ tokens, private keys — redacted with typed placeholders (`[EMAIL]`, ...) or re
 A vectorized RE2 pre-filter over every message finds the few contents that may hold one;
 only those are scanned with the exact patterns and checksums in Python. In both modes the
 row's content is rewritten, so neither the output nor the ledger keeps the secret: the
-ledger's evidence is the types and counts found.
+ledger's evidence is the types and counts found. That covers every text curate stores or
+prints of a row: its turns and text, the extra fields kept in `meta`, and for rows rejected
+while reading (malformed, invalid schema, empty), their raw line and the evidence in
+`detail` (`scrub_rejected`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, ClassVar
 
@@ -105,12 +109,61 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
     return text, found
 
 
+def _redact_value(value: Any, found: dict[str, int]) -> Any:
+    """A JSON value with every string (and number that reads as PII) redacted."""
+    if isinstance(value, str):
+        text, counts = redact(value)
+        _merge(found, counts)
+        return text
+    if isinstance(value, list):
+        return [_redact_value(v, found) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v, found) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text, counts = redact(str(value))
+        if counts:  # a card or phone number stored as a number
+            _merge(found, counts)
+            return text
+    return value
+
+
+def _redact_strings(values: pa.Array, as_json: bool, compact: bool) -> tuple[pa.Array, dict]:
+    """Redact a string column: as text, or (`as_json`) the strings inside each JSON value,
+    re-serialized the way curate wrote it (`compact`: meta's separators, else detail's)."""
+    found: dict[int, dict[str, int]] = {}
+    if values.null_count == len(values):
+        return values, found
+    hit = pc.fill_null(pc.match_substring_regex(values, _PREFILTER), False)
+    rows = np.nonzero(hit.to_numpy(zero_copy_only=False))[0]
+    if not len(rows):
+        return values, found
+    new = values.to_pylist()
+    for row in rows.tolist():
+        counts: dict[str, int] = {}
+        if as_json:
+            try:
+                obj = _redact_value(json.loads(new[row]), counts)
+            except ValueError:  # not JSON after all: redact it as text
+                obj, counts = None, {}
+            if counts:
+                seps = (",", ":") if compact else (", ", ": ")
+                new[row] = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=seps)
+            elif obj is None:
+                new[row], counts = redact(new[row])
+        else:
+            new[row], counts = redact(new[row])
+        if counts:
+            _add(found, row, counts)
+    return pa.array(new, pa.string()), found
+
+
 class PiiStep(RowStep):
     name = "pii"
     stage = "pii"
-    version = "1"
+    version = "2"
     index_columns: ClassVar[tuple[str, ...]] = ("pii_types",)
     index_only: ClassVar[tuple[str, ...]] = ("pii_types",)
+    scrubs_rejected: ClassVar[bool] = True
 
     def __init__(self, mode: str):
         self.mode = mode  # redact | reject
@@ -120,47 +173,7 @@ class PiiStep(RowStep):
 
     def __call__(self, batch: pa.Table) -> Verdicts:
         n = batch.num_rows
-        found: dict[int, dict[str, int]] = {}
-        columns: dict[str, pa.Array] = {}
-        for name in ("messages", "chosen", "rejected"):
-            col = batch.column(name).combine_chunks()
-            if col.null_count == len(col):
-                columns[name] = col
-                continue
-            items = col.flatten()
-            contents = pc.fill_null(items.field("content"), "")
-            hit = np.nonzero(
-                pc.match_substring_regex(contents, _PREFILTER).to_numpy(zero_copy_only=False)
-            )[0]
-            new = contents.to_pylist() if len(hit) else None
-            offsets = list_offsets(col)
-            for item in hit.tolist():
-                text, counts = redact(new[item])  # type: ignore[index]
-                if counts:
-                    new[item] = text  # type: ignore[index]
-                    _add(found, int(np.searchsorted(offsets, item, side="right") - 1), counts)
-            if new is None:
-                columns[name] = col
-                continue
-            struct = pa.StructArray.from_arrays(
-                [items.field("role"), pa.array(new, pa.string())], names=["role", "content"]
-            )
-            columns[name] = pa.ListArray.from_arrays(
-                pa.array(offsets, pa.int32()), struct, type=MESSAGES, mask=col.is_null()
-            )
-        text = batch.column("text").combine_chunks()
-        if text.null_count < len(text):
-            hit = pc.fill_null(pc.match_substring_regex(text, _PREFILTER), False)
-            rows = np.nonzero(hit.to_numpy(zero_copy_only=False))[0]
-            if len(rows):
-                values = text.to_pylist()
-                for row in rows.tolist():
-                    new_text, counts = redact(values[row])
-                    if counts:
-                        values[row] = new_text
-                        _add(found, row, counts)
-                text = pa.array(values, pa.string())
-        columns["text"] = text
+        columns, found = _redact_payload(batch)
         types = [",".join(sorted(found[r])) if r in found else None for r in range(n)]
         columns["pii_types"] = pa.array(types, pa.string())
         table = pa.table(columns)
@@ -170,8 +183,58 @@ class PiiStep(RowStep):
         details = [{"types": found[r], "redacted": True} for r in hit_rows]
         return Verdicts.reject(n, np.asarray(hit_rows), "pii", details).with_columns(table)
 
+    def scrub_rejected(self, batch: pa.Table) -> pa.Table:
+        """Rows rejected before this step (while reading) keep their payload, raw text,
+        meta and evidence in the ledger: all redacted here, in both modes."""
+        columns, _ = _redact_payload(batch)
+        columns["raw"], _ = _redact_strings(batch.column("raw").combine_chunks(), False, False)
+        columns["detail"], _ = _redact_strings(batch.column("detail").combine_chunks(), True, False)
+        return pa.table(columns)
+
+
+def _redact_payload(batch: pa.Table) -> tuple[dict[str, pa.Array], dict[int, dict[str, int]]]:
+    """The row's turns, text and meta with every secret replaced; what was found per row."""
+    found: dict[int, dict[str, int]] = {}
+    columns: dict[str, pa.Array] = {}
+    for name in ("messages", "chosen", "rejected"):
+        col = batch.column(name).combine_chunks()
+        if col.null_count == len(col):
+            columns[name] = col
+            continue
+        items = col.flatten()
+        contents = pc.fill_null(items.field("content"), "")
+        hit = np.nonzero(
+            pc.match_substring_regex(contents, _PREFILTER).to_numpy(zero_copy_only=False)
+        )[0]
+        new = contents.to_pylist() if len(hit) else None
+        offsets = list_offsets(col)
+        for item in hit.tolist():
+            text, counts = redact(new[item])  # type: ignore[index]
+            if counts:
+                new[item] = text  # type: ignore[index]
+                _add(found, int(np.searchsorted(offsets, item, side="right") - 1), counts)
+        if new is None:
+            columns[name] = col
+            continue
+        struct = pa.StructArray.from_arrays(
+            [items.field("role"), pa.array(new, pa.string())], names=["role", "content"]
+        )
+        columns[name] = pa.ListArray.from_arrays(
+            pa.array(offsets, pa.int32()), struct, type=MESSAGES, mask=col.is_null()
+        )
+    for name, as_json in (("text", False), ("meta", True)):
+        columns[name], in_column = _redact_strings(
+            batch.column(name).combine_chunks(), as_json=as_json, compact=True
+        )
+        for row, counts in in_column.items():
+            _add(found, row, counts)
+    return columns, found
+
+
+def _merge(into: dict[str, int], counts: dict[str, int]) -> None:
+    for kind, n in counts.items():
+        into[kind] = into.get(kind, 0) + n
+
 
 def _add(found: dict[int, dict[str, int]], row: int, counts: dict[str, int]) -> None:
-    merged = found.setdefault(row, {})
-    for kind, n in counts.items():
-        merged[kind] = merged.get(kind, 0) + n
+    _merge(found.setdefault(row, {}), counts)
