@@ -32,18 +32,20 @@ def data_suffix(path: Path) -> str | None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real numbers, booleans and strings, so "0.7" is not a weight and only
+    # `true` trusts remote code; no infinities or NaNs anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class BuildSection(_Model):
     name: str = "mixture"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
 
 
 class TokenizerSection(_Model):
     path: str
     chat_template: str | None = None
-    max_length: int = Field(2048, gt=0)
+    max_length: int = Field(2048, gt=0, le=1 << 22)
     on_too_long: Literal["drop", "truncate_prompt"] = "drop"
     trust_remote_code: bool = False
 
@@ -55,7 +57,7 @@ class SourceSection(_Model):
     role: Literal[ROLES] = "task"  # type: ignore[valid-type]
     weight: float | None = None  # give every source a weight, or none (keep every row)
     license: str | None = None
-    max_repeats: int = Field(1, ge=1)
+    max_repeats: int = Field(1, ge=1, le=1000)
     # renames applied before the format reads a row: {column in the file = field of the format},
     # e.g. GSM8K's {question = "prompt", answer = "completion"}
     columns: dict[str, str] = Field(default_factory=dict)
@@ -71,8 +73,8 @@ class MixtureSection(_Model):
 
 class NearDedup(_Model):
     threshold: float = Field(0.8, gt=0, le=1)
-    num_perm: int = Field(128, gt=0)
-    ngram: int = Field(5, gt=0)
+    num_perm: int = Field(128, ge=16, le=1024)  # 128 is plenty; the cost grows with it
+    ngram: int = Field(5, gt=0, le=64)
 
 
 class SemanticDedup(_Model):
@@ -93,7 +95,7 @@ class EvalSection(_Model):
 
 
 class ContaminationSection(_Model):
-    ngram: int = Field(13, gt=0)
+    ngram: int = Field(13, gt=0, le=64)
     threshold: float = Field(0.5, gt=0, le=1)
 
 
@@ -142,11 +144,23 @@ class MixtureConfig(_Model):
 
 
 def expand_path(base_dir: Path, pattern: str) -> list[Path]:
-    """A file, a save_to_disk folder, or a glob, resolved against `base_dir`, sorted."""
+    """A file, a save_to_disk folder, or a glob, resolved against `base_dir`, sorted.
+
+    Each real file once: a `**` glob through a folder symlink (or a loop of them) finds the
+    same file under many names; the first name, in sorted order, is kept.
+    """
     full = Path(pattern) if Path(pattern).is_absolute() else base_dir / pattern
-    if glob.has_magic(str(full)):
-        return sorted(Path(p) for p in glob.glob(str(full), recursive=True) if _is_data(Path(p)))
-    return [full] if full.exists() else []
+    if not glob.has_magic(str(full)):
+        return [full] if full.exists() else []
+    found = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if _is_data(Path(p)))
+    seen: set[Path] = set()
+    unique = []
+    for path in found:
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
 
 
 def _is_data(path: Path) -> bool:
@@ -173,6 +187,10 @@ def load_config(path: str | Path) -> MixtureConfig:
     shown = str(path)
     if not path.exists():
         raise ConfigError([Problem("config", "file not found", file=shown)])
+    if not path.is_file():
+        raise ConfigError(
+            [Problem("config", "not a file (give the path of a mixture.toml)", file=shown)]
+        )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -257,6 +275,17 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
                 Problem(f"{key}.path", f"no data file matches (looked in {base_dir})", path, file)
             )
         for f in found:
+            if f.exists() and not f.is_dir() and not f.is_file():
+                problems.append(
+                    Problem(
+                        f"{key}.path",
+                        f"{f} is not a regular file (a device, pipe or socket, or a link to "
+                        "one): curate reads only files and save_to_disk folders",
+                        path,
+                        file,
+                    )
+                )
+                continue
             if not (f.is_dir() and is_hf_dataset_dir(f)) and (f.is_dir() or data_suffix(f) is None):
                 problems.append(
                     Problem(

@@ -18,10 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import jsontext
 from curate.errors import InputError
 from curate.identity import row_ids
+from curate.jsontext import text_of_bytes, too_deep_lines
 from curate.rows import BUILD_SCHEMA, CoerceError, coerce, fields_of, normalize
 from curate.sources import ORDER_FILE_SHIFT, BlockTask, arrow_files, read_ipc_file
+
+BOM = b"\xef\xbb\xbf"
 
 
 def read_block(task: BlockTask) -> pa.Table:
@@ -36,7 +40,13 @@ def read_block(task: BlockTask) -> pa.Table:
         raw = _read_columnar(task)
         numbers = np.arange(task.start, task.stop) + 1
         table = _fast_or_slow(
-            task, raw, numbers, lambda: list(zip(numbers.tolist(), raw.to_pylist(), strict=True))
+            task,
+            raw,
+            numbers,
+            lambda: [
+                (n, text_of_bytes(obj))
+                for n, obj in zip(numbers.tolist(), raw.to_pylist(), strict=True)
+            ],
         )
     if task.strict:
         _raise_first_rejection(task, table)
@@ -44,6 +54,13 @@ def read_block(task: BlockTask) -> pa.Table:
 
 
 def _read_columnar(task: BlockTask) -> pa.Table:
+    try:
+        return _read_columnar_rows(task)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{task.shown}: cannot be read as {task.kind} ({exc})") from exc
+
+
+def _read_columnar_rows(task: BlockTask) -> pa.Table:
     if task.kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -66,8 +83,12 @@ def _read_jsonl(task: BlockTask) -> pa.Table:
     with open(task.path, "rb") as fh:
         fh.seek(task.start)
         data = fh.read(task.stop - task.start)
+    if task.start == 0 and data.startswith(BOM):
+        data = b"   " + data[3:]  # blanks keep every offset; JSON allows them
     starts, ends, lines = _nonblank_lines(data, task.first_line)
     try:
+        if too_deep_lines(data, starts, ends):  # Arrow's reader crashes on such nesting
+            raise CoerceError("nested too deep for the fast reader")
         raw = pj.read_json(
             io.BytesIO(data), read_options=pj.ReadOptions(block_size=max(len(data), 1 << 16) + 1)
         )
@@ -120,62 +141,37 @@ def _parse_line(blob: bytes) -> Any:
     except UnicodeDecodeError as exc:
         return _Bad(f"invalid UTF-8 at byte {exc.start}", blob.decode("utf-8", errors="replace"))
     try:
-        obj = json.loads(text)
+        obj = jsontext.loads(text)
     except json.JSONDecodeError as exc:
         return _Bad(f"broken JSON at column {exc.colno}: {exc.msg}", text)
+    except ValueError as exc:  # too deep
+        return _Bad(str(exc), text[:1000])
     if not isinstance(obj, dict):
         return _Bad(f"expected a JSON object, got {_json_type(obj)}", text)
     return obj
 
 
 def _read_json_list(task: BlockTask) -> pa.Table:
-    blob = Path(task.path).read_bytes()
-    try:
-        data = json.loads(blob.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        return _rows_from_objects(
-            task,
-            [
-                (
-                    1,
-                    _Bad(
-                        f"invalid UTF-8 at byte {exc.start}", blob.decode("utf-8", errors="replace")
-                    ),
-                )
-            ],
-        )
-    except json.JSONDecodeError as exc:
-        return _rows_from_objects(
-            task,
-            [
-                (
-                    exc.lineno,
-                    _Bad(
-                        f"broken JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        blob.decode(),
-                    ),
-                )
-            ],
-        )
-    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-        data = next(iter(data.values()))  # {"data": [...]} as some exports write it
-    if not isinstance(data, list):
-        return _rows_from_objects(
-            task,
-            [(1, _Bad(f"expected a JSON list of objects, got {_json_type(data)}", blob.decode()))],
-        )
-    items = [
-        (
-            i + 1,
-            obj
-            if isinstance(obj, dict)
-            else _Bad(
-                f"expected a JSON object, got {_json_type(obj)}",
-                json.dumps(obj, ensure_ascii=False),
-            ),
-        )
-        for i, obj in enumerate(data)
-    ]
+    """A JSON list file, one row per record: a record that is broken, too deep or not valid
+    text is one `malformed` row, and its neighbours are kept."""
+    blob = Path(task.path).read_bytes().removeprefix(BOM)
+    # undecodable bytes survive as lone surrogates, caught per record (invalid text)
+    text = blob.decode("utf-8", errors="surrogateescape")
+    if not text.strip():
+        return BUILD_SCHEMA.empty_table()
+    records = jsontext.list_records(text)
+    if records is None:
+        shown = text[:1000].encode("utf-8", "replace").decode()
+        return _rows_from_objects(task, [(1, _Bad("expected a JSON list of objects", shown))])
+    items: list[tuple[int, Any]] = []
+    for number, obj in records:
+        if isinstance(obj, jsontext.Broken):
+            items.append((number, _Bad(obj.error, "")))
+        elif not isinstance(obj, dict):
+            shown = json.dumps(obj, ensure_ascii=True)[:1000]
+            items.append((number, _Bad(f"expected a JSON object, got {_json_type(obj)}", shown)))
+        else:
+            items.append((number, obj))
     return _rows_from_objects(task, items)
 
 
@@ -185,8 +181,17 @@ def _read_csv(task: BlockTask) -> pa.Table:
 
     import pyarrow.csv as pcsv
 
-    blob = Path(task.path).read_bytes()
+    blob = Path(task.path).read_bytes().removeprefix(BOM)
+    if not blob.strip():
+        return BUILD_SCHEMA.empty_table()
     names = next(csv.reader([blob.split(b"\n", 1)[0].decode("utf-8", errors="replace")]), [])
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(
+            f"{task.shown} line 1: column {twice[0]!r} appears "
+            f"{names.count(twice[0])} times in the header; rename one of them "
+            "(or map it with `columns = {...}`) so each field has one column"
+        )
     try:
         raw = pcsv.read_csv(
             pa.BufferReader(blob),
@@ -261,6 +266,18 @@ def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Tabl
             bad_numbers.append(number)
             bad_rows.append({"raw": obj.raw, "reason": "malformed", "detail": {"error": obj.error}})
             continue
+        field = jsontext.invalid_text_field(obj)
+        if field is not None:  # it would fail every later encode: kept out, with where
+            bad_numbers.append(number)
+            error = "text that is not valid UTF-8 (a lone surrogate or an invalid byte)"
+            bad_rows.append(
+                {
+                    "raw": json.dumps(obj, ensure_ascii=True, default=jsontext.plain),
+                    "reason": "malformed",
+                    "detail": {"error": error, "field": field},
+                }
+            )
+            continue
         problem = next(
             (p for name, typ in fields.items() if (p := _type_problem(obj.get(name), typ, name))),
             None,
@@ -269,7 +286,7 @@ def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Tabl
             bad_numbers.append(number)
             bad_rows.append(
                 {
-                    "raw": json.dumps(obj, ensure_ascii=False),
+                    "raw": json.dumps(obj, ensure_ascii=False, default=jsontext.plain),
                     "reason": "invalid_schema",
                     "detail": problem,
                 }
@@ -278,7 +295,9 @@ def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Tabl
         good.append({name: obj.get(name) for name in fields})
         extra = {k: obj[k] for k in sorted(obj) if k not in fields and obj[k] is not None}
         metas.append(
-            json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None
+            json.dumps(extra, ensure_ascii=False, separators=(",", ":"), default=jsontext.plain)
+            if extra
+            else None
         )
         good_numbers.append(number)
     parts: list[pa.Table] = []
@@ -392,11 +411,14 @@ def _json_type(value: Any) -> str:
         int: "a number",
         float: "a number",
         type(None): "null",
+        bytes: "bytes that are not UTF-8 text",
     }.get(type(value), type(value).__name__)
 
 
 def _short(value: Any) -> Any:
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False, default=jsontext.plain)
+    if isinstance(value, bytes):
+        return text[:80]
     return value if len(text) <= 80 else text[:77] + "..."
 
 

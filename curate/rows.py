@@ -148,6 +148,11 @@ def _coerce_column(col: pa.Array, typ: pa.DataType, name: str) -> pa.Array:
     if pa.types.is_string(typ):
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             return col.cast(pa.string())
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            try:  # text stored as bytes by some writers: taken when it is all UTF-8
+                return col.cast(pa.string())
+            except pa.ArrowInvalid as exc:
+                raise CoerceError(f"{name}: bytes that are not UTF-8 text") from exc
         raise CoerceError(f"{name}: expected strings, column has {col.type}")
     # list<struct<a: string, b: string>>
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
@@ -210,11 +215,25 @@ def content_chars(
     return total
 
 
+def _holds_binary(typ: pa.DataType) -> bool:
+    if (
+        pa.types.is_binary(typ)
+        or pa.types.is_large_binary(typ)
+        or pa.types.is_fixed_size_binary(typ)
+    ):
+        return True
+    return any(_holds_binary(typ.field(i).type) for i in range(typ.num_fields))
+
+
 def _meta_json(extra: pa.Table) -> pa.Array:
     """Extra fields of each row as one compact JSON object: keys sorted, null fields left out
     (as the row-by-row path writes it), null when there are none."""
     import polars as pl
 
+    if any(_holds_binary(f.type) for f in extra.schema):
+        # polars panics (a BaseException) writing bytes as JSON: row by row instead, where
+        # bytes become text or base64
+        raise CoerceError("extra fields: binary values")
     try:
         frame = pl.from_arrow(extra)
         assert isinstance(frame, pl.DataFrame)

@@ -140,7 +140,12 @@ def scan_file(path: str, scratch: str | None = None) -> FileScan:
     else:
         size = file.stat().st_size
     if kind == "parquet":
-        ranges = [(a, b, a + 1) for a, b in _parquet_ranges(file)]
+        try:
+            ranges = [(a, b, a + 1) for a, b in _parquet_ranges(file)]
+        except (OSError, ValueError) as exc:  # pyarrow's errors are ValueErrors too
+            raise InputError(
+                f"{path}: not a readable Parquet file ({exc}); is it cut short, or empty?"
+            ) from exc
     elif kind == "arrow":
         ranges = [(a, b, a + 1) for a, b in _record_ranges(_arrow_rows(file))]
     else:

@@ -12,7 +12,7 @@ from curate.errors import ConfigError, Problem
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     base_model: str | None = None  # a model folder, a .gguf file or a hub id (or --base)
     chat_template: str | None = None  # the template override the build used, if any
@@ -34,7 +34,7 @@ class TrainConfig(BaseModel):
     save_steps: int = Field(50, gt=0)
     save_total_limit: int = Field(3, gt=0)  # rolling checkpoints
     early_stopping_patience: int = Field(0, ge=0)  # evals without improvement; 0: off
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     report_to: str | list[str] = "none"  # passed to transformers: mlflow, wandb, tensorboard
     logging_steps: int = Field(1, gt=0)
 
