@@ -13,17 +13,19 @@ process before the pool starts. The forkserver is a fresh interpreter that only 
 (PRELOAD) and never runs that work, so whatever this process did, its forks are clean.
 `prestart` launches it early, so that its imports overlap with the caller's planning.
 
-Workers die with their parent: each asks the kernel for SIGKILL when its parent (the
-forkserver, which exits when this process does) dies, and a watchdog thread ends it if it is
-ever re-parented, so a kill -9 of a build leaves no worker behind, even one blocked in a
-pipe write.
+Workers die with the process that started them. Their parent is the forkserver, and that
+does not help: every forkserver child holds the write end of the forkserver's "alive" pipe,
+so the forkserver lives as long as its children, and the children as long as their parent.
+So each worker watches the build's process itself (by pid and start time; a zombie counts
+as dead, since a caller still reading the build's output has not reaped it yet) and exits
+within WATCHDOG_SECONDS of its death, even when blocked in a pipe write; the forkserver
+then sees its pipe close and exits too. A kill -9 of a build leaves no process behind.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import time
@@ -86,28 +88,41 @@ def prestart() -> None:
             forkserver.ensure_running()
 
 
-def _die_with_parent() -> None:
-    parent = os.getppid()
-    if sys.platform == "linux":
-        import ctypes
+def _process_identity(pid: int) -> str | None:
+    """A living process's start time (its identity across pid reuse); None once it is dead
+    or a zombie. Where there is no /proc, whether the pid exists."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return None if fields[0] in (b"Z", b"X") else fields[19].decode()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return "alive"
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "alive"
 
-        PR_SET_PDEATHSIG = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+def _die_with(owner: int, identity: str | None) -> None:
+    """End this worker within WATCHDOG_SECONDS of `owner` (the build's process) dying."""
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while _process_identity(owner) == identity:
             time.sleep(WATCHDOG_SECONDS)
         os._exit(1)
 
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
+    if identity is None or _process_identity(owner) != identity:
+        os._exit(1)  # it died before this worker started
     threading.Thread(target=watch, name="curate-watchdog", daemon=True).start()
 
 
-def _worker_init() -> None:
+def _worker_init(owner: int, identity: str | None) -> None:
     """Workers already fill the cores: Arrow's and polars' own pools get one thread each."""
-    _die_with_parent()
+    _die_with(owner, identity)
     os.environ["POLARS_MAX_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import pyarrow as pa
@@ -140,8 +155,12 @@ class LocalEngine:
         if self.workers > 1:
             helpers = self.workers - 1  # this process is the other worker
             with _without_user_main():
+                me = os.getpid()
                 self._pool = ProcessPoolExecutor(
-                    max_workers=helpers, mp_context=_start_context(), initializer=_worker_init
+                    max_workers=helpers,
+                    mp_context=_start_context(),
+                    initializer=_worker_init,
+                    initargs=(me, _process_identity(me)),
                 )
                 # Start every worker now (a pool spawns them on submit): their start then
                 # overlaps with the caller's planning, and no worker is spawned later.
