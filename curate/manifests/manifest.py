@@ -100,7 +100,7 @@ def assemble(
         "sources": sources,
         "stages": stages,
         "tokenizer": (
-            {**entry, "turns_with_token_across_turn_start": straddling_turns(state)}
+            {**entry, **straddling_turns(state)}
             if (entry := tokenizer_entry(config, target))
             else None
         ),
@@ -146,13 +146,20 @@ def tokenizer_entry(config: MixtureConfig, target: Target | None) -> dict[str, A
     }
 
 
-def straddling_turns(state: pl.DataFrame) -> int:
-    """Kept rows' assistant turns whose first token starts in the prompt (see TemplateStep)."""
+def straddling_turns(state: pl.DataFrame) -> dict[str, Any]:
+    """Kept rows' assistant turns whose first token starts in the prompt (see TemplateStep):
+    how many, of how many turns, and the first one (in canonical order) as an example."""
     import polars as pl
 
     if "straddles" not in state.columns:
-        return 0
-    return int(state.filter(pl.col("copies") > 0)["straddles"].fill_null(0).sum())
+        return {"turns_with_token_across_turn_start": 0}
+    kept = state.filter(pl.col("copies") > 0)
+    examples = kept["straddle_example"].drop_nulls() if "straddle_example" in kept.columns else []
+    return {
+        "turns_with_token_across_turn_start": int(kept["straddles"].fill_null(0).sum()),
+        "assistant_turns": int(kept["turns"].fill_null(0).sum()) if "turns" in kept.columns else 0,
+        "token_across_turn_start_example": examples[0] if len(examples) else None,
+    }
 
 
 def _percentiles(values: np.ndarray) -> dict[str, int]:
@@ -365,4 +372,16 @@ def warnings(data: dict[str, Any]) -> list[str]:
                 f"{mix[f'available_{unit}']} (max_repeats {mix['max_repeats']}): got "
                 f"{mix[f'realized_{unit}']}"
             )
+    tok = data.get("tokenizer") or {}
+    straddling = tok.get("turns_with_token_across_turn_start", 0)
+    if straddling:
+        turns = tok.get("assistant_turns") or straddling
+        out.append(
+            f"{straddling} of {turns} assistant turns ({straddling / turns:.0%}) start inside a "
+            "token that begins in the template's assistant header (e.g. "
+            f"{tok.get('token_across_turn_start_example')}): the tokenizer merges the header's "
+            "last characters with the answer's first ones, so those first characters are not "
+            "trained. Fix: strip leading whitespace from answers, or use a template whose "
+            "assistant header ends with a special token"
+        )
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -318,6 +319,15 @@ def probe_template(target: Target) -> TemplateProbe:
     closing_last = _closing_token(full_two, PROBE_ANSWER[1], None, specials)
     closing_one = _closing_token(full_one, PROBE_ANSWER[0], None, specials)
     end_of_turn = closing_last or closing_one or closing_mid
+    if end_of_turn is None and (closer := _closing_text(full_two, PROBE_ANSWER[0], PROBE_USER[1])):
+        raise TemplateProblem(
+            f"tokenizer: the chat template closes assistant turns with {closer!r}, which this "
+            "tokenizer does not hold as a special token (it would be split into ordinary "
+            "tokens, and a model trained on it never learns one token to stop at): the "
+            "template and the tokenizer do not match. Use the template written for this "
+            f"tokenizer (its EOS is {target.tokenizer.eos_token!r}), or the tokenizer the "
+            "template was written for."
+        )
     if end_of_turn is None:
         raise TemplateProblem(
             "tokenizer: the chat template never closes an assistant turn with a special token "
@@ -380,6 +390,18 @@ def _common_prefix(a: str, b: str) -> str:
             break
         n += 1
     return a[:n]
+
+
+def _closing_text(rendered: str, answer: str, next_content: str) -> str | None:
+    """What the template writes between an answer and the next turn's header, when it looks
+    like a marker (`<|eot|>`, `</s>`, `[/INST]`...) rather than plain whitespace."""
+    start = rendered.find(answer)
+    stop = rendered.find(next_content, start + 1) if start >= 0 else -1
+    if stop < 0:
+        return None
+    between = rendered[start + len(answer) : stop]
+    marker = re.search(r"<[^<>\s]{1,40}>|\[/?[A-Z_]{2,20}\]", between)
+    return marker.group(0) if marker else None
 
 
 def _closing_token(

@@ -39,9 +39,17 @@ class _Reject(Exception):
 class TemplateStep(RowStep):
     name = "template"
     stage = "template"
-    version = "1"
-    index_columns: ClassVar[tuple[str, ...]] = ("n_tokens", "n_trained", "tokens_cut", "straddles")
-    index_only: ClassVar[tuple[str, ...]] = ("straddles",)
+    version = "2"
+    index_columns: ClassVar[tuple[str, ...]] = (
+        "n_tokens",
+        "n_trained",
+        "tokens_cut",
+        "straddles",
+        "turns",
+        "straddle_example",
+    )
+    # statistics for the manifest's report on turns whose first token starts in the header
+    index_only: ClassVar[tuple[str, ...]] = ("straddles", "turns", "straddle_example")
 
     def __init__(
         self,
@@ -115,19 +123,24 @@ class TemplateStep(RowStep):
         )
         ids_out: list[list[int] | None] = [None] * n
         spans_out: list[list[dict[str, int]] | None] = [None] * n
-        counts = np.zeros((n, 4), dtype=np.int32)
+        counts = np.zeros((n, 5), dtype=np.int32)
+        examples: list[str | None] = [None] * n
         valid = np.zeros(n, dtype=bool)
-        for r, enc, spans, kind in zip(
-            rows, encodings, char_spans, (kinds[r] for r in rows), strict=True
+        for r, enc, text, spans, kind in zip(
+            rows, encodings, texts, char_spans, (kinds[r] for r in rows), strict=True
         ):
             try:
-                ids, token_spans, cut, straddles = self.tokens(enc, spans, kind, eot_id, bos_id)
+                ids, token_spans, cut, straddling = self.tokens(enc, spans, kind, eot_id, bos_id)
             except _Reject as exc:
                 rejected[r] = (exc.reason, exc.detail)
                 continue
             ids_out[r] = ids
             spans_out[r] = [{"start": a, "end": b} for a, b in token_spans]
-            counts[r] = (len(ids), sum(b - a for a, b in token_spans), cut, straddles)
+            trained = sum(b - a for a, b in token_spans)
+            counts[r] = (len(ids), trained, cut, len(straddling), len(token_spans))
+            if straddling:  # the first such token, as header part + answer part
+                s, e, a = straddling[0]
+                examples[r] = f"{text[s:a]!r} + {text[a:e]!r}"
             valid[r] = True
 
         columns = pa.table(
@@ -138,6 +151,8 @@ class TemplateStep(RowStep):
                 "n_trained": pa.array(counts[:, 1], pa.int32(), mask=~valid),
                 "tokens_cut": pa.array(counts[:, 2], pa.int32(), mask=~valid),
                 "straddles": pa.array(counts[:, 3], pa.int32(), mask=~valid),
+                "turns": pa.array(counts[:, 4], pa.int32(), mask=~valid),
+                "straddle_example": pa.array(examples, pa.string()),
             }
         )
         if not rejected:
@@ -206,17 +221,21 @@ class TemplateStep(RowStep):
 
     def tokens(
         self, enc, spans: list[tuple[int, int]], kind: str, eot_id: int | None, bos_id: int | None
-    ) -> tuple[list[int], list[tuple[int, int]], int, int]:
+    ) -> tuple[list[int], list[tuple[int, int]], int, list[tuple[int, int, int]]]:
+        """Token ids, trained token spans, tokens cut, and the tokens that start in a turn's
+        header and end in its answer, as (start char, end char, answer's first char)."""
         ids = enc.ids
         token_spans = []
-        straddles = 0
+        straddling: list[tuple[int, int, int]] = []
         for turn, (a, b) in enumerate(spans):
             first = _token_at(enc, a, len(ids))
             if first < len(ids) and enc.token_to_chars(first)[0] < a:
                 # a token that starts in the header and ends in the answer: the prompt's
-                # tokens are not a token prefix of the row's here; it counts as prompt
+                # tokens are not a token prefix of the row's here; it counts as prompt, so
+                # the answer's first characters are not trained
+                s, e = enc.token_to_chars(first)
+                straddling.append((s, e, a))
                 first += 1
-                straddles += 1
             last = _token_at(enc, b - 1, len(ids)) + 1
             if kind != "text" and (last <= first or ids[last - 1] != eot_id):
                 raise _Reject(
@@ -246,7 +265,7 @@ class TemplateStep(RowStep):
                 raise _Reject("too_long", detail)
             ids = ids[:keep] + ids[keep + cut :]
             token_spans = [(a - cut, b - cut) for a, b in token_spans]
-        return ids, token_spans, cut, straddles
+        return ids, token_spans, cut, straddling
 
 
 def _token_at(enc, char: int, n: int) -> int:
