@@ -1,11 +1,12 @@
-"""Benchmark: `curate build` against a plain pandas script doing the same work.
+"""Benchmark: `curate build` against plain pandas and polars scripts doing the same work.
 
-Both read the same generated chat JSONL sources (several files), normalize the content
+All read the same generated chat JSONL sources (several files), normalize the content
 (NFKC, case and whitespace folded), drop exact duplicates across sources, sample by source
 weight, and write Parquet. Each runs as its own process; wall time and the peak RSS of its
-whole process tree (curate's workers included) are measured, for N and 4N rows. The two
-take turns, `--repeat` times each, and each one's median run is reported (the highest peak
-RSS).
+whole process tree (curate's workers included) are measured, for N and 4N rows. The
+contenders take turns, `--repeat` times each, and each one's median run is reported (the
+highest peak RSS). polars (read_ndjson, unique on the normalized text, sample,
+write_parquet) is what a user would reach for today; pandas is the classic baseline.
 
     python bench/build.py [--rows 200000] [--sources 4] [--workers N] [--repeat 3]
 
@@ -255,6 +256,37 @@ PANDAS_SCRIPT = textwrap.dedent(
 )
 
 
+POLARS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import polars as pl
+    paths, weights, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+    df = pl.concat(
+        [pl.read_ndjson(p).with_columns(pl.lit(r).alias("source")) for r, p in enumerate(paths)],
+        how="diagonal_relaxed",
+    )
+    # the same whitespace as Python's str.split(), which also folds \\x1c-\\x1f
+    turn = pl.element().struct.field("role") + "\x1f" + pl.element().struct.field("content")
+    key = (
+        pl.col("messages").list.eval(turn).list.join("\x1e")
+        .str.normalize("NFKC").str.to_lowercase()
+        .str.replace_all(r"[\\s\\x1c-\\x1f]+", " ").str.strip_chars()
+    )
+    df = df.with_columns(key.alias("key")).unique("key", keep="first", maintain_order=True).drop("key")
+    total_w = sum(weights)
+    available = dict(df.group_by("source").len().iter_rows())
+    total = min(available[r] / (w / total_w) for r, w in enumerate(weights))
+    parts = [
+        df.filter(pl.col("source") == r).sample(n=int(total * w / total_w), seed=13)
+        for r, w in enumerate(weights)
+    ]
+    df = pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=13)
+    df.write_parquet(out)
+    print(df.height)
+    """
+)
+
+
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) of the process tree, stdout."""
     start = time.perf_counter()
@@ -306,37 +338,35 @@ def bench(rows: int, sources: int, workers: int | None, root: Path, repeat: int)
     if workers:
         cmd += ["--workers", str(workers)]
     env = {**os.environ, "CI": "true"}
-    pandas_cmd = [
-        sys.executable,
-        "-c",
-        PANDAS_SCRIPT,
-        json.dumps([str(p) for p in paths]),
-        json.dumps(weights),
-        str(root / "pandas.parquet"),
-    ]
+    peers = {
+        name: [
+            sys.executable,
+            "-c",
+            script,
+            json.dumps([str(p) for p in paths]),
+            json.dumps(weights),
+            str(root / f"{name}.parquet"),
+        ]
+        for name, script in (("pandas", PANDAS_SCRIPT), ("polars", POLARS_SCRIPT))
+    }
     # the contenders take turns, `repeat` times each: each one's median run is reported
     # (this machine's speed drifts by ±10% from one run to the next)
-    c_runs, p_runs = [], []
+    runs: dict[str, list[tuple[float, float, str]]] = {"curate": [], **{n: [] for n in peers}}
     for _ in range(repeat):
         shutil.rmtree(store, ignore_errors=True)
-        c_runs.append(run_measured(cmd, env))
-        p_runs.append(run_measured(pandas_cmd))
-    c_sec, c_rss, c_out = sorted(c_runs)[len(c_runs) // 2]
-    p_sec, p_rss, p_out = sorted(p_runs)[len(p_runs) // 2]
-    counts = json.loads(c_out)["counts"]
-    return {
-        "rows": rows,
-        "curate_s": c_sec,
-        "curate_rows_s": rows / c_sec,
-        "curate_rss": max(r for _, r, _ in c_runs),
-        "curate_out": counts["rows_out"],
-        "curate_all": [round(rows / s) for s, _, _ in c_runs],
-        "pandas_s": p_sec,
-        "pandas_rows_s": rows / p_sec,
-        "pandas_rss": max(r for _, r, _ in p_runs),
-        "pandas_out": int(p_out.strip()),
-        "pandas_all": [round(rows / s) for s, _, _ in p_runs],
-    }
+        runs["curate"].append(run_measured(cmd, env))
+        for name, peer in peers.items():
+            runs[name].append(run_measured(peer))
+    result: dict[str, Any] = {"rows": rows}
+    for name, measured in runs.items():
+        sec, _, out = sorted(measured)[len(measured) // 2]
+        result[name] = {
+            "rows_s": rows / sec,
+            "rss": max(r for _, r, _ in measured),
+            "out": json.loads(out)["counts"]["rows_out"] if name == "curate" else int(out),
+            "all": [round(rows / s) for s, _, _ in measured],
+        }
+    return result
 
 
 def main() -> None:
@@ -368,27 +398,32 @@ def main() -> None:
     print(
         f"machine: {os.cpu_count()} cores; curate workers: {args.workers or 'default (all cores)'}"
     )
+    names = ("curate", "pandas", "polars")
     print(
-        f"{'rows':>9} | {'curate rows/s':>13} {'peak MiB':>9} | {'pandas rows/s':>13} {'peak MiB':>9} | {'speed ratio':>11}"
+        f"{'rows':>9} | "
+        + " | ".join(f"{n + ' rows/s':>14} {'peak MiB':>9}" for n in names)
+        + f" | {'vs pandas':>9} {'vs polars':>9}"
     )
     for r in results:
-        print(
-            f"{r['rows']:>9} | {r['curate_rows_s']:>13,.0f} {r['curate_rss']:>9,.0f} | {r['pandas_rows_s']:>13,.0f} {r['pandas_rss']:>9,.0f} | {r['curate_rows_s'] / r['pandas_rows_s']:>10.2f}x"
-        )
+        cells = " | ".join(f"{r[n]['rows_s']:>14,.0f} {r[n]['rss']:>9,.0f}" for n in names)
+        ratios = [r["curate"]["rows_s"] / r[n]["rows_s"] for n in ("pandas", "polars")]
+        print(f"{r['rows']:>9} | {cells} | {ratios[0]:>8.2f}x {ratios[1]:>8.2f}x")
     for r in results:
         print(
-            f"{r['rows']:>9} rows/s of each run: curate {r['curate_all']}, pandas {r['pandas_all']}"
+            f"{r['rows']:>9} rows/s of each run: " + ", ".join(f"{n} {r[n]['all']}" for n in names)
         )
     small, large = results
     print(
-        f"curate peak RSS 4N / N: {large['curate_rss'] / small['curate_rss']:.2f} (target <= 1.5); pandas: {large['pandas_rss'] / small['pandas_rss']:.2f}"
+        "peak RSS 4N / N: "
+        + ", ".join(f"{n} {large[n]['rss'] / small[n]['rss']:.2f}" for n in names)
+        + " (curate's target <= 1.5)"
     )
     print(
-        f"rows out: curate {small['curate_out']} / {large['curate_out']}, pandas {small['pandas_out']} / {large['pandas_out']}"
+        "rows out (N / 4N): "
+        + ", ".join(f"{n} {small[n]['out']} / {large[n]['out']}" for n in names)
     )
-    print(
-        f"speed ratio target >= 3x: {'met' if min(r['curate_rows_s'] / r['pandas_rows_s'] for r in results) >= 3 else 'NOT met'}"
-    )
+    worst = min(r["curate"]["rows_s"] / r["pandas"]["rows_s"] for r in results)
+    print(f"speed ratio vs pandas target >= 3x: {'met' if worst >= 3 else 'NOT met'}")
 
 
 if __name__ == "__main__":

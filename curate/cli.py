@@ -406,9 +406,13 @@ def train(
     chat_template: Annotated[
         Path | None, typer.Option("--chat-template", help="The template override the build used")
     ] = None,
-    no_quantize: Annotated[
-        bool, typer.Option("--no-quantize", help="Plain LoRA instead of QLoRA (NF4)")
-    ] = False,
+    quantize: Annotated[
+        bool | None,
+        typer.Option(
+            "--quantize/--no-quantize",
+            help="QLoRA (NF4) or plain LoRA (default: QLoRA on CUDA, plain LoRA on CPU)",
+        ),
+    ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N steps")] = None,
     batch_tokens: Annotated[
         int | None, typer.Option("--batch-tokens", help="Tokens per micro-batch (pack size)")
@@ -440,9 +444,8 @@ def train(
         "chat_template": str(chat_template) if chat_template else None,
         "max_steps": max_steps,
         "batch_tokens": batch_tokens,
+        "quantize": quantize,
     }
-    if no_quantize:
-        overrides["quantize"] = False
     cfg = load_train_config(config, **overrides)
     where = api.store_for(_store(store))
     summary = run_train(
@@ -456,11 +459,17 @@ def train(
         _print_json(summary)
         return
     console = _console()
+    method = "QLoRA (4-bit)" if summary["quantized"] else "plain LoRA"
     console.print(
         f"run {summary['run_id']} · {summary['steps']} steps · train loss {summary['train_loss']}"
         f" · validation loss {summary['eval_loss_before']} -> {summary['eval_loss_after']}"
         f" · {summary['tokens_per_second']:,.0f} tokens/s · packing "
         f"{summary['packing']['efficiency']:.1%}"
+    )
+    choices = summary["choices"]
+    console.print(
+        f"{method} on {summary['device']}: {choices['quantize']['why']}\n"
+        f"packs of {choices['batch_tokens']['value']:,} tokens: {choices['batch_tokens']['why']}"
     )
     console.print(f"release packet: {summary['run_dir']}/release.yaml")
 

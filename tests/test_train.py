@@ -186,10 +186,8 @@ def _train(tmp_path, smol, **settings):
 
 
 @pytest.mark.slow
-def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol):
+def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol, cli, monkeypatch):
     import yaml
-
-    from curate.train.merge import merge_run
 
     b, store, run = _train(
         tmp_path,
@@ -216,7 +214,13 @@ def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol):
         "checkpoint-12",
         "checkpoint-24",
     ]
-    report = merge_run(folder, store)
+    # the run folder `train` printed, from another folder, no --store: it finds its store
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    merged = cli("merge", str(folder), "--json")
+    assert merged.code == 0, merged.err
+    report = merged.json()
     assert report["max_logit_diff"] < 1e-3 and report["greedy_agreement"] == 1.0
     assert report["vs_trained_4bit"] is None
     packet = yaml.safe_load((folder / "release.yaml").read_text())
@@ -321,17 +325,21 @@ def test_smoke_runs_save_load_merge_generate(tmp_path, smol, cli):
         str(tmp_path / ".store"),
         "--base",
         str(smol),
-        "--no-quantize",
         "--smoke",
         "--max-steps",
-        "12",  # fewer than the smoke's 100, to keep the suite short
-        "--batch-tokens",
-        "128",
+        "4",  # fewer than the smoke's 100, to keep the suite short
         "--json",
     )
     assert r.code == 0, r.err
     out = r.json()
-    assert out["steps"] == 12 and out["packing"]["examples"] == 20  # 10% of the rows
+    assert out["steps"] == 4 and out["packing"]["examples"] == 20  # 10% of the rows
+    # the defaults on CPU: plain LoRA, packs of 512, each with its reason
+    assert out["quantized"] is False and "the CPU default" in out["choices"]["quantize"]["why"]
+    assert out["choices"]["batch_tokens"] == {
+        "value": 512,
+        "why": out["choices"]["batch_tokens"]["why"],
+    }
+    assert out["choices"]["batch_tokens"]["why"].startswith("cpu default")
     merge = out["merge"]
     assert Path(merge["merged"], "config.json").is_file()
     assert merge["greedy_agreement"] == 1.0 and merge["greedy_sample_ids"]
@@ -347,3 +355,25 @@ def test_bad_train_toml_and_unknown_run_are_user_errors(tmp_path, cli):
         assert key in r.err
     r = cli("merge", "no-such-run", "--store", str(tmp_path / "s"))
     assert r.code == 2 and "not a curate run folder" in r.err
+
+
+def test_defaults_follow_the_device_and_its_free_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from curate.train import sizing
+
+    small = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9)
+    monkeypatch.setattr(sizing, "available_memory", lambda device: 20 << 30)
+    assert sizing.choose_quantization(None, "cpu").value is False
+    assert sizing.choose_quantization(None, "cuda").value is True
+    assert sizing.choose_quantization(True, "cpu").value is True
+    assert sizing.choose_pack_size(None, "cpu", small, 300).value == 512
+    assert sizing.choose_pack_size(None, "cpu", small, 900).value == 1024  # the longest row
+    assert sizing.choose_pack_size(2048, "cpu", small, 300).value == 2048
+    # 8,192 tokens of materialized attention would not fit in half of 20 GiB
+    assert sizing.attention_bytes(small, 8192) > 10 << 30
+    cuda = sizing.choose_pack_size(None, "cuda", small, 300)
+    assert cuda.value < 8192 and "bounded by memory" in cuda.why
+    monkeypatch.setattr(sizing, "available_memory", lambda device: 1 << 30)
+    tight = sizing.choose_pack_size(None, "cpu", small, 100)
+    assert tight.value < 512 and sizing.attention_bytes(small, tight.value) <= 1 << 29

@@ -154,7 +154,11 @@ def straddling_turns(state: pl.DataFrame) -> dict[str, Any]:
     if "straddles" not in state.columns:
         return {"turns_with_token_across_turn_start": 0}
     kept = state.filter(pl.col("copies") > 0)
-    examples = kept["straddle_example"].drop_nulls() if "straddle_example" in kept.columns else []
+    examples: list[str] = (
+        kept["straddle_example"].drop_nulls().to_list()
+        if "straddle_example" in kept.columns
+        else []
+    )
     return {
         "turns_with_token_across_turn_start": int(kept["straddles"].fill_null(0).sum()),
         "assistant_turns": int(kept["turns"].fill_null(0).sum()) if "turns" in kept.columns else 0,

@@ -17,7 +17,8 @@ class TrainConfig(BaseModel):
     base_model: str | None = None  # a model folder, a .gguf file or a hub id (or --base)
     chat_template: str | None = None  # the template override the build used, if any
     trust_remote_code: bool = False
-    quantize: bool = True  # QLoRA: NF4 + double quantization, bf16 compute
+    # QLoRA (NF4 + double quantization, bf16 compute); None: chosen by device (see sizing)
+    quantize: bool | None = None
     r: int = Field(16, gt=0)
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
@@ -27,7 +28,8 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = -1  # > 0 overrides epochs
-    batch_tokens: int = Field(8192, gt=0)  # tokens per micro-batch: the packs' capacity
+    # tokens per micro-batch (the packs' capacity); None: chosen by device and free memory
+    batch_tokens: int | None = Field(None, gt=0)
     grad_accum: int = Field(1, gt=0)
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     eval_steps: int = Field(50, gt=0)

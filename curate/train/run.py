@@ -100,6 +100,7 @@ def check_base(manifest: dict[str, Any], base: str, cfg: TrainConfig, store: Sto
     return Base(base, folder, tok, template or "", content, template_sha)
 
 
+SMOKE_EVAL_ROWS = 8  # validation rows a --smoke run evaluates on (a bounded check)
 SMOKE_STEPS = 100
 
 
@@ -233,6 +234,29 @@ def train(
     if cfg.base_model is None:
         raise UserError("no base model: pass --base or set base_model in train.toml")
     base = check_base(manifest.data, cfg.base_model, cfg, store)
+    train_ex = read_examples(manifest.shard_paths("train"))
+    val_ex = (
+        read_examples(manifest.shard_paths("validation"))
+        if manifest.data["splits"].get("validation", {}).get("rows")
+        else None
+    )
+    if smoke:
+        train_ex = _subsample(train_ex, 0.1, cfg.seed)
+        if val_ex is not None:  # a smoke run checks the path works: a bounded evaluation
+            val_ex = _subsample(val_ex, min(1.0, SMOKE_EVAL_ROWS / max(len(val_ex), 1)), cfg.seed)
+    if len(train_ex) == 0:
+        raise UserError(f"manifest {mid[:12]} has no training rows")
+    longest = max(
+        int(train_ex.lengths.max()),
+        int(val_ex.lengths.max()) if val_ex is not None and len(val_ex) else 0,
+    )
+    cfg, choices = _resolve_defaults(cfg, base.folder, longest)
+    pack_tokens, quantize = int(choices["batch_tokens"].value), bool(choices["quantize"].value)
+    if longest > pack_tokens:
+        raise UserError(
+            f"batch_tokens {pack_tokens} is smaller than the longest row ({longest} tokens): "
+            "rows are never cut, so a pack must hold the longest one"
+        )
     rid = run_id(mid, cfg, base, smoke)
     run_dir = out or store.root / "runs" / rid
     # a run folder in the store is curate's own: rerunning the same run replaces it
@@ -244,29 +268,8 @@ def train(
         else:
             entry.unlink(missing_ok=True)
 
-    train_ex = read_examples(manifest.shard_paths("train"))
-    val_ex = (
-        read_examples(manifest.shard_paths("validation"))
-        if manifest.data["splits"].get("validation", {}).get("rows")
-        else None
-    )
-    if smoke:
-        train_ex = _subsample(train_ex, 0.1, cfg.seed)
-    if len(train_ex) == 0:
-        raise UserError(f"manifest {mid[:12]} has no training rows")
-    longest = max(
-        int(train_ex.lengths.max()),
-        int(val_ex.lengths.max()) if val_ex is not None and len(val_ex) else 0,
-    )
-    if longest > cfg.batch_tokens:
-        raise UserError(
-            f"batch_tokens {cfg.batch_tokens} is smaller than the longest row ({longest} tokens): "
-            "rows are never cut, so a pack must hold the longest one"
-        )
-    packs, packing = build_packs(train_ex, cfg.batch_tokens)
-    val_packs = (
-        build_packs(val_ex, cfg.batch_tokens)[0] if val_ex is not None and len(val_ex) else []
-    )
+    packs, packing = build_packs(train_ex, pack_tokens)
+    val_packs = build_packs(val_ex, pack_tokens)[0] if val_ex is not None and len(val_ex) else []
     write_bytes(run_dir / "packing.json", json.dumps(packing, indent=2).encode())
 
     steps_per_epoch = math.ceil(len(packs) / cfg.grad_accum)
@@ -285,11 +288,11 @@ def train(
     from curate.train.model import device, load_model
 
     where = device()
-    model = load_model(base.folder, cfg.quantize, cfg.trust_remote_code)
+    model = load_model(base.folder, quantize, cfg.trust_remote_code)
     checkpointing = (
         cfg.gradient_checkpointing
         if cfg.gradient_checkpointing != "auto"
-        else _needs_checkpointing(model, cfg.batch_tokens)
+        else _needs_checkpointing(model, pack_tokens)
     )
     reporter = _Reporter(run_dir / "metrics.jsonl", total, tokens_per_step, show_progress)
     trainer = _trainer(model, base, cfg, packs, val_packs, run_dir, max_steps, total, checkpointing)
@@ -304,8 +307,10 @@ def train(
         result = trainer.train()
     finally:
         reporter.close()
-    seconds = time.perf_counter() - started
-    after = trainer.evaluate()["eval_loss"] if val_packs else None
+    # training time: the evaluations the Trainer ran meanwhile are not training
+    evaluating = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)
+    seconds = time.perf_counter() - started - evaluating
+    after = _final_eval_loss(trainer, result.global_step) if val_packs else None
     trainer.model.save_pretrained(str(run_dir / "adapter"))
     base.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     tokens = sum(tokens_per_step[: result.global_step])
@@ -325,11 +330,40 @@ def train(
         "packing": packing,
         "device": where,
         "quantized": cfg.quantize,
+        "choices": {name: {"value": c.value, "why": c.why} for name, c in choices.items()},
         "gradient_checkpointing": bool(checkpointing),
         "peak_memory_gib": _peak_memory(where),
     }
     write_release(run_dir, summary, cfg, base, manifest.data, store)
     return summary
+
+
+def _resolve_defaults(cfg: TrainConfig, folder: Path, longest: int) -> tuple[TrainConfig, dict]:
+    """The settings the user left to curate (quantization, pack size), chosen for this
+    device and its free memory; the run id and the release packet record the values."""
+    from transformers import AutoConfig
+
+    from curate.train.model import device
+    from curate.train.sizing import choose_pack_size, choose_quantization
+
+    where = device()
+    choices = {
+        "quantize": choose_quantization(cfg.quantize, where),
+        "batch_tokens": choose_pack_size(
+            cfg.batch_tokens, where, AutoConfig.from_pretrained(str(folder)), longest
+        ),
+    }
+    resolved = cfg.model_copy(update={name: c.value for name, c in choices.items()})
+    return resolved, choices
+
+
+def _final_eval_loss(trainer: Any, step: int) -> float:
+    """The validation loss after training: the Trainer's own evaluation at the last step
+    when it ran one (it does, with evaluation on), else one more evaluation."""
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and entry.get("step") == step:
+            return float(entry["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])
 
 
 def _needs_checkpointing(model: Any, batch_tokens: int) -> bool:
