@@ -10,8 +10,7 @@ import gc
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,7 +103,7 @@ def _build(
     from curate.sources import Prescan, scratch_dir
 
     cfg = load_config(config)
-    from curate.engines.local import prestart
+    from curate.engines.local import hidden, prestart
 
     prestart()  # the workers' forkserver imports in parallel with everything below
     # Hash the source files on threads while this process imports pyarrow and polars.
@@ -124,7 +123,7 @@ def _build(
     # transformers (a [tokenizer] that is a model folder) and sentence-transformers may
     # import pandas; only builds that load neither can do without it
     plain = cfg.dedup.semantic is None and cfg.tokenizer is None
-    hide = _pandas_hidden() if plain else nullcontext()
+    hide = hidden("pandas") if plain else nullcontext()
     with hide, Progress(enabled=not as_json) as progress:
         result = api.build(
             cfg,
@@ -163,34 +162,6 @@ def _build(
         )
         return
     _render_summary(result.manifest_id, result.manifest, result.run)
-
-
-@contextmanager
-def _pandas_hidden() -> Iterator[None]:
-    """Keep pandas out of a build's processes (this one and the workers it forks).
-
-    pyarrow imports pandas, when installed, the first time it converts Python values (from
-    C++ as well as from Python), only to learn whether they might be pandas objects: about
-    0.2 s of CPU per process, a tenth of a small build. Curate itself never touches pandas,
-    but transformers and sentence-transformers may, so the command hides it only from builds
-    that load neither (no [tokenizer], no semantic dedup); if pandas is already loaded,
-    nothing changes.
-    """
-    import importlib.abc
-
-    class _HidePandas(importlib.abc.MetaPathFinder):
-        def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-            if name == "pandas" or name.startswith("pandas."):
-                raise ModuleNotFoundError(
-                    f"pandas is hidden during `curate build` (see curate.cli._pandas_hidden): {name}"
-                )
-
-    finder = _HidePandas()
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
 
 
 @app.command()

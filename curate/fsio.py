@@ -120,8 +120,9 @@ def write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
 
 @contextmanager
 def temp_folder(parent: Path, prefix: str) -> Iterator[Path]:
-    """A locked scratch folder under `parent`, removed on exit; dead ones are swept first."""
-    sweep_stale(parent)
+    """A locked scratch folder under `parent` (a folder only curate writes in), removed on
+    exit; what dead runs left there is swept first, earlier versions' unlocked folders too."""
+    sweep_stale(parent, whole_folder=True)
     parent.mkdir(parents=True, exist_ok=True)
     folder = parent / f"{TEMP_MARK}{prefix}{os.getpid()}.{uuid.uuid4().hex[:8]}"
     folder.mkdir()
@@ -131,14 +132,18 @@ def temp_folder(parent: Path, prefix: str) -> Iterator[Path]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         os.close(fd)
-        sweep_stale(parent)  # what was too young to judge at the start is old enough now
+        sweep_stale(parent, whole_folder=True)  # what was too young to judge is old enough now
 
 
-def sweep_stale(folder: Path) -> list[Path]:
-    """Remove the temps in `folder` whose writer is gone; returns what was removed."""
+def sweep_stale(folder: Path, whole_folder: bool = False) -> list[Path]:
+    """Remove the temps in `folder` whose writer is gone; returns what was removed.
+
+    Only curate's marked temps, unless `whole_folder` (a folder curate alone writes in, such
+    as the store's tmp/): then any entry nobody holds a lock on.
+    """
     removed: list[Path] = []
     try:
-        entries = [e for e in folder.iterdir() if e.name.startswith(TEMP_MARK)]
+        entries = [e for e in folder.iterdir() if whole_folder or e.name.startswith(TEMP_MARK)]
     except OSError:
         return removed
     now = time.time()

@@ -21,26 +21,41 @@ MAX_DEPTH = 64  # real chat data nests 3-6 levels; deeper is an attack or a bug
 # a JSON string, or one of the characters that structure JSON
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_CHUNK = 1 << 22
 _OPEN = np.zeros(256, dtype=np.int8)
 _OPEN[[ord("["), ord("{")]] = 1
 _OPEN[[ord("]"), ord("}")]] = -1
 
 
 def too_deep_lines(data: bytes, starts: np.ndarray, ends: np.ndarray) -> bool:
-    """Whether any line [start, end) of `data` may nest deeper than MAX_DEPTH.
+    """Whether any line [start, end) of `data` nests deeper than MAX_DEPTH.
 
-    An upper bound, vectorized: brackets inside strings count too, so a `True` only means
-    the line must be parsed carefully (`json_depth`), never that it is rejected.
+    A line can only be that deep if it opens more than MAX_DEPTH brackets; those lines
+    (rare: long code in strings, or an attack) are measured exactly. Bracket positions are
+    found in fixed chunks with reused buffers: a whole-block temporary would cost more in
+    fresh memory than the scan itself.
     """
     if not len(starts):
         return False
-    depth = np.cumsum(_OPEN[np.frombuffer(data, dtype=np.uint8)], dtype=np.int64)
-    base = np.where(starts > 0, depth[np.maximum(starts - 1, 0)], 0)
-    nonempty = ends > starts
-    if not nonempty.any():
+    buf = np.frombuffer(data, dtype=np.uint8)
+    found = []
+    square = np.empty(min(len(buf), _CHUNK), dtype=bool)
+    curly = np.empty_like(square)
+    for offset in range(0, len(buf), _CHUNK):
+        part = buf[offset : offset + _CHUNK]
+        a, b = square[: len(part)], curly[: len(part)]
+        np.equal(part, 91, out=a)  # [
+        np.equal(part, 123, out=b)  # {
+        np.logical_or(a, b, out=b)
+        found.append(np.flatnonzero(b) + offset)
+    opens = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    if len(opens) <= MAX_DEPTH:
         return False
-    peaks = np.maximum.reduceat(depth, starts[nonempty])
-    return bool((peaks - base[nonempty] > MAX_DEPTH).any())
+    per_line = np.bincount(np.searchsorted(starts, opens, side="right") - 1, minlength=len(starts))
+    return any(
+        json_depth(data[starts[i] : ends[i]].decode("utf-8", "surrogateescape")) > MAX_DEPTH
+        for i in np.flatnonzero(per_line > MAX_DEPTH).tolist()
+    )
 
 
 def json_depth(text: str) -> int:

@@ -218,3 +218,63 @@ def test_inspect_takes_trust_remote_code_from_the_user_never_the_manifest(tmp_pa
     assert seen and not any(seen)
     inspect_manifest(b.id, tmp_path / ".store", 1, None, trust_remote_code=True)
     assert seen[-1] is True
+
+
+WRITER = """
+import os, sys, time
+from pathlib import Path
+import pyarrow as pa
+from curate import fsio
+from curate.engines.passes import write_ipc
+
+kind, target = sys.argv[1], Path(sys.argv[2])
+table = pa.table({"x": list(range(1000))})
+if kind == "bytes":
+    with fsio.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        print("writing", flush=True); time.sleep(60)
+elif kind == "folder":
+    with fsio.atomic_path(target, is_dir=True, replace=True) as tmp:
+        (tmp / "a").write_text("half")
+        print("writing", flush=True); time.sleep(60)
+else:
+    import pyarrow.ipc as ipc
+    orig = ipc.new_file
+    def slow(sink, schema):
+        print("writing", flush=True); time.sleep(60)
+    ipc.new_file = slow
+    write_ipc(table, target)
+"""
+
+
+@pytest.mark.parametrize("kind", ["bytes", "folder", "ipc"])
+def test_a_writer_killed_mid_write_leaves_the_old_file_and_a_temp_the_next_run_removes(
+    tmp_path, monkeypatch, kind
+):
+    import signal
+    import subprocess
+    import sys
+
+    from curate import fsio
+
+    target = tmp_path / ("out" if kind == "folder" else "out.bin")
+    if kind == "folder":
+        target.mkdir()
+        (target / "old").write_text("old")
+    else:
+        target.write_text("old")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, kind, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if kind == "folder":
+        assert [p.name for p in target.iterdir()] == ["old"]
+    else:
+        assert target.read_text() == "old"
+    temps = [p for p in tmp_path.iterdir() if p.name.startswith(fsio.TEMP_MARK)]
+    assert len(temps) == 1
+    monkeypatch.setattr(fsio, "SWEEP_MIN_AGE_SECONDS", 0.0)
+    assert fsio.sweep_stale(tmp_path) == temps
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import UserError
-from curate.fsio import write_bytes
+from curate.fsio import atomic_path, write_bytes
 from curate.manifests.store import Store
 
 PROMPTS = 8
@@ -153,11 +153,11 @@ def merge_run(run_dir: Path, store: Store | None = None) -> dict[str, Any]:
         trained_logits, trained_greedy = _run(trained, prompts)
         vs_trained = _compare(trained_logits, after_logits, trained_greedy, after_greedy)
         del trained
-    target = run_dir / "merged"
-    merged.save_pretrained(str(target))
-    tokenizer_dir = run_dir / "tokenizer"
-    for f in tokenizer_dir.iterdir():
-        (target / f.name).write_bytes(f.read_bytes())
+    target = run_dir / "merged"  # a run's own folder: a new merge replaces it whole
+    with atomic_path(target, is_dir=True, replace=True) as tmp:
+        merged.save_pretrained(str(tmp))
+        for f in (run_dir / "tokenizer").iterdir():
+            (tmp / f.name).write_bytes(f.read_bytes())
     sample = after_greedy[0] if after_greedy else []  # token ids of the first greedy answer
     report = {
         "merged": str(target),
