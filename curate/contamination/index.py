@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from curate.dedup.shingles import ngram_hashes, row_text, sorted_unique, words
 from curate.errors import UserError
-from curate.fsio import atomic_path, sha256_file
+from curate.fsio import atomic_path, checksum_file
 from curate.steps import RowStep, Verdicts
 
 MIN_WORDS = 4  # an item with fewer words matches too much by chance: not indexed
@@ -80,7 +80,7 @@ def _is_intact(folder: Path) -> bool:
     """The cached index folder holds exactly the files its `done` list hashed."""
     try:
         hashes = json.loads((folder / "done").read_text())
-        return bool(hashes) and all(sha256_file(folder / n) == h for n, h in hashes.items())
+        return bool(hashes) and all(checksum_file(folder / n) == h for n, h in hashes.items())
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -178,7 +178,7 @@ class ContaminationStep(RowStep):
                         pa.ipc.new_file(sink, table.schema) as writer,
                     ):
                         writer.write_table(table)
-                    hashes = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+                    hashes = {f.name: checksum_file(f) for f in sorted(tmp.iterdir())}
                     (tmp / "done").write_text(json.dumps(hashes, sort_keys=True))
             except OSError:  # another build stored the same index first
                 pass
