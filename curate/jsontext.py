@@ -75,10 +75,11 @@ def loads(text: str) -> Any:
 
 
 class Broken:
-    """A record of a JSON list that could not be taken: why."""
+    """A record of a JSON list that could not be taken: why, and its text (cut at 1,000
+    characters) for the ledger."""
 
-    def __init__(self, error: str):
-        self.error = error
+    def __init__(self, error: str, text: str):
+        self.error, self.text = error, text[:1000]
 
 
 def list_records(text: str) -> list[tuple[int, Any]] | None:
@@ -119,16 +120,16 @@ def _split_records(text: str) -> list[tuple[int, Any]] | None:
         end, depth = _value_end(text, pos)
         number = len(records) + 1
         if end is None:  # the rest cannot be cut into records
-            records.append((number, Broken(f"broken JSON from record {number} on")))
+            records.append((number, Broken(f"broken JSON from record {number} on", text[pos:])))
             return records
         chunk = text[pos:end]
         if depth > MAX_DEPTH:
-            records.append((number, Broken(f"nested deeper than {MAX_DEPTH} levels")))
+            records.append((number, Broken(f"nested deeper than {MAX_DEPTH} levels", chunk)))
         else:
             try:
                 records.append((number, json.loads(chunk)))
             except ValueError as exc:
-                records.append((number, Broken(f"broken JSON: {exc}")))
+                records.append((number, Broken(f"broken JSON: {exc}", chunk)))
         pos = _skip_space(text, end)
         if pos < len(text) and text[pos] == ",":
             pos += 1

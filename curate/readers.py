@@ -166,7 +166,8 @@ def _read_json_list(task: BlockTask) -> pa.Table:
     items: list[tuple[int, Any]] = []
     for number, obj in records:
         if isinstance(obj, jsontext.Broken):
-            items.append((number, _Bad(obj.error, "")))
+            shown = obj.text.encode("utf-8", "replace").decode()  # invalid bytes shown as '?'
+            items.append((number, _Bad(obj.error, shown)))
         elif not isinstance(obj, dict):
             shown = json.dumps(obj, ensure_ascii=True)[:1000]
             items.append((number, _Bad(f"expected a JSON object, got {_json_type(obj)}", shown)))

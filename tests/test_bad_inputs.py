@@ -47,6 +47,7 @@ def test_json_nested_ten_thousand_deep_is_one_malformed_row(tmp_path):
     )
     b = build(_one(tmp_path, "l.json"), store=tmp_path / "s2")
     assert _reasons(b) == {"malformed": ["l.json:2"]}
+    assert b.ledger[0]["raw"].startswith('{"prompt": [[[[')  # the record, for reviewers
     assert sorted(r["messages"][0]["content"] for r in b.rows) == ["p1", "p3"]
 
 

@@ -56,11 +56,12 @@ WATCHDOG_SECONDS = 0.5
 
 @contextmanager
 def _without_user_main() -> Iterator[None]:
-    """Start the forkserver without importing the caller's `__main__` in it.
+    """Start the forkserver and workers without importing the caller's `__main__` in them.
 
     Workers only run curate's own functions, so they need nothing from the caller's script;
     multiprocessing would otherwise import it again (and fail outright when the caller is
-    `python -` or an interactive session).
+    `python -` or an interactive session). The pool starts on a thread while the caller's
+    thread runs curate's own code, which never looks at `__main__`.
     """
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
