@@ -238,7 +238,7 @@ def run_build(
             file_entries.append(entries)
         timings["plan"] = time.time() - started
 
-        cache = [str(store.cache_path("blocks", _block_key(t), ".arrow")) for t in tasks]
+        cache = _block_cache(tasks, store, work, config.validate_.pii != "off")
         first_rows, first_global = segs[0]
         t0 = time.time()
         results = eng.map(
@@ -336,6 +336,15 @@ def run_build(
     }
     manifest_id = store.put_manifest(manifest, run)
     return BuildResult(manifest_id, manifest, run)
+
+
+def _block_cache(tasks: list[BlockTask], store: Store, work: Path, private: bool) -> list[str]:
+    """Where each block's rows are kept as read: the store's cache (an unchanged source is
+    never read again), or, for a build that redacts or rejects PII, the build's scratch
+    folder, so that no unredacted text outlives the build in the store."""
+    if private:
+        return [str(work / f"read-{b}.arrow") for b in range(len(tasks))]
+    return [str(store.cache_path("blocks", _block_key(t), ".arrow")) for t in tasks]
 
 
 def _block_key(task: BlockTask) -> str:

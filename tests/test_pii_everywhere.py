@@ -58,11 +58,8 @@ def test_no_secret_survives_in_store_or_output(tmp_path, cli, mode):
         cli("show", b.id, "--json", "--store", store).out,
     ]
     assert cli("export", b.id, "--out", tmp_path / "x", "--store", store).code == 0
-    stored = [
-        p.read_bytes().decode("utf-8", "replace")
-        for p in (store / "objects").rglob("*")
-        if p.is_file()
-    ]
+    # every file the store keeps (objects, manifests, caches), not only what it serves
+    stored = [p.read_bytes().decode("utf-8", "replace") for p in store.rglob("*") if p.is_file()]
     stored += [p.read_text() for p in (store / "manifests").iterdir()]
     stored += [p.read_text() for p in (tmp_path / "x").iterdir()]
     # Parquet may compress a value: read the ledger and rows back as text too
