@@ -7,7 +7,7 @@ the same id on any machine and in any store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -306,6 +306,8 @@ class Manifest:
     id: str
     data: dict[str, Any]
     store: Store
+    # objects checked against their names by this command: read again, not hashed again
+    checked: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def split_names(self) -> list[str]:
         return [name for name in SPLIT_NAMES if name in self.data["splits"]]
@@ -313,11 +315,16 @@ class Manifest:
     def shard_paths(self, split: str) -> list[Path]:
         if split not in self.data["splits"]:
             raise KeyError(split)
-        shards = self.data["splits"][split]["shards"]
-        return [self.store.verified_object(s["object"]) for s in shards]
+        return [self._verified(s["object"]) for s in self.data["splits"][split]["shards"]]
 
     def ledger_paths(self) -> list[Path]:
-        return [self.store.verified_object(p["object"]) for p in self.data["ledger"]["parts"]]
+        return [self._verified(p["object"]) for p in self.data["ledger"]["parts"]]
+
+    def _verified(self, sha: str) -> Path:
+        if sha not in self.checked:
+            self.store.verified_object(sha)
+            self.checked.add(sha)
+        return self.store.object_path(sha)
 
     def objects(self) -> list[str]:
         shas = [s["object"] for split in self.data["splits"].values() for s in split["shards"]]

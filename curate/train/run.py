@@ -231,6 +231,7 @@ def train(
             + "\n  - ".join(check["problems"])
         )
     manifest = Manifest(mid, store.read_manifest(mid), store)
+    manifest.checked.update(manifest.objects())  # verify just re-hashed every one
     if cfg.base_model is None:
         raise UserError("no base model: pass --base or set base_model in train.toml")
     base = check_base(manifest.data, cfg.base_model, cfg, store)
