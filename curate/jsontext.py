@@ -160,6 +160,18 @@ def _value_end(text: str, pos: int) -> tuple[int | None, int]:
     return None, deepest
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]|\\\\[uU][dD][89a-fA-F]")
+_SURROGATE_BYTES = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def may_hold_surrogates(text: str | bytes) -> bool:
+    """Whether JSON text can decode to a lone surrogate (an escape `\\udXXX`, or one that
+    stands for an undecodable byte): one search, so that records are checked one by one
+    (`invalid_text_field`) only where it can."""
+    pattern = _SURROGATE_BYTES if isinstance(text, bytes) else _SURROGATE
+    return pattern.search(text) is not None  # type: ignore[arg-type]
+
+
 def invalid_text_field(value: Any, path: str = "") -> str | None:
     """The first field whose text cannot be encoded as UTF-8 (a lone surrogate, or a byte
     that was not UTF-8), or None. Cheap when there is none: one encode of the whole value."""

@@ -104,7 +104,7 @@ def _read_jsonl(task: BlockTask) -> pa.Table:
             for a, b, line in zip(starts.tolist(), ends.tolist(), lines.tolist(), strict=True)
         ]
 
-    return _fast_or_slow(task, raw, lines, parsed)
+    return _fast_or_slow(task, raw, lines, parsed, jsontext.may_hold_surrogates(data))
 
 
 def _nonblank_lines(data: bytes, first_line: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -173,7 +173,7 @@ def _read_json_list(task: BlockTask) -> pa.Table:
             items.append((number, _Bad(f"expected a JSON object, got {_json_type(obj)}", shown)))
         else:
             items.append((number, obj))
-    return _rows_from_objects(task, items)
+    return _rows_from_objects(task, items, jsontext.may_hold_surrogates(text))
 
 
 def _read_csv(task: BlockTask) -> pa.Table:
@@ -234,7 +234,9 @@ def _csv_rows(blob: bytes) -> list[tuple[int, Any]]:
     return items
 
 
-def _fast_or_slow(task: BlockTask, raw: pa.Table | None, numbers: np.ndarray, parsed) -> pa.Table:
+def _fast_or_slow(
+    task: BlockTask, raw: pa.Table | None, numbers: np.ndarray, parsed, check_text: bool = False
+) -> pa.Table:
     renames = dict(task.columns)
     if raw is not None:
         try:
@@ -251,11 +253,16 @@ def _fast_or_slow(task: BlockTask, raw: pa.Table | None, numbers: np.ndarray, pa
             (n, {renames.get(k, k): v for k, v in obj.items()} if isinstance(obj, dict) else obj)
             for n, obj in items
         ]
-    return _rows_from_objects(task, items)
+    return _rows_from_objects(task, items, check_text)
 
 
-def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Table:
-    """Row-by-row path: type-check each object, normalize the good ones, quarantine the rest."""
+def _rows_from_objects(
+    task: BlockTask, items: list[tuple[int, Any]], check_text: bool = False
+) -> pa.Table:
+    """Row-by-row path: type-check each object, normalize the good ones, quarantine the rest.
+
+    `check_text`: the objects may hold lone surrogates (JSON text that can decode to one).
+    """
     fields = fields_of(task.fmt)
     good: list[dict[str, Any]] = []
     good_numbers: list[int] = []
@@ -267,7 +274,7 @@ def _rows_from_objects(task: BlockTask, items: list[tuple[int, Any]]) -> pa.Tabl
             bad_numbers.append(number)
             bad_rows.append({"raw": obj.raw, "reason": "malformed", "detail": {"error": obj.error}})
             continue
-        field = jsontext.invalid_text_field(obj)
+        field = jsontext.invalid_text_field(obj) if check_text else None
         if field is not None:  # it would fail every later encode: kept out, with where
             bad_numbers.append(number)
             error = "text that is not valid UTF-8 (a lone surrogate or an invalid byte)"
