@@ -3,7 +3,7 @@
 Row ids follow the contract: `sha256(source + "\\0" + canonical content)[:16]`, where the
 canonical content is an unambiguous, length-prefixed encoding of the row's kind and turns.
 The `#k` suffix for the k-th identical copy inside one source is added once all of a source's
-rows are known (see `pipeline._index_frame`). Exact-dedup keys hash the content after
+rows are known (see `runner._index_frame`). Exact-dedup keys hash the content after
 folding (NFKC, case, whitespace).
 """
 

@@ -8,6 +8,10 @@ It is either
   then `resolve(keys) -> Verdicts` once over the keys of every row still alive.
 Engines own batching, parallelism, counting and the ledger sink; a step only says keep or
 reject, with a reason from the ledger vocabulary and its evidence.
+
+A step declares the columns it adds to the build's index (`index_columns`: small per-row
+values later stages and the manifest read) and contributes its own sections to the manifest
+(`manifest_report`), so the build core knows no step's columns by name.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import polars as pl
 
 REASONS = (
     "malformed",
@@ -101,12 +108,37 @@ class Verdicts:
         return self.n
 
 
+@dataclass(frozen=True)
+class ReportView:
+    """What a step reads to write its part of the manifest: the build's index (one row per
+    input row, in canonical order, with `copies` > 0 for rows in the output), the source
+    names by rank, and the block files (the latest of each block) for row text."""
+
+    index: pl.DataFrame
+    sources: list[str]
+    blocks: list[str]
+
+    @property
+    def kept(self) -> pl.DataFrame:
+        import polars as pl
+
+        return self.index.filter(pl.col("copies") > 0)
+
+
 class Step:
     name: ClassVar[str]
     stage: ClassVar[str]
     version: ClassVar[str] = "1"
+    # Columns the step adds to the build's index, which live on after it ran (a global step
+    # gives them in its verdicts' `columns`, one value per alive row).
+    index_columns: ClassVar[tuple[str, ...]] = ()
 
     def params(self) -> dict[str, Any]:
+        return {}
+
+    def manifest_report(self, view: ReportView) -> dict[str, Any]:
+        """Sections this step adds to the manifest, e.g. {"validation": {source: {...}}}:
+        merged key by key with the other steps' sections."""
         return {}
 
     def fingerprint(self) -> str:
@@ -117,9 +149,8 @@ class Step:
 
 
 class RowStep(Step, ABC):
-    # Of the columns the step returns, the small ones the build's index keeps (token
-    # counts: mixing and the manifest read them); the others stay with the rows.
-    index_columns: ClassVar[tuple[str, ...]] = ()
+    # `index_columns`: of the columns the step returns, the small ones the build's index
+    # keeps (token counts: mixing and the manifest read them); the others stay with the rows.
     # Of those, the ones only the index needs (statistics): they are not added to the rows.
     index_only: ClassVar[tuple[str, ...]] = ()
 
@@ -135,6 +166,20 @@ class RowStep(Step, ABC):
         """For `scrubs_rejected` steps: new `raw`, `meta` and `detail` for `batch`, rows
         that were rejected before this step."""
         raise TypeError(f"step {self.name} does not scrub rejected rows")
+
+
+class IndexStage(Step, ABC):
+    """A stage that decides over the whole index once the row and global steps ran:
+    reviewer overrides, the mixture, the split. It reads and returns the index (one row per
+    input row); rows it rejects get its `stage` and a reason, like a step's."""
+
+    def meta_fields(self) -> dict[str, str]:
+        """{index column: meta field} to read into the index while blocks are read."""
+        return {}
+
+    @abstractmethod
+    def run(self, index: pl.DataFrame) -> pl.DataFrame:
+        """The index with this stage's verdicts and columns."""
 
 
 class GlobalStep(Step, ABC):

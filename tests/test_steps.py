@@ -9,7 +9,7 @@ import pytest
 
 import curate.pipeline
 from curate.dedup.exact import ExactDedup
-from curate.pipeline import segments
+from curate.runner import segments
 from curate.steps import GlobalStep, RowStep, Verdicts
 from tests.conftest import build, chat, write_config, write_jsonl
 

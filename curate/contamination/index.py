@@ -27,7 +27,7 @@ import pyarrow as pa
 from curate.dedup.shingles import ngram_hashes, row_text, sorted_unique, words
 from curate.errors import UserError
 from curate.fsio import atomic_path, checksum_file
-from curate.steps import RowStep, Verdicts
+from curate.steps import ReportView, RowStep, Verdicts
 
 MIN_WORDS = 4  # an item with fewer words matches too much by chance: not indexed
 ID_FIELDS = ("id", "task_id", "question_id", "uid")
@@ -124,7 +124,7 @@ class ContaminationStep(RowStep):
         self.item_set: list[int] = []
         self.item_id: list[str] = []
         self.item_text: list[str] = []
-        self.report: dict[str, dict[str, int]] = {}
+        self.eval_counts: dict[str, dict[str, int]] = {}
         for s, ev in enumerate(evals):
             word_hash, offsets, _ = words(pa.array(ev.texts, pa.string()))
             lengths = np.diff(offsets)
@@ -146,7 +146,7 @@ class ContaminationStep(RowStep):
                 items.append(np.full(len(h), index, dtype=np.int32))
                 sizes.append(np.full(len(h), n, dtype=np.int16))
                 totals.append(len(h))
-            self.report[ev.name] = {
+            self.eval_counts[ev.name] = {
                 "items": len(ev.ids),
                 "indexed": len(ev.ids) - short,
                 "too_short": short,
@@ -219,9 +219,31 @@ class ContaminationStep(RowStep):
         return {
             "ngram": self.ngram,
             "threshold": self.threshold,
-            "evals": self.report,
+            "evals": self.eval_counts,
             "index_sha256": _digest(self.hashes, self.items),
         }
+
+    def manifest_report(self, view: ReportView) -> dict[str, Any]:
+        """Per eval set: items, how many leaked, and from which sources (rows)."""
+        leaks = view.index.filter(pl.col("reason") == "contaminated").select(
+            "source_rank",
+            pl.col("detail").str.json_path_match("$.eval_set").alias("eval_set"),
+            pl.col("detail").str.json_path_match("$.eval_id").alias("eval_id"),
+        )
+        out: dict[str, Any] = {}
+        for name, counts in self.eval_counts.items():
+            mine = leaks.filter(pl.col("eval_set") == name)
+            by_source = {
+                view.sources[rank]: int(k)
+                for rank, k in mine.group_by("source_rank").len().sort("source_rank").iter_rows()
+            }
+            out[name] = {
+                **counts,
+                "leaked_items": mine["eval_id"].n_unique(),
+                "rows": mine.height,
+                "by_source": by_source,
+            }
+        return {"contamination": out}
 
     def __call__(self, batch: pa.Table) -> Verdicts:
         n = batch.num_rows

@@ -1,7 +1,8 @@
 """The per-block work of a build, as plain functions an engine maps over blocks.
 
 - `ingest`: read and normalize a block (or take it from the cache), run the first segment of
-  steps on it, and return its index: ids, order, verdicts and the keys global steps need.
+  steps on it, and return its index (ids, order, verdicts, the index columns steps declare)
+  and, apart, the keys the next global step needs.
 - `run_segment`: run a later segment (row steps after a global step) on a cached block.
 - `emit`: split a block into ledger rows and output rows, the latter bucketed by the output
   shard they belong to, so that `gather` can write each shard in its shuffled order with
@@ -69,14 +70,16 @@ def ingest(
     cache_file: str,
     row_steps: list[RowStep],
     key_step: GlobalStep | None,
-    group_field: str | None,
+    meta_fields: dict[str, str],
     block_out: str,
-) -> tuple[pa.Table, str | None]:
+) -> tuple[pa.Table, pa.Table | None, str | None]:
     """Read a block (or take it from the cache) and run the first segment of steps on it.
 
-    Returns the block's index (ids, order, verdicts, the steps' index columns and the next
-    global step's keys) and, when a step added or rewrote columns, the file (`block_out`)
-    now holding the block with them, which later passes read instead of the cache.
+    Returns the block's index (ids, order, verdicts, the steps' index columns, and the
+    `meta_fields` {index column: meta field} a later stage groups or orders by), the next
+    global step's keys (or None), and, when a step added or rewrote columns, the file
+    (`block_out`) now holding the block with them, which later passes read instead of the
+    cache.
     """
     path = Path(cache_file)
     table = None
@@ -92,7 +95,7 @@ def ingest(
         seal(path)
     index = table.select(["id", "order", *VERDICT_COLUMNS])
     alive = pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False)
-    update, augmented = _apply(table, alive, row_steps, key_step)
+    update, keys, augmented = _apply(table, alive, row_steps, key_step)
     for name in VERDICT_COLUMNS:
         # `update` only holds a verdict where a step decided, or rewrote the evidence of a
         # row rejected while reading (redaction): it comes first
@@ -101,12 +104,12 @@ def ingest(
     for name in update.column_names:
         if name not in VERDICT_COLUMNS:
             index = index.append_column(name, update.column(name))
-    if group_field is not None:
-        groups = pc.utf8_slice_codeunits(
-            pc.cast(_meta_field(table.column("meta"), group_field), pa.string()), 0, 1 << 20
+    for column, field in meta_fields.items():
+        values = pc.utf8_slice_codeunits(
+            pc.cast(_meta_field(table.column("meta"), field), pa.string()), 0, 1 << 20
         )
-        index = index.append_column("group", groups)
-    return index, _keep(augmented, block_out)
+        index = index.append_column(column, values)
+    return index, keys, _keep(augmented, block_out)
 
 
 def _meta_field(meta: pa.ChunkedArray, field: str) -> pa.Array:
@@ -123,19 +126,20 @@ def run_segment(
     row_steps: list[RowStep],
     key_step: GlobalStep | None,
     block_out: str,
-) -> tuple[pa.Table, str | None]:
-    update, augmented = _apply(read_ipc(block_file), alive, row_steps, key_step)
-    return update, _keep(augmented, block_out)
+) -> tuple[pa.Table, pa.Table | None, str | None]:
+    update, keys, augmented = _apply(read_ipc(block_file), alive, row_steps, key_step)
+    return update, keys, _keep(augmented, block_out)
 
 
 def run_keys(
     block_file: str, alive: np.ndarray, key_step: GlobalStep, start: int, stop: int
-) -> tuple[pa.Table, None]:
+) -> pa.Table:
     """A global step's keys for rows [start, stop) of a block (`alive` covers those rows):
     the engine splits blocks this way for steps whose keys are costly per row."""
     table = read_ipc(block_file).slice(start, stop - start)
-    update, _ = _apply(table, alive, [], key_step)
-    return update, None
+    _, keys, _ = _apply(table, alive, [], key_step)
+    assert keys is not None
+    return keys
 
 
 def _keep(augmented: pa.Table | None, block_out: str) -> str | None:
@@ -147,12 +151,14 @@ def _keep(augmented: pa.Table | None, block_out: str) -> str | None:
 
 def _apply(
     table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None
-) -> tuple[pa.Table, pa.Table | None]:
+) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
     """Row steps in order on the rows still alive, then the next global step's keys.
 
     Returns, aligned with `table`: stage/reason/detail for rows a row step rejected (null
-    elsewhere), the steps' index columns and the key columns (null for rows not alive); and
-    the block with the columns the steps added or rewrote (None when no step did).
+    elsewhere) with the index columns the steps declare; apart, the key columns of
+    `key_step` (null for rows not alive; None without one), which are spent once it
+    resolves and must not mix with index columns that live on; and the block with the
+    columns the steps added or rewrote (None when no step did).
     """
     n = table.num_rows
     stage = np.full(n, None, dtype=object)
@@ -201,12 +207,14 @@ def _apply(
         out = out.append_column(name, table.column(name))
     for name, col in stats.items():
         out = out.append_column(name, col)
+    keys = None
     if key_step is not None:
         rows = np.nonzero(alive)[0]
-        keys = key_step.keys(_rows(table, rows))
-        for name in keys.column_names:
-            out = out.append_column(name, _scatter(n, rows, keys.column(name).combine_chunks()))
-    return out, (table if changed else None)
+        found = key_step.keys(_rows(table, rows))
+        keys = pa.table(
+            {c: _scatter(n, rows, found.column(c).combine_chunks()) for c in found.column_names}
+        )
+    return out, keys, (table if changed else None)
 
 
 def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 
 from curate import __version__
 from curate.config import MixtureConfig
 from curate.manifests.store import Store
 from curate.rows import SPLIT_NAMES
+from curate.validators.report import percentiles
 from curate.validators.target import Target
 
 if TYPE_CHECKING:
@@ -50,14 +50,14 @@ def assemble(
     state: pl.DataFrame,
     file_entries: list[list[dict[str, Any]]],
     stages: list[dict[str, Any]],
-    mixture_report: dict[str, Any],
     splits: dict[str, Any],
     ledger: dict[str, Any],
     parent: str | None,
-    target: Target | None = None,
-    validation: dict[str, Any] | None = None,
-    contamination: dict[str, Any] | None = None,
+    target: Target | None,
+    reports: dict[str, Any],
 ) -> dict[str, Any]:
+    """The manifest of a build; `reports` are the sections steps and stages own
+    (`merge_reports` of their `manifest_report`s)."""
     import polars as pl
 
     tokens = token_report(state, config) if target is not None else None
@@ -100,13 +100,13 @@ def assemble(
         "sources": sources,
         "stages": stages,
         "tokenizer": (
-            {**entry, **straddling_turns(state)}
+            {**entry, **reports.get("tokenizer", {})}
             if (entry := tokenizer_entry(config, target))
             else None
         ),
-        "validation": validation or {},
-        "contamination": contamination or {},
-        "mixture": {"unit": config.mixture.unit, **mixture_report},
+        "validation": reports.get("validation", {}),
+        "contamination": reports.get("contamination", {}),
+        "mixture": reports["mixture"],
         "splits": (
             {k: {**v, "tokens": tokens["splits"].get(k, 0)} for k, v in splits.items()}
             if tokens
@@ -134,6 +134,25 @@ def assemble(
     }
 
 
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sections of several steps' reports merged key by key (two steps may each add keys
+    to one source's entry); the same key given twice is a bug, not a merge."""
+    merged: dict[str, Any] = {}
+    for report in reports:
+        _merge_into(merged, report, "")
+    return merged
+
+
+def _merge_into(into: dict[str, Any], more: dict[str, Any], path: str) -> None:
+    for key, value in more.items():
+        if key in into and isinstance(into[key], dict) and isinstance(value, dict):
+            _merge_into(into[key], value, f"{path}{key}.")
+        elif key in into:
+            raise ValueError(f"two steps report manifest key {path}{key}")
+        else:
+            into[key] = value
+
+
 def tokenizer_entry(config: MixtureConfig, target: Target | None) -> dict[str, Any] | None:
     if target is None or config.tokenizer is None or target.probe is None:
         return None
@@ -144,33 +163,6 @@ def tokenizer_entry(config: MixtureConfig, target: Target | None) -> dict[str, A
         "trust_remote_code": config.tokenizer.trust_remote_code,
         "template": target.probe.report(),
     }
-
-
-def straddling_turns(state: pl.DataFrame) -> dict[str, Any]:
-    """Kept rows' assistant turns whose first token starts in the prompt (see TemplateStep):
-    how many, of how many turns, and the first one (in canonical order) as an example."""
-    import polars as pl
-
-    if "straddles" not in state.columns:
-        return {"turns_with_token_across_turn_start": 0}
-    kept = state.filter(pl.col("copies") > 0)
-    examples: list[str] = (
-        kept["straddle_example"].drop_nulls().to_list()
-        if "straddle_example" in kept.columns
-        else []
-    )
-    return {
-        "turns_with_token_across_turn_start": int(kept["straddles"].fill_null(0).sum()),
-        "assistant_turns": int(kept["turns"].fill_null(0).sum()) if "turns" in kept.columns else 0,
-        "token_across_turn_start_example": examples[0] if len(examples) else None,
-    }
-
-
-def _percentiles(values: np.ndarray) -> dict[str, int]:
-    if len(values) == 0:
-        return {"p50": 0, "p95": 0, "p99": 0, "max": 0}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99], method="lower")
-    return {"p50": int(p50), "p95": int(p95), "p99": int(p99), "max": int(values.max())}
 
 
 def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
@@ -196,7 +188,7 @@ def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
             "tokens": tokens,
             "trained_tokens": trained,
             "trained_share": round(trained / tokens, 6) if tokens else 0.0,
-            "row_tokens": _percentiles(mine["n_tokens"].to_numpy()),
+            "row_tokens": percentiles(mine["n_tokens"].to_numpy()),
             "truncated_rows": truncated,
             "truncation_rate": round(truncated / mine.height, 6) if mine.height else 0.0,
             "tokens_cut": int(mine["tokens_cut"].sum()),
@@ -212,91 +204,6 @@ def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
         "tokens_out": sum(s["tokens"] for s in sources.values()),
         "trained_out": sum(s["trained_tokens"] for s in sources.values()),
     }
-
-
-def contamination_report(
-    state: pl.DataFrame, config: MixtureConfig, steps: list[Any]
-) -> dict[str, Any]:
-    """Per eval set: items, how many leaked, and from which sources (rows)."""
-    import polars as pl
-
-    step = next((s for s in steps if getattr(s, "name", None) == "contamination"), None)
-    if step is None:
-        return {}
-    names = [s.name for s in config.sources]
-    leaks = state.filter(pl.col("reason") == "contaminated").select(
-        "source_rank",
-        pl.col("detail").str.json_path_match("$.eval_set").alias("eval_set"),
-        pl.col("detail").str.json_path_match("$.eval_id").alias("eval_id"),
-    )
-    out: dict[str, Any] = {}
-    for name, counts in step.report.items():
-        mine = leaks.filter(pl.col("eval_set") == name)
-        by_source = {
-            names[rank]: int(k)
-            for rank, k in mine.group_by("source_rank").len().sort("source_rank").iter_rows()
-        }
-        out[name] = {
-            **counts,
-            "leaked_items": mine["eval_id"].n_unique(),
-            "rows": mine.height,
-            "by_source": by_source,
-        }
-    return out
-
-
-def validation_report(
-    state: pl.DataFrame, config: MixtureConfig, blocks: list[str]
-) -> dict[str, Any]:
-    """Per source, over the rows kept: system-prompt variants, lengths, PII found, languages.
-
-    `blocks` are the build's block files (the latest of each block), read for the text of
-    the most common system prompts.
-    """
-    import polars as pl
-
-    from curate.engines.passes import read_ipc
-
-    kept = state.filter(pl.col("copies") > 0)
-    unit = "tokens" if "n_tokens" in kept.columns else "chars"
-    out: dict[str, Any] = {}
-    for rank, src in enumerate(config.sources):
-        mine = kept.filter(pl.col("source_rank") == rank)
-        entry: dict[str, Any] = {}
-        if "system_hash" in mine.columns and mine.height:
-            variants = (
-                mine.group_by("system_hash")
-                .agg(pl.len().alias("rows"), pl.col("block").first(), pl.col("row").first())
-                .sort(["rows", "system_hash"], descending=[True, False])
-            )
-            top = []
-            for h, rows, block, row in variants.head(3).iter_rows():
-                text = None
-                if h:
-                    msgs = read_ipc(blocks[block]).column("messages")[row].as_py()
-                    text = msgs[0]["content"]
-                    text = text if len(text) <= 200 else text[:197] + "..."
-                top.append({"text": text, "rows": int(rows)})
-            entry["system_prompts"] = {"variants": variants.height, "top": top}
-        column = f"n_{unit}"
-        lengths = mine[column].drop_nulls().to_numpy() if column in mine.columns else np.zeros(0)
-        entry["lengths"] = {"unit": unit, **_percentiles(lengths)}
-        if "pii_types" in state.columns:
-            found = state.filter(
-                (pl.col("source_rank") == rank) & pl.col("pii_types").is_not_null()
-            )["pii_types"]
-            by_type: dict[str, int] = {}
-            for types in found.to_list():
-                for t in types.split(","):
-                    by_type[t] = by_type.get(t, 0) + 1
-            entry["pii"] = {"rows": found.len(), "by_type": dict(sorted(by_type.items()))}
-        if "language" in mine.columns:
-            langs = (
-                mine.group_by("language").len().sort(["len", "language"], descending=[True, False])
-            )
-            entry["languages"] = {(lang or "none"): int(k) for lang, k in langs.iter_rows() if k}
-        out[src.name] = entry
-    return out
 
 
 @dataclass(frozen=True)

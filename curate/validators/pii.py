@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.rows import MESSAGES, list_offsets
-from curate.steps import RowStep, Verdicts
+from curate.steps import ReportView, RowStep, Verdicts
 
 # (type, exact pattern, RE2 pre-filter that matches whenever the exact one can)
 PATTERNS: list[tuple[str, str, str]] = [
@@ -182,6 +182,24 @@ class PiiStep(RowStep):
         hit_rows = sorted(found)
         details = [{"types": found[r], "redacted": True} for r in hit_rows]
         return Verdicts.reject(n, np.asarray(hit_rows), "pii", details).with_columns(table)
+
+    def manifest_report(self, view: ReportView) -> dict[str, Any]:
+        """Per source, over every row read (kept or not): rows with PII, by type."""
+        import polars as pl
+
+        if "pii_types" not in view.index.columns:
+            return {}
+        out = {}
+        for rank, name in enumerate(view.sources):
+            found = view.index.filter(
+                (pl.col("source_rank") == rank) & pl.col("pii_types").is_not_null()
+            )["pii_types"]
+            by_type: dict[str, int] = {}
+            for types in found.to_list():
+                for t in types.split(","):
+                    by_type[t] = by_type.get(t, 0) + 1
+            out[name] = {"pii": {"rows": found.len(), "by_type": dict(sorted(by_type.items()))}}
+        return {"validation": out}
 
     def scrub_rejected(self, batch: pa.Table) -> pa.Table:
         """Rows rejected before this step (while reading) keep their payload, raw text,

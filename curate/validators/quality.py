@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.errors import UserError
-from curate.steps import RowStep, Verdicts
+from curate.steps import ReportView, RowStep, Verdicts
 
 
 def conversations(batch: pa.Table) -> list[list[dict[str, str]]]:
@@ -99,6 +99,26 @@ class LanguageStep(RowStep):
         columns = pa.table({"language": pa.array(found, pa.string())})
         verdicts = Verdicts.reject(batch.num_rows, np.asarray(rejected), "language", details)
         return verdicts.with_columns(columns)
+
+    def manifest_report(self, view: ReportView) -> dict[str, Any]:
+        """Per source, the languages of the rows kept."""
+        import polars as pl
+
+        kept = view.kept
+        if "language" not in kept.columns:
+            return {}
+        out = {}
+        for rank, name in enumerate(view.sources):
+            langs = (
+                kept.filter(pl.col("source_rank") == rank)
+                .group_by("language")
+                .len()
+                .sort(["len", "language"], descending=[True, False])
+            )
+            out[name] = {
+                "languages": {(lang or "none"): int(k) for lang, k in langs.iter_rows() if k}
+            }
+        return {"validation": out}
 
 
 # ---------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.rows import TOKEN_FIELDS, list_offsets
-from curate.steps import RowStep, Verdicts
+from curate.steps import ReportView, RowStep, Verdicts
 from curate.validators.target import TemplateProbe, target_in_worker
 
 _WHITESPACE = " \t\n\r"
@@ -79,6 +79,26 @@ class TemplateStep(RowStep):
             "end_of_turn": self.probe.end_of_turn,
             "max_length": self.max_length,
             "on_too_long": self.on_too_long,
+        }
+
+    def manifest_report(self, view: ReportView) -> dict[str, Any]:
+        """Kept rows' assistant turns whose first token starts in the prompt: how many, of
+        how many turns, and the first one (in canonical order) as an example."""
+        kept = view.kept
+        if "straddles" not in kept.columns:
+            return {"tokenizer": {"turns_with_token_across_turn_start": 0}}
+        examples: list[str] = (
+            kept["straddle_example"].drop_nulls().to_list()
+            if "straddle_example" in kept.columns
+            else []
+        )
+        turns = int(kept["turns"].fill_null(0).sum()) if "turns" in kept.columns else 0
+        return {
+            "tokenizer": {
+                "turns_with_token_across_turn_start": int(kept["straddles"].fill_null(0).sum()),
+                "assistant_turns": turns,
+                "token_across_turn_start_example": examples[0] if len(examples) else None,
+            }
         }
 
     def __call__(self, batch: pa.Table) -> Verdicts:

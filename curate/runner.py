@@ -1,0 +1,298 @@
+"""Steps over blocks on an engine: the part of a build that gives every row its verdict.
+
+`run_steps` is public: `curate build` runs it between planning and mixing, and other commands
+(failure mining) run dedup, PII and contamination through it over rows of their own.
+
+Steps run in segments: a run of row steps, closed by the global step that follows them. The
+first segment runs while blocks are read (`passes.ingest`); each later one reads the blocks
+back from the files the previous pass left. The main process holds only a small index per
+row (id, order, verdict, the steps' declared index columns); a global step's keys are held
+apart, only until it resolves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curate.engines import passes
+from curate.engines.base import Engine
+from curate.sources import BlockTask
+from curate.steps import GlobalStep, RowStep, Step, Verdicts
+
+READER_VERSION = "2"  # bump when reading/normalization changes what a cached block holds
+EMPTY_INDEX = {
+    "id": pl.String,
+    "order": pl.Int64,
+    "stage": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+    "block": pl.Int32,
+    "row": pl.Int32,
+    "source_rank": pl.Int32,
+}
+
+
+class ReadStep(Step):
+    """Reading and normalizing the sources, as a stage of the manifest like the others."""
+
+    name = "read"
+    stage = "read"
+
+    def __init__(self, formats: dict[str, str]):
+        self.formats = formats
+
+    def params(self) -> dict[str, Any]:
+        return {"formats": self.formats}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"read\x00{READER_VERSION}".encode()).hexdigest()
+
+
+@dataclass
+class StepRun:
+    """What `run_steps` decided: per input row (canonical order) its verdict and the index
+    columns steps declared; per block, the file now holding its rows; the stage entries."""
+
+    index: pl.DataFrame
+    blocks: list[str]
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]:
+    """Runs of row steps, each closed by the global step that follows them (or none)."""
+    out: list[tuple[list[RowStep], GlobalStep | None]] = []
+    rows: list[RowStep] = []
+    for step in steps:
+        if isinstance(step, GlobalStep):
+            if step.task_rows is not None and rows:  # its keys get a pass of their own
+                out.append((rows, None))
+                rows = []
+            out.append((rows, step))
+            rows = []
+        else:
+            rows.append(step)  # type: ignore[arg-type]
+    if rows or not out:
+        out.append((rows, None))
+    return out
+
+
+def run_steps(
+    engine: Engine,
+    reader: ReadStep,
+    steps: list[Step],
+    tasks: list[BlockTask],
+    blocks: list[str],
+    ranks: list[int],
+    sources: list[str],
+    work: Path,
+    meta_fields: dict[str, str] | None = None,
+) -> StepRun:
+    """Read `tasks` (block i cached at `blocks[i]`, of source `ranks[i]`, one of `sources`)
+    and run `steps` over their rows; `work` is a scratch folder for the blocks' new files.
+
+    `meta_fields`: {index column: meta field} read into the index for later stages.
+    """
+    segs = segments(steps)
+    run, keys = ingest(engine, reader, segs[0], tasks, blocks, ranks, work, meta_fields)
+    run_segments(engine, run, keys, segs, sources, work)
+    return run
+
+
+def ingest(
+    engine: Engine,
+    reader: ReadStep,
+    first: tuple[list[RowStep], GlobalStep | None],
+    tasks: list[BlockTask],
+    blocks: list[str],
+    ranks: list[int],
+    work: Path,
+    meta_fields: dict[str, str] | None = None,
+) -> tuple[StepRun, pl.DataFrame | None]:
+    """Read every block and run the `first` segment on it: the index, and the keys of the
+    segment's global step (None without one)."""
+    first_rows, first_global = first
+    results = engine.map(
+        passes.ingest,
+        [
+            (t, c, first_rows, first_global, meta_fields or {}, str(work / f"b{b}-s0.arrow"))
+            for b, (t, c) in enumerate(zip(tasks, blocks, strict=True))
+        ],
+        "read",
+    )
+    # later passes read a block with the columns the steps added, where they did
+    blocks = [moved or c for (_, _, moved), c in zip(results, blocks, strict=True)]
+    keys = _concat([k for _, k, _ in results])
+    index = _index_frame([i for i, _, _ in results], ranks)
+    del results  # the per-block tables now live in `index`: keep memory flat
+    run = StepRun(index, blocks)
+    run.stages.append(_entry(reader, index))
+    return run, keys
+
+
+def run_segments(
+    engine: Engine,
+    run: StepRun,
+    keys: pl.DataFrame | None,
+    segs: list[tuple[list[RowStep], GlobalStep | None]],
+    sources: list[str],
+    work: Path,
+) -> None:
+    """Every segment's stage entries, and the segments after the first run over the blocks
+    (the first ran while reading); each global step resolves over its keys."""
+    for i, (row_steps, global_step) in enumerate(segs):
+        if i > 0:
+            keys = _run_later_rows(engine, run, row_steps, global_step, work, i)
+        run.stages += [_entry(step, run.index) for step in row_steps]
+        if global_step is not None:
+            if keys is not None:  # None only where no block was read
+                run.index = _resolve(run.index, keys, global_step, sources)
+            keys = None  # spent: keep memory small for the steps after it
+            run.stages.append(_entry(global_step, run.index))
+
+
+def _entry(step: Step, index: pl.DataFrame) -> dict[str, Any]:
+    from curate.manifests.manifest import stage_entry
+
+    return stage_entry(step.name, step.fingerprint(), step.params(), index, step.stage)
+
+
+def _concat(tables: list[pa.Table | None]) -> pl.DataFrame | None:
+    present = [t for t in tables if t is not None]
+    if not present:
+        return None
+    frame = pl.from_arrow(pa.concat_tables(present, promote_options="default"))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:
+    """One row per input row, in canonical order, with final ids (`#k` for later copies)."""
+    frames = []
+    for block, (index, rank) in enumerate(zip(indexes, ranks, strict=True)):
+        frame = pl.from_arrow(index)
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(
+            frame.with_columns(
+                pl.lit(block, pl.Int32).alias("block"),
+                pl.int_range(pl.len(), dtype=pl.Int32).alias("row"),
+                pl.lit(rank, pl.Int32).alias("source_rank"),
+            )
+        )
+    if not frames:  # no input rows at all: an empty build is still a build
+        return pl.DataFrame(schema=EMPTY_INDEX)
+    state = pl.concat(frames, how="diagonal_relaxed")
+    repeated = np.nonzero(state["id"].is_duplicated().to_numpy())[0]
+    if len(repeated) == 0:
+        return state
+    copies = state[repeated].select(
+        pl.col("id") + "#" + pl.int_range(pl.len()).over("id").cast(pl.String)
+    )["id"]
+    is_later = ~copies.str.ends_with("#0").to_numpy()
+    return state.with_columns(
+        state["id"].clone().scatter(repeated[is_later], copies.filter(pl.Series(is_later)))
+    )
+
+
+def apply_verdicts(
+    index: pl.DataFrame, rows: np.ndarray, verdicts: Verdicts, stage: str
+) -> pl.DataFrame:
+    """Record the rejections of `verdicts` (aligned with `rows` of `index`) and the index
+    columns it carries (null for the rows it does not cover)."""
+    if verdicts.columns is not None and verdicts.columns.num_columns:
+        added = []
+        for name in verdicts.columns.column_names:
+            values = pl.Series(name, verdicts.columns.column(name).combine_chunks())
+            full = values.clear(index.height)
+            added.append(full.scatter(rows, values) if len(rows) else full)
+        index = index.with_columns(added)
+    if len(verdicts.rows) == 0:
+        return index
+    hit = rows[verdicts.rows]
+    updates = {
+        "reason": pl.Series(verdicts.reason, dtype=pl.String),
+        "detail": pl.Series(verdicts.detail, dtype=pl.String),
+        "stage": pl.Series(np.full(len(hit), stage, dtype=object), dtype=pl.String),
+    }
+    return index.with_columns(
+        *[index[name].clone().scatter(hit, values) for name, values in updates.items()]
+    )
+
+
+def _resolve(
+    index: pl.DataFrame, keys: pl.DataFrame, step: GlobalStep, sources: list[str]
+) -> pl.DataFrame:
+    """Run a global step's `resolve` over the keys of the rows still alive."""
+    alive = np.nonzero(index["reason"].is_null().to_numpy())[0]
+    if len(alive) == 0:
+        return index
+    # only what `resolve` is promised: its key columns, id, source and source_rank
+    promised = (
+        pl.concat([index.select("id", "source_rank"), keys], how="horizontal")[alive]
+        .with_columns(
+            pl.col("source_rank")
+            .replace_strict(list(range(len(sources))), sources, return_dtype=pl.String)
+            .alias("source")
+        )
+        .to_arrow()
+    )
+    promised = promised.select(["id", "source_rank", *keys.columns, "source"])
+    return apply_verdicts(index, alive, step.resolve(promised), step.stage)
+
+
+def block_bounds(index: pl.DataFrame) -> list[tuple[int, int]]:
+    sizes = index.group_by("block", maintain_order=True).len()["len"].to_numpy()
+    ends = np.cumsum(sizes)
+    return list(zip((ends - sizes).tolist(), ends.tolist(), strict=True))
+
+
+def _run_later_rows(
+    engine: Engine,
+    run: StepRun,
+    row_steps: list[RowStep],
+    key_step: GlobalStep | None,
+    work: Path,
+    segment: int,
+) -> pl.DataFrame | None:
+    """A later segment over the blocks: updates `run` in place, returns the keys of
+    `key_step` (None without one)."""
+    state = run.index
+    alive_all = state["reason"].is_null().to_numpy()
+    bounds = block_bounds(state)
+    if key_step is not None and key_step.task_rows is not None and not row_steps:
+        size = key_step.task_rows
+        tasks = [
+            (
+                run.blocks[b],
+                alive_all[a + i : min(a + i + size, z)],
+                key_step,
+                i,
+                min(i + size, z - a),
+            )
+            for b, (a, z) in enumerate(bounds)
+            for i in range(0, z - a, size)
+        ]
+        found = engine.map(
+            passes.run_keys, tasks, key_step.name, weights=[int(t[1].sum()) for t in tasks]
+        )
+        return _concat(list(found))
+    items = [
+        (run.blocks[b], alive_all[a:z], row_steps, key_step, str(work / f"b{b}-s{segment}.arrow"))
+        for b, (a, z) in enumerate(bounds)
+    ]
+    results = engine.map(passes.run_segment, items, "validate")
+    run.blocks = [m or c for (_, _, m), c in zip(results, run.blocks, strict=True)]
+    update = _concat([u for u, _, _ in results])
+    if update is None:
+        return None
+    run.index = state.with_columns(
+        *[pl.coalesce(state[c], update[c]).alias(c) for c in ("stage", "reason", "detail")],
+        *[update[c] for c in update.columns if c not in ("stage", "reason", "detail")],
+    )
+    return _concat([k for _, k, _ in results])

@@ -1,0 +1,85 @@
+"""The write phase: every row to its split's shards or to the ledger, as store objects.
+
+Output positions are drawn here (a seeded shuffle per split); the blocks are then read once
+more, in parallel, each writing its ledger part and bucketing its output rows by shard, and
+each shard is gathered in its shuffled order (see `engines.passes.emit` / `gather`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curate.engines import passes
+from curate.engines.base import Engine
+from curate.manifests.store import Store
+from curate.mixers.split import output_positions
+from curate.rows import SPLIT_NAMES
+from curate.runner import block_bounds
+
+OUTPUT_SHARD_ROWS = 50_000  # at most; a split's shards are made equal in size
+
+
+def shard_size(rows: int) -> int:
+    """Rows per shard for a split of `rows`: all shards of one size, at most
+    OUTPUT_SHARD_ROWS, and an even number of them when there are several, so that two or
+    more processes finish writing them together (3 equal shards on 2 cores take 2 rounds of
+    a third; 4 take 2 rounds of a quarter)."""
+    shards = max(1, math.ceil(rows / OUTPUT_SHARD_ROWS))
+    if shards > 1 and shards % 2:
+        shards += 1
+    return max(1, math.ceil(rows / shards))
+
+
+def write_outputs(
+    engine: Engine, index: pl.DataFrame, blocks: list[str], seed: int, work: Path, store: Store
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(splits, ledger) manifest entries, their objects written to the store (not yet
+    durable: the build syncs them all at once)."""
+    copies = index["copies"].to_numpy()
+    output_positions_by_split = output_positions(copies, index["split"].to_numpy(), seed)
+    placed = np.concatenate(output_positions_by_split)
+    # per row, the positions of its copies: a list array whose offsets are the copy counts
+    by_row = placed[np.argsort(placed[:, 0], kind="stable"), 1]
+    offsets = np.zeros(index.height + 1, dtype=np.int64)
+    np.cumsum(copies, out=offsets[1:])
+    positions = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(by_row, pa.int64()))
+    # Workers read their block's slice of this file memory-mapped: shipping slices of Arrow
+    # arrays to a process would pickle the whole arrays behind them, once per block.
+    plan_file = work / "plan.arrow"
+    plan = index.select(
+        "id", "stage", "reason", "detail", pl.col("split").alias("split_code")
+    ).to_arrow()
+    passes.write_ipc(plan.append_column("positions", positions), plan_file)
+    del plan, positions, placed  # the workers read the file; this process needs neither
+    bounds = block_bounds(index)
+    shard_rows = tuple(shard_size(len(p)) for p in output_positions_by_split)
+    items = [
+        (blocks[b], b, str(plan_file), a, z - a, str(work), shard_rows, str(store.root))
+        for b, (a, z) in enumerate(bounds)
+    ]
+    results = engine.map(passes.emit, items, "write", weights=[z - a for a, z in bounds])
+
+    buckets: dict[tuple[int, int], list[str]] = {}
+    for _, parts in results:
+        for code, shard, path in parts:
+            buckets.setdefault((code, shard), []).append(path)
+    keys = sorted(buckets)
+    scratch = [str(work / f"shard-{c}-{s:06d}.parquet") for c, s in keys]
+    objects = engine.map(
+        passes.gather,
+        [(buckets[k], f, str(store.root)) for k, f in zip(keys, scratch, strict=True)],
+        "shards",
+    )
+    splits: dict[str, Any] = {name: {"rows": 0, "shards": []} for name in SPLIT_NAMES}
+    for (code, _), entry in zip(keys, objects, strict=True):
+        split = splits[SPLIT_NAMES[code]]
+        split["shards"].append(entry)
+        split["rows"] += entry["rows"]
+    ledger_parts = [ledger for ledger, _ in results if ledger is not None]
+    return splits, {"rows": sum(p["rows"] for p in ledger_parts), "parts": ledger_parts}
