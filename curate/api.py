@@ -87,6 +87,8 @@ def load(ref: str, split: str = "train", store: str | Path | None = None) -> dat
             for shard in shards:
                 for batch in pq.ParquetFile(shard).iter_batches(batch_size=8192):
                     writer.write_batch(batch)
+            if not shards:  # an empty split is still a Dataset (with no rows)
+                writer.write_table(schema.empty_table())
         seal(path)
     return datasets.Dataset.from_file(str(path), in_memory=False)
 
@@ -153,7 +155,53 @@ def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
                     )
     if sum(e["rows"] for e in data["splits"].values()) != counts["rows_out"]:
         problems.append("split row counts do not add up to counts.rows_out")
+    if not bad:
+        problems += _split_problems(manifest)
     return {"id": mid, "objects": len(manifest.objects()), "problems": problems}
+
+
+def _split_problems(manifest: Manifest) -> list[str]:
+    """No id in two splits; and, by the split index, no cluster or group in two splits and
+    every split holding exactly the rows the index gives it."""
+    import polars as pl
+
+    ids = {
+        name: pl.concat(
+            [pl.read_parquet(p, columns=["id"]) for p in manifest.shard_paths(name)]
+            or [pl.DataFrame(schema={"id": pl.String})]
+        )["id"].unique()
+        for name in manifest.split_names()
+    }
+    problems = []
+    names = list(ids)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = ids[a].filter(ids[a].is_in(ids[b].implode()))
+            if len(both):
+                problems.append(
+                    f"id {both[0]!r} is in splits {a} and {b} ({len(both)} ids in both)"
+                )
+    path = manifest.split_index_path()
+    if path is None:
+        return problems
+    index = pl.read_parquet(path)
+    for code, name in enumerate(names):
+        listed = index.filter(pl.col("split") == code)["id"].unique()
+        if set(listed.to_list()) != set(ids[name].to_list()):
+            problems.append(f"split {name}: its rows differ from the split index")
+    straddling = (
+        index.drop_nulls("split_unit")
+        .group_by("split_unit")
+        .agg(pl.col("split").n_unique().alias("splits"))
+        .filter(pl.col("splits") > 1)
+        .sort("split_unit")
+    )
+    if straddling.height:
+        first = straddling["split_unit"][0]
+        problems.append(
+            f"{straddling.height} clusters or groups are in more than one split (e.g. {first!r})"
+        )
+    return problems
 
 
 def export(

@@ -155,6 +155,11 @@ def _build(
                     for s in data["sources"]
                 },
                 "splits": {name: entry["rows"] for name, entry in data["splits"].items()},
+                "roles": {
+                    role: {k: entry.get(k) for k in ("realized_share", "solved_share", "bound")}
+                    for role, entry in data["mixture"].get("roles", {}).items()
+                },
+                **{k: bool(v) for k, v in data["mixture"].get("risks", {}).items()},
                 "store": result.run["store"],
                 "seconds": result.run["seconds"],
                 "warnings": manifest_warnings(data),
@@ -214,6 +219,7 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
         "rejected",
         "emitted",
         "requested share",
+        "solved",
         "realized share",
         title="sources",
     )
@@ -228,7 +234,9 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
             str(s["rows_rejected"]),
             str(s["rows_emitted"]),
             f"{m.get('requested_share', 0):.3f}",
-            f"{m.get('realized_share', 0):.3f}" + (" (capped)" if m.get("capped") else ""),
+            f"{m.get('solved_share', m.get('requested_share', 0)):.3f}"
+            + (f" ({m['bound']})" if m.get("bound") else ""),
+            f"{m.get('realized_share', 0):.3f}",
         )
     console.print(table)
     counts = data["counts"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import math
 import tomllib
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,12 +64,29 @@ class SourceSection(_Model):
     columns: dict[str, str] = Field(default_factory=dict)
     # a JSON schema file: every answer of this source must be JSON that validates against it
     json_schema: str | None = None
+    # with unit = "tokens": at most this many tokens (in the mixture's count) from the source
+    max_tokens: int | None = Field(None, gt=0)
+
+
+class RoleLimits(_Model):
+    """Shares of the whole output (in the mixture's unit) that one role's sources hold."""
+
+    min_share: float | None = Field(None, ge=0, le=1)
+    max_share: float | None = Field(None, ge=0, le=1)
+    # `mined` only: rows of task, general and replay sources (what the model already does
+    # well) are at least this share of the output, so retraining is never on failures alone
+    min_positive_share: float | None = Field(None, ge=0, le=1)
 
 
 class MixtureSection(_Model):
     unit: Literal["rows", "tokens"] = "rows"
     total: int | None = Field(None, gt=0)
     temperature: float = Field(1.0, gt=0)
+    # tokens a budget in tokens counts: the trained ones (answers) or all of them
+    count: Literal["trained", "all"] = "trained"
+    # exit 2 rather than move shares away from the weights to meet a role's limits
+    strict_shares: bool = False
+    roles: dict[Literal[ROLES], RoleLimits] = Field(default_factory=dict)  # type: ignore[valid-type]
 
 
 class NearDedup(_Model):
@@ -101,7 +119,21 @@ class ContaminationSection(_Model):
 
 class SplitSection(_Model):
     validation: float = Field(0.0, ge=0, lt=1)
+    test: float = Field(0.0, ge=0, lt=1)  # never trained on: the release gate's held-out set
+    # row | cluster (similar rows never straddle splits) | a meta field (rows sharing its
+    # value stay together; with `time_cutoff`, rows at or after it go to validation/test)
     by: str = "row"
+    cluster_threshold: float = Field(0.5, gt=0, le=1)  # Jaccard that joins rows for by = cluster
+    # ISO 8601 date or time (a TOML date is fine), or a number (epoch seconds)
+    time_cutoff: str | datetime | date | int | float | None = None
+    holdout_sources: list[str] = Field(default_factory=list)  # only in validation/test
+
+    @property
+    def field(self) -> str | None:
+        """The meta field of `by` (`meta.FIELD` or `FIELD`), None for row and cluster."""
+        if self.by in ("row", "cluster"):
+            return None
+        return self.by.removeprefix("meta.")
 
 
 class ValidateSection(_Model):
@@ -338,15 +370,8 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
                     file,
                 )
             )
-    if _section(raw, "split").get("by") == "cluster":
-        problems.append(
-            Problem(
-                "split.by",
-                "'cluster' needs near-duplicate clusters, which this version does not compute; use 'row' or a meta field name",
-                "cluster",
-                file,
-            )
-        )
+    problems += _check_split(_section(raw, "split"), sources, file)
+    problems += _check_roles(raw, sources, file)
     if _section(raw, "mixture").get("unit") == "tokens" and not raw.get("tokenizer"):
         problems.append(
             Problem(
@@ -380,6 +405,125 @@ def _check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> l
                     file,
                 )
             )
+    return problems
+
+
+def _check_split(
+    split: dict[str, Any], sources: list[dict[str, Any]], file: str | None
+) -> list[Problem]:
+    problems = []
+    shares = [split.get(k, 0) for k in ("validation", "test")]
+    in_range = all(isinstance(v, int | float) and 0 <= v < 1 for v in shares)
+    if in_range and sum(shares) >= 1:
+        problems.append(
+            Problem(
+                "split",
+                "validation + test must leave rows to train on (sum < 1)",
+                sum(shares),
+                file,
+            )
+        )
+    by = split.get("by", "row")
+    if split.get("time_cutoff") is not None and by in ("row", "cluster"):
+        problems.append(
+            Problem(
+                "split.time_cutoff",
+                'a split by time needs `by = "meta.FIELD"`, the field holding each row\'s time',
+                split.get("time_cutoff"),
+                file,
+            )
+        )
+    holdout = split.get("holdout_sources") or []
+    names = {s.get("name") for s in sources}
+    for name in holdout if isinstance(holdout, list) else []:
+        if name not in names:
+            problems.append(Problem("split.holdout_sources", "no source has this name", name, file))
+    held_out = holdout or split.get("time_cutoff") is not None
+    if held_out and all(isinstance(v, int | float) for v in shares) and sum(shares) == 0:
+        problems.append(
+            Problem(
+                "split",
+                "held-out rows (holdout_sources, time_cutoff) go to validation or test: "
+                "give `validation` or `test` a share > 0",
+                None,
+                file,
+            )
+        )
+    return problems
+
+
+POSITIVE_ROLES = ("task", "general", "replay")
+
+
+def _check_roles(
+    raw: dict[str, Any], sources: list[dict[str, Any]], file: str | None
+) -> list[Problem]:
+    mixture = _section(raw, "mixture")
+    roles = mixture.get("roles")
+    problems = []
+    for i, src in enumerate(sources):
+        if src.get("max_tokens") is not None and mixture.get("unit", "rows") != "tokens":
+            problems.append(
+                Problem(
+                    f"sources[{i}].max_tokens",
+                    'caps tokens of a mixture in tokens: set [mixture] unit = "tokens"',
+                    src.get("max_tokens"),
+                    file,
+                )
+            )
+    if not isinstance(roles, dict):
+        return problems
+    present = {s.get("role", "task") for s in sources}
+    floors = 0.0
+    for role, limits in roles.items():
+        if not isinstance(limits, dict):
+            continue
+        key = f"mixture.roles.{role}"
+        lo, hi = limits.get("min_share"), limits.get("max_share")
+        if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
+            problems.append(Problem(key, f"min_share {lo} is above max_share {hi}", None, file))
+        if isinstance(lo, int | float):
+            floors += lo
+            if lo > 0 and role not in present:
+                problems.append(
+                    Problem(
+                        f"{key}.min_share",
+                        f"no source has role {role!r}, so no row can meet this floor; "
+                        f'add one (role = "{role}") or remove the floor',
+                        lo,
+                        file,
+                    )
+                )
+        positive = limits.get("min_positive_share")
+        if positive is not None and role != "mined":
+            problems.append(
+                Problem(
+                    f"{key}.min_positive_share",
+                    "applies to role 'mined' only (the share of rows the model already handles well)",
+                    positive,
+                    file,
+                )
+            )
+        elif (
+            isinstance(positive, int | float) and positive > 0 and not present & set(POSITIVE_ROLES)
+        ):
+            problems.append(
+                Problem(
+                    f"{key}.min_positive_share",
+                    "no source has role task, general or replay to supply positive rows",
+                    positive,
+                    file,
+                )
+            )
+    if floors > 1 + 1e-9:
+        problems.append(
+            Problem(
+                "mixture.roles",
+                "the roles' min_share add up to more than 1",
+                round(floors, 6),
+                file,
+            )
+        )
     return problems
 
 

@@ -22,11 +22,11 @@ from typing import Any
 from curate import __version__
 from curate.config import MixtureConfig
 from curate.dedup.exact import ExactDedup
-from curate.dedup.minhash import NearDedup
+from curate.dedup.minhash import NearDedup, SplitClusters
 from curate.engines.base import Engine
 from curate.engines.local import LocalEngine
 from curate.errors import UserError
-from curate.manifests.manifest import assemble, merge_reports, stage_entry
+from curate.manifests.manifest import assemble, manifest_objects, merge_reports, stage_entries
 from curate.manifests.store import Store
 from curate.mixers.stages import MixtureStage, SplitStage
 from curate.progress import Progress
@@ -76,9 +76,13 @@ def build_steps(
         steps.append(DegenerationStep(checks.degeneration_ngram, checks.degeneration_max_repeated))
     if config.dedup.exact:
         steps.append(ExactDedup())
+    # a split by cluster joins rows at its looser threshold on the same signatures
+    loose = config.split.cluster_threshold if config.split.by == "cluster" else None
     if config.dedup.near is not None:
         near = config.dedup.near
-        steps.append(NearDedup(near.threshold, near.num_perm, near.ngram))
+        steps.append(NearDedup(near.threshold, near.num_perm, near.ngram, loose))
+    elif loose is not None:
+        steps.append(SplitClusters(loose))
     if config.dedup.semantic is not None:
         from curate.dedup.semantic import SemanticDedup, resolve_model
 
@@ -158,6 +162,7 @@ class Build:
     keys: Any = None  # the first global step's keys, from ingest to segments
     splits: dict[str, Any] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)
+    split_index: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sources(self) -> list[str]:
@@ -258,20 +263,18 @@ def index_stages(build: Build) -> None:
     run = build.result
     for stage in build.stages:
         run.index = stage.run(run.index)
-        if stage.name == "mixture":  # the split decides no row's fate: not a manifest stage
-            run.stages.append(
-                stage_entry(stage.name, stage.fingerprint(), stage.params(), run.index, stage.stage)
-            )
+        run.stages.append(stage)
 
 
 def write(build: Build) -> None:
     """Shards of every split and the ledger, into the store."""
-    from curate.writer import write_outputs
+    from curate.writer import write_outputs, write_split_index
 
     run = build.result
     build.splits, build.ledger = write_outputs(
         build.engine, run.index, run.blocks, build.config.build.seed, build.work, build.store
     )
+    build.split_index = write_split_index(run.index, build.work, build.store)
 
 
 def assemble_phase(build: Build, parent: str | None) -> dict[str, Any]:
@@ -283,15 +286,15 @@ def assemble_phase(build: Build, parent: str | None) -> dict[str, Any]:
         build.config,
         run.index,
         build.files,
-        run.stages,
+        stage_entries(run.stages, run.index),
         build.splits,
         build.ledger,
         parent,
         build.target,
         reports,
     )
-    objects = [s["object"] for split in build.splits.values() for s in split["shards"]]
-    build.store.sync_objects(objects + [p["object"] for p in build.ledger["parts"]])
+    manifest["split_index"] = build.split_index
+    build.store.sync_objects(manifest_objects(manifest))
     return manifest
 
 

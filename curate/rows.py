@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SPLIT_NAMES = ("train", "validation")  # the output's splits, in this order
+SPLIT_NAMES = ("train", "validation", "test")  # the output's splits, in this order
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)

@@ -58,11 +58,12 @@ class ReadStep(Step):
 @dataclass
 class StepRun:
     """What `run_steps` decided: per input row (canonical order) its verdict and the index
-    columns steps declared; per block, the file now holding its rows; the stage entries."""
+    columns steps declared; per block, the file now holding its rows; the steps that ran,
+    in order (`manifest.stage_entries` counts each one's rows off the index)."""
 
     index: pl.DataFrame
     blocks: list[str]
-    stages: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[Step] = field(default_factory=list)
 
 
 def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]:
@@ -132,7 +133,7 @@ def ingest(
     index = _index_frame([i for i, _, _ in results], ranks)
     del results  # the per-block tables now live in `index`: keep memory flat
     run = StepRun(index, blocks)
-    run.stages.append(_entry(reader, index))
+    run.stages.append(reader)
     return run, keys
 
 
@@ -149,18 +150,12 @@ def run_segments(
     for i, (row_steps, global_step) in enumerate(segs):
         if i > 0:
             keys = _run_later_rows(engine, run, row_steps, global_step, work, i)
-        run.stages += [_entry(step, run.index) for step in row_steps]
+        run.stages += row_steps
         if global_step is not None:
             if keys is not None:  # None only where no block was read
                 run.index = _resolve(run.index, keys, global_step, sources)
             keys = None  # spent: keep memory small for the steps after it
-            run.stages.append(_entry(global_step, run.index))
-
-
-def _entry(step: Step, index: pl.DataFrame) -> dict[str, Any]:
-    from curate.manifests.manifest import stage_entry
-
-    return stage_entry(step.name, step.fingerprint(), step.params(), index, step.stage)
+            run.stages.append(global_step)
 
 
 def _concat(tables: list[pa.Table | None]) -> pl.DataFrame | None:

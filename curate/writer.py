@@ -76,10 +76,22 @@ def write_outputs(
         [(buckets[k], f, str(store.root)) for k, f in zip(keys, scratch, strict=True)],
         "shards",
     )
-    splits: dict[str, Any] = {name: {"rows": 0, "shards": []} for name in SPLIT_NAMES}
+    # train and validation are always listed; test where a build holds rows out for it
+    listed = [n for c, n in enumerate(SPLIT_NAMES) if c < 2 or any(k[0] == c for k in keys)]
+    splits: dict[str, Any] = {name: {"rows": 0, "shards": []} for name in listed}
     for (code, _), entry in zip(keys, objects, strict=True):
         split = splits[SPLIT_NAMES[code]]
         split["shards"].append(entry)
         split["rows"] += entry["rows"]
     ledger_parts = [ledger for ledger, _ in results if ledger is not None]
     return splits, {"rows": sum(p["rows"] for p in ledger_parts), "parts": ledger_parts}
+
+
+def write_split_index(index: pl.DataFrame, work: Path, store: Store) -> dict[str, Any]:
+    """Per kept row: its id, split and the key it was split with (`split_unit`), as a
+    store object, so that `curate verify` can check that no id and no cluster or group is
+    in two splits."""
+    kept = index.filter(pl.col("copies") > 0).select(
+        "id", pl.col("split").cast(pl.Int8), pl.col("split_unit").cast(pl.String)
+    )
+    return passes.write_object(kept.to_arrow(), work / "split-index.parquet", str(store.root))

@@ -101,19 +101,25 @@ def test_upsampling_stops_at_max_repeats(tmp_path):
             {"name": "a", "path": "a.jsonl", "weight": 1.0},
             {"name": "b", "path": "b.jsonl", "weight": 1.0, "max_repeats": 3},
         ],
-        extra="[mixture]\ntotal = 50\n",
+        extra="[mixture]\ntotal = 35\n",
     )
     b = build(cfg)
     per_id = Counter(r["id"] for r in b.rows)
     a_copies = sorted(per_id[i] for i in {r["id"] for r in b.rows if r["source"] == "a"})
     b_copies = sorted(per_id[i] for i in {r["id"] for r in b.rows if r["source"] == "b"})
-    assert a_copies == [1] * 10  # asked for 25, capped at 10 × max_repeats 1
+    # a is asked for 17.5, has 10 × max_repeats 1; b takes the rest of the total: 25
+    assert a_copies == [1] * 10
     assert b_copies == [2] * 5 + [3] * 5  # 25 = 2 each + 5 drawn a third time
     src = b.manifest["mixture"]["sources"]
-    assert (src["a"]["capped"], src["a"]["realized_rows"], src["b"]["realized_rows"]) == (
+    assert (src["a"]["capped"], src["a"]["bound"], src["a"]["realized_rows"]) == (
         True,
+        "max_repeats",
         10,
+    )
+    assert (src["b"]["realized_rows"], src["b"]["repeats"], src["b"]["solved_share"]) == (
         25,
+        15,
+        round(25 / 35, 6),
     )
     by_source = {s["name"]: s for s in b.manifest["sources"]}
     assert (by_source["b"]["rows_kept"], by_source["b"]["rows_emitted"]) == (10, 25)
@@ -329,7 +335,13 @@ def test_manifest_holds_the_contract_fields(planted):
         "code",
     ):
         assert key in m
-    assert [s["name"] for s in m["stages"]] == ["read", "row_stats", "exact_dedup", "mixture"]
+    assert [s["name"] for s in m["stages"]] == [
+        "read",
+        "row_stats",
+        "exact_dedup",
+        "mixture",
+        "split",
+    ]
     src = m["sources"][0]
     assert src["files"][0]["path"] == "a.jsonl" and len(src["files"][0]["sha256"]) == 64
     assert m["config"]["sources"][0]["path"] == "a.jsonl"
@@ -471,6 +483,9 @@ def test_an_interrupted_build_resumes_from_the_blocks_it_finished(tmp_path, monk
     assert build(cfg, store=tmp_path / "fresh").id == resumed.id
 
 
+RISKS = ("forgetting_risk", "safety_risk")  # every single-role build warns of both
+
+
 def test_warnings_point_at_unusable_sources_and_left_out_rows(tmp_path, cli):
     write_jsonl(
         tmp_path / "g.jsonl", [{"question": "q", "answer": "a"}, {"question": "q2", "answer": "a2"}]
@@ -486,7 +501,7 @@ def test_warnings_point_at_unusable_sources_and_left_out_rows(tmp_path, cli):
         ],
     )
     r = cli("build", cfg, "--workers", "1", "--json", "--store", tmp_path / "st")
-    warnings = r.json()["warnings"]
+    warnings = [w for w in r.json()["warnings"] if not w.startswith(RISKS)]
     assert len(warnings) == 2
     assert warnings[0].startswith(
         "source 'g': 2 of 2 rows could not be used (mostly invalid_schema)"
@@ -505,10 +520,11 @@ def test_warning_when_a_source_cannot_fill_its_share(tmp_path, cli):
         ],
         extra="[mixture]\ntotal = 12\n",
     )
-    warnings = cli("build", cfg, "--workers", "1", "--json", "--store", tmp_path / "st").json()[
-        "warnings"
-    ]
+    out = cli("build", cfg, "--workers", "1", "--json", "--store", tmp_path / "st").json()
+    warnings = [w for w in out["warnings"] if not w.startswith(RISKS)]
     assert warnings == ["source 'b': asked for 6 rows, has 2 (max_repeats 1): got 2"]
+    # a takes what b cannot: the total is met
+    assert out["counts"]["rows_out"] == 12
 
 
 def test_review_refuses_an_unknown_reason(planted, cli):

@@ -107,6 +107,7 @@ def test_row_step_after_a_global_step(monkeypatch, data):
         ("exact_dedup", 5, 4),
         ("forbidden_words", 4, 3),
         ("mixture", 3, 3),
+        ("split", 3, 3),
     ]
 
 
@@ -122,3 +123,34 @@ def test_custom_global_step_sees_only_alive_rows_in_canonical_order(monkeypatch,
     b = run_with(monkeypatch, data, [RejectsForbidden(), KeepsShortest()])
     assert by_origin(b)["a.jsonl:3"] == ("shortest", "near_duplicate")
     assert sorted(r["origin"] for r in b.rows) == ["a.jsonl:4", "a.jsonl:5"]
+
+
+def test_run_steps_works_outside_a_build(tmp_path):
+    """The public runner: dedup and PII over files of one's own, on an engine, no build."""
+    from curate.dedup.exact import ExactDedup
+    from curate.engines.local import LocalEngine
+    from curate.progress import Progress
+    from curate.runner import ReadStep, run_steps
+    from curate.sources import plan_blocks, scan_file
+    from curate.validators.pii import PiiStep
+
+    path = write_jsonl(
+        tmp_path / "logs.jsonl",
+        [chat("hi", "mail me at jo@example.com"), chat("q", "a"), chat("q", "a")],
+    )
+    tasks, _ = plan_blocks("logs", "chat", ["logs.jsonl"], [scan_file(str(path))])
+    with LocalEngine(1, Progress(enabled=False)) as engine:
+        run = run_steps(
+            engine,
+            ReadStep({"logs": "chat"}),
+            [PiiStep("redact"), ExactDedup()],
+            tasks,
+            [str(tmp_path / f"block-{i}.arrow") for i in range(len(tasks))],
+            [0] * len(tasks),
+            ["logs"],
+            tmp_path,
+        )
+    index = run.index.sort("order")
+    assert index["reason"].to_list() == [None, None, "exact_duplicate"]
+    assert index["pii_types"].to_list()[0] == "email"
+    assert [s.name for s in run.stages] == ["read", "pii", "exact_dedup"]

@@ -406,11 +406,12 @@ def test_mixture_weighed_in_tokens(tmp_path, smollm_dir):
     mix = b.manifest["mixture"]["sources"]
     per_source = {"short": 0, "long": 0}
     for row in b.rows:
-        per_source[row["source"]] += row["n_tokens"]
-    # equal weights: equal tokens, so far fewer long rows than short ones
+        per_source[row["source"]] += row["n_trained"]
+    # equal weights: equal trained tokens (the default count), so far fewer long rows
+    assert b.manifest["mixture"]["count"] == "trained"
     assert mix["short"]["realized_tokens"] == per_source["short"]
     assert mix["long"]["realized_tokens"] == per_source["long"]
-    assert abs(per_source["short"] - per_source["long"]) <= max(r["n_tokens"] for r in b.rows)
+    assert abs(per_source["short"] - per_source["long"]) <= max(r["n_trained"] for r in b.rows)
     assert mix["long"]["realized_rows"] < mix["short"]["realized_rows"] == 40
     assert mix["long"]["capped"] is False
     assert b.manifest["counts"]["rejected"]["not_sampled"] == 40 - mix["long"]["realized_rows"]

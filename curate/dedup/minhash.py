@@ -14,6 +14,11 @@ exact Jaccard similarity of the two rows' shingle sets; verified pairs are joine
 clusters (connected components). In each cluster one row is kept: the earliest source, then
 the longer answer, then input order; the others go to the ledger as `near_duplicate` with
 `duplicate_of`, `cluster` (the kept row's id) and `jaccard` (to the kept row).
+
+For a split by cluster, the same signatures also join rows at a looser `cluster_threshold`
+(variants of one problem that dedup keeps): the bands are then tuned to that threshold, and
+each alive row gets a `cluster` index column, the id of its looser cluster's first row.
+`SplitClusters` computes those clusters alone, for builds without near dedup.
 """
 
 from __future__ import annotations
@@ -157,12 +162,26 @@ class NearDedup(GlobalStep):
     # cheap check while a false negative is a duplicate missed: weigh them 1 to 19.
     FP_WEIGHT = 0.05
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5):
+    def __init__(
+        self,
+        threshold: float = 0.8,
+        num_perm: int = 128,
+        ngram: int = 5,
+        cluster_threshold: float | None = None,
+    ):
         self.threshold, self.num_perm, self.ngram = threshold, num_perm, ngram
-        self.bands, self.rows = optimal_bands(threshold, num_perm, self.FP_WEIGHT)
+        self.cluster_threshold = cluster_threshold
+        tuned = min(threshold, cluster_threshold) if cluster_threshold else threshold
+        self.bands, self.rows = optimal_bands(tuned, num_perm, self.FP_WEIGHT)
+
+    @property
+    def index_columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("cluster",) if self.cluster_threshold else ()
 
     def params(self) -> dict[str, Any]:
+        extra = {"cluster_threshold": self.cluster_threshold} if self.cluster_threshold else {}
         return {
+            **extra,
             "threshold": self.threshold,
             "num_perm": self.num_perm,
             "ngram": self.ngram,
@@ -176,7 +195,9 @@ class NearDedup(GlobalStep):
     def keys(self, batch: pa.Table) -> pa.Table:
         return near_keys(batch, self.num_perm, self.ngram, self.bands, self.rows)
 
-    def edges(self, band_hash: np.ndarray, usable: np.ndarray, shingles: pa.Array) -> np.ndarray:
+    def edges(
+        self, band_hash: np.ndarray, usable: np.ndarray, shingles: pa.Array, threshold: float
+    ) -> np.ndarray:
         """Verified pairs (Jaccard ≥ threshold) that connect the clusters.
 
         First each bucket's chain (every row and the next) is verified; then the wider
@@ -186,29 +207,66 @@ class NearDedup(GlobalStep):
         n = len(band_hash)
         buckets = band_buckets(band_hash, usable)
         pairs = candidate_pairs(buckets, n, window=1)
-        edges = pairs[jaccard(shingles, pairs) >= self.threshold]
+        edges = pairs[jaccard(shingles, pairs) >= threshold]
         if WINDOW > 1:
             more = candidate_pairs(buckets, n, window=WINDOW, first=2)
             if len(more) and len(edges):
                 label = clusters(n, edges)
                 more = more[label[more[:, 0]] != label[more[:, 1]]]
-            edges = np.concatenate([edges, more[jaccard(shingles, more) >= self.threshold]])
+            edges = np.concatenate([edges, more[jaccard(shingles, more) >= threshold]])
         return edges
+
+    def unpack(self, keys: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """(band hashes per row, rows with any shingle, shingle sets) of `keys`."""
+        bands = keys.column("bands").combine_chunks()
+        band_hash = bands.flatten().to_numpy().reshape(keys.num_rows, self.bands)
+        shingles = keys.column("shingles").combine_chunks()
+        return band_hash, np.diff(np.asarray(shingles.offsets)) > 0, shingles
 
     def resolve(self, keys: pa.Table) -> Verdicts:
         n = keys.num_rows
-        bands = keys.column("bands").combine_chunks()
-        band_hash = bands.flatten().to_numpy().reshape(n, self.bands)
-        shingles = keys.column("shingles").combine_chunks()
-        usable = np.diff(np.asarray(shingles.offsets)) > 0
-        edges = self.edges(band_hash, usable, shingles)
-        if len(edges) == 0:
-            return Verdicts.keep_all(n)
-        label = clusters(n, edges)
-        return duplicate_verdicts(
-            keys,
-            label,
-            "near_duplicate",
-            "jaccard",
-            lambda rows, kept: jaccard(shingles, np.stack([rows, kept], axis=1)),
-        )
+        band_hash, usable, shingles = self.unpack(keys)
+        verdicts = Verdicts.keep_all(n)
+        edges = self.edges(band_hash, usable, shingles, self.threshold)
+        if len(edges):
+            verdicts = duplicate_verdicts(
+                keys,
+                clusters(n, edges),
+                "near_duplicate",
+                "jaccard",
+                lambda rows, kept: jaccard(shingles, np.stack([rows, kept], axis=1)),
+            )
+        if not self.cluster_threshold:
+            return verdicts
+        loose = self.edges(band_hash, usable, shingles, self.cluster_threshold)
+        return verdicts.with_columns(pa.table({"cluster": cluster_ids(keys, n, loose)}))
+
+
+def cluster_ids(keys: pa.Table, n: int, edges: np.ndarray) -> pa.Array:
+    """Per row, the id of the first row (canonical order) of its connected component."""
+    label = clusters(n, edges) if len(edges) else np.arange(n)
+    first = np.full(int(label.max()) + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, label, np.arange(n))
+    return keys.column("id").combine_chunks().take(pa.array(first[label]))
+
+
+class SplitClusters(NearDedup):
+    """Clusters for a split by cluster where near dedup is off: it joins, never drops."""
+
+    name = "split_clusters"
+    stage = "split_clusters"
+
+    def __init__(self, cluster_threshold: float, num_perm: int = 128, ngram: int = 5):
+        super().__init__(1.0, num_perm, ngram, cluster_threshold)
+
+    def params(self) -> dict[str, Any]:
+        params = super().params()
+        del params["threshold"], params["keep"]
+        return params
+
+    def resolve(self, keys: pa.Table) -> Verdicts:
+        n = keys.num_rows
+        band_hash, usable, shingles = self.unpack(keys)
+        assert self.cluster_threshold is not None
+        loose = self.edges(band_hash, usable, shingles, self.cluster_threshold)
+        return Verdicts.keep_all(n).with_columns(pa.table({"cluster": cluster_ids(keys, n, loose)}))

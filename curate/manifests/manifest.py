@@ -23,26 +23,42 @@ from curate.validators.target import Target
 if TYPE_CHECKING:
     import polars as pl
 
+    from curate.steps import Step
+
 MANIFEST_SCHEMA = "curate.manifest/1"
 
 
-def stage_entry(
-    name: str, fingerprint: str, params: dict[str, Any], state: pl.DataFrame, stage: str
-) -> dict[str, Any]:
-    """Rows in/out and rejections by reason of one stage, read off the build's state."""
+def stage_entries(steps: list[Step], index: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per step, in the order they ran: rows in and out and rejections by reason, read off
+    the final index. A row carries the stage of the first step that rejected it, so the
+    rows a step saw are the input less what the steps before it rejected."""
     import polars as pl
 
-    mine = state.filter(pl.col("stage") == stage)
-    rejected = {r: int(n) for r, n in mine.group_by("reason").len().sort("reason").iter_rows()}
-    alive_after = int(state["reason"].is_null().sum())
-    return {
-        "name": name,
-        "fingerprint": fingerprint,
-        "params": params,
-        "rows_in": alive_after + mine.height,
-        "rows_out": alive_after,
-        "rejected": rejected,
-    }
+    counts: dict[str, dict[str, int]] = {}
+    for stage, reason, n in (
+        index.filter(pl.col("reason").is_not_null())
+        .group_by("stage", "reason")
+        .len()
+        .sort("stage", "reason")
+        .iter_rows()
+    ):
+        counts.setdefault(stage, {})[reason] = int(n)
+    rows = index.height
+    entries = []
+    for step in steps:
+        rejected = counts.get(step.stage, {})
+        entries.append(
+            {
+                "name": step.name,
+                "fingerprint": step.fingerprint(),
+                "params": step.params(),
+                "rows_in": rows,
+                "rows_out": rows - sum(rejected.values()),
+                "rejected": rejected,
+            }
+        )
+        rows -= sum(rejected.values())
+    return entries
 
 
 def assemble(
@@ -107,18 +123,21 @@ def assemble(
         "validation": reports.get("validation", {}),
         "contamination": reports.get("contamination", {}),
         "mixture": reports["mixture"],
-        "splits": (
-            {k: {**v, "tokens": tokens["splits"].get(k, 0)} for k, v in splits.items()}
-            if tokens
-            else splits
-        ),
+        "splits": {
+            k: {
+                **v,
+                **reports.get("splits", {}).get(k, {}),
+                **({"tokens": tokens["splits"].get(k, 0)} if tokens else {}),
+            }
+            for k, v in splits.items()
+        },
         "ledger": ledger,
         "report": None,
         "counts": {
             "rows_in": state.height,
             "rows_kept": int((state["copies"] > 0).sum()),
             "rows_rejected": int(state["reason"].is_not_null().sum()),
-            "rows_out": sum(splits[s]["rows"] for s in SPLIT_NAMES),
+            "rows_out": sum(split["rows"] for split in splits.values()),
             "rejected": totals,
             **(
                 {"tokens_out": tokens["tokens_out"], "trained_tokens_out": tokens["trained_out"]}
@@ -234,15 +253,48 @@ class Manifest:
         return self.store.object_path(sha)
 
     def objects(self) -> list[str]:
-        shas = [s["object"] for split in self.data["splits"].values() for s in split["shards"]]
-        shas += [p["object"] for p in self.data["ledger"]["parts"]]
-        if self.data.get("report"):
-            shas.append(self.data["report"]["object"])
-        return shas
+        return manifest_objects(self.data)
+
+    def split_index_path(self) -> Path | None:
+        """The build's split index (id, split, split_unit per kept row), verified; None for
+        manifests from before it was written."""
+        entry = self.data.get("split_index")
+        return self._verified(entry["object"]) if entry else None
 
     @property
     def counts(self) -> dict[str, Any]:
         return self.data["counts"]
+
+
+def risk_warnings(data: dict[str, Any]) -> list[str]:
+    """What the mixture lacks to keep old behaviour: general/replay rows against forgetting,
+    safety rows against weaker refusals."""
+    risks = data["mixture"].get("risks", {})
+    out = []
+    if risks.get("forgetting_risk"):
+        out.append(
+            "forgetting_risk: no rows of role replay or general in the output; a fine-tune on "
+            "task data alone erases general instruction following. Add a source with "
+            'role = "replay" (old golden or general instruction data) and a floor, e.g. '
+            "[mixture.roles] replay = { min_share = 0.10 }"
+        )
+    if risks.get("safety_risk"):
+        out.append(
+            "safety_risk: no rows of role safety in the output; refusals weaken after a "
+            'fine-tune without them. Add a source with role = "safety" and a floor, e.g. '
+            "[mixture.roles] safety = { min_share = 0.05 }"
+        )
+    return out
+
+
+def manifest_objects(data: dict[str, Any]) -> list[str]:
+    """Every store object a manifest names."""
+    shas = [s["object"] for split in data["splits"].values() for s in split["shards"]]
+    shas += [p["object"] for p in data["ledger"]["parts"]]
+    for key in ("split_index", "report"):
+        if data.get(key):
+            shas.append(data[key]["object"])
+    return shas
 
 
 def warnings(data: dict[str, Any]) -> list[str]:
@@ -285,11 +337,13 @@ def warnings(data: dict[str, Any]) -> list[str]:
         mix = data["mixture"]["sources"].get(name, {})
         unit = data["mixture"].get("unit", "rows")
         if mix.get("capped") and mix.get(f"available_{unit}"):
+            asked = mix.get(f"asked_{unit}", mix[f"requested_{unit}"])
             out.append(
-                f"source {name!r}: asked for {mix[f'requested_{unit}']} {unit}, has "
+                f"source {name!r}: asked for {asked} {unit}, has "
                 f"{mix[f'available_{unit}']} (max_repeats {mix['max_repeats']}): got "
                 f"{mix[f'realized_{unit}']}"
             )
+    out += risk_warnings(data)
     tok = data.get("tokenizer") or {}
     straddling = tok.get("turns_with_token_across_turn_start", 0)
     if straddling:

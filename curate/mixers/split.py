@@ -1,10 +1,15 @@
-"""Train/validation split over the rows a mixture kept.
+"""Train / validation / test over the rows a mixture kept.
 
-Units (rows, or groups of rows sharing a meta field's value) are ranked by
-sha256(seed, key); the lowest-ranked go to validation until it holds
-round(validation × rows) rows. Ranking by a hash of the key, not by position, keeps a row in
-the same split when other rows are added or removed. Every copy of an upsampled row follows
-the row, so no example is in both splits.
+Rows are split in units: a row, or every row sharing a key (a near-duplicate cluster with
+`by = "cluster"`, a meta field's value with `by = "FIELD"`), so similar rows never straddle
+splits. Units are ranked by sha256(seed, key); in rank order, the first go to validation
+until it holds round(validation × rows) rows, the next to test until it holds
+round(test × rows). Ranking by a hash of the key, not by position, keeps a row in the same
+split when other rows are added or removed. Every copy of an upsampled row follows the row.
+
+Held-out units (a row of a `holdout_sources` source, or, in a split by time, a row at or
+after the cutoff) only go to validation or test, in the ratio of their shares; in a split by
+time every other row trains.
 """
 
 from __future__ import annotations
@@ -16,40 +21,76 @@ import pyarrow.compute as pc
 
 from curate.hashing import sha256_hex
 
-TRAIN, VALIDATION = 0, 1
+TRAIN, VALIDATION, TEST = 0, 1, 2
 
 
 def assign_splits(
-    ids: pa.Array, groups: pa.Array | None, validation: float, seed: int
+    ids: pa.Array,
+    groups: pa.Array | None,
+    validation: float,
+    seed: int,
+    test: float = 0.0,
+    held_out: np.ndarray | None = None,
+    eval_only: bool = False,
 ) -> np.ndarray:
-    """Per row: TRAIN or VALIDATION. `groups` (nullable) holds the split key where by = field."""
+    """Per row: TRAIN, VALIDATION or TEST. `groups` (nullable) holds the unit key where rows
+    go together; `held_out` marks rows that may only go to validation or test; with
+    `eval_only`, rows not held out all train (a split by time)."""
     n = len(ids)
     split = np.full(n, TRAIN, dtype=np.int8)
-    target = int(round(validation * n))
-    if n == 0 or target == 0:
+    if n == 0 or validation + test == 0:
         return split
     ids = ids.cast(pa.string())
     keys = ids
     if groups is not None:
-        groups = groups.cast(pa.string())  # a row without the field is a group of its own
+        groups = groups.cast(pa.string())  # a row without a key is a unit of its own
         keys = pc.if_else(
             pc.is_null(groups), pc.binary_join_element_wise("\x00id", ids, ":"), groups
         )
-    frame = pl.DataFrame({"key": pl.Series(keys), "row": np.arange(n)})
-    unit = frame.group_by("key", maintain_order=True).agg(pl.col("row"), pl.len().alias("size"))
+    forced = held_out if held_out is not None else np.zeros(n, dtype=bool)
+    frame = pl.DataFrame({"key": pl.Series(keys), "row": np.arange(n), "forced": forced})
+    unit = frame.group_by("key", maintain_order=True).agg(
+        pl.col("row"), pl.len().alias("size"), pl.col("forced").any()
+    )
     salted = sha256_hex(unit["key"].to_arrow(), 16, prefix=f"{seed}\x00".encode())
     unit = unit.with_columns(pl.Series("rank", salted)).sort("rank", "key")
-    taken = np.cumsum(unit["size"].to_numpy())
-    count = int(np.searchsorted(taken, target) + 1)
-    chosen = unit.head(count)["row"].explode().to_numpy()
-    split[chosen] = VALIDATION
+    held = unit.filter(pl.col("forced"))
+    if held.height:  # all to evaluation, in the ratio of the two shares
+        share = validation / (validation + test)
+        _take(split, held, [(VALIDATION, round(share * int(held["size"].sum()))), (TEST, None)])
+    if eval_only:
+        return split
+    rest = unit.filter(~pl.col("forced"))
+    rows = int(rest["size"].sum())
+    _take(split, rest, [(VALIDATION, round(validation * rows)), (TEST, round(test * rows))])
     return split
+
+
+def _take(split: np.ndarray, units: pl.DataFrame, targets: list[tuple[int, int | None]]) -> None:
+    """Units in rank order to each (code, rows) target in turn: a split takes units until it
+    holds at least its target (None: every unit left)."""
+    sizes = units["size"].to_numpy()
+    taken = np.cumsum(sizes)
+    start = 0
+    for code, target in targets:
+        if start >= len(sizes):
+            return
+        if target is None:
+            stop = len(sizes)
+        elif target <= 0:
+            continue
+        else:
+            before = taken[start - 1] if start else 0
+            stop = min(int(np.searchsorted(taken, before + target)) + 1, len(sizes))
+        chosen = units[start:stop]["row"].explode().to_numpy()
+        split[chosen] = code
+        start = stop
 
 
 def output_positions(copies: np.ndarray, split: np.ndarray, seed: int) -> list[np.ndarray]:
     """For each split, per emitted copy: (row index, position in the shuffled split)."""
     out = []
-    for code in (TRAIN, VALIDATION):
+    for code in (TRAIN, VALIDATION, TEST):
         mask = (split == code) & (copies > 0)
         rows = np.repeat(np.nonzero(mask)[0], copies[mask])
         order = np.random.Generator(np.random.PCG64([seed, 7919, code])).permutation(len(rows))

@@ -6,8 +6,9 @@ Each has `params()`, a `fingerprint()`, a `run(index)` that adds its columns (`c
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 from curate.config import MixtureConfig
 from curate.mixers.split import assign_splits
 from curate.mixers.weights import not_sampled_detail, plan_mixture
+from curate.rows import SPLIT_NAMES
 from curate.runner import apply_verdicts
 from curate.steps import IndexStage, ReportView, Verdicts
 
@@ -34,25 +36,24 @@ class MixtureStage(IndexStage):
     def params(self) -> dict[str, Any]:
         return self.config.mixture.model_dump()
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(
-            json.dumps({"step": self.name, "params": self.params()}, sort_keys=True).encode()
-        ).hexdigest()
-
     def run(self, index: pl.DataFrame) -> pl.DataFrame:
         config = self.config
         alive = np.nonzero(index["reason"].is_null().to_numpy())[0]
+        # a budget in tokens counts the trained ones (the answers) unless `count = "all"`
+        column = "n_trained" if config.mixture.count == "trained" else "n_tokens"
+        tokens = None
+        if column in index.columns:
+            tokens = index[column].fill_null(0).to_numpy()[alive]
         sizes = None
         if config.mixture.unit == "tokens":
-            sizes = index["n_tokens"].to_numpy()[alive] if "n_tokens" in index.columns else None
-            if sizes is None:
-                sizes = np.zeros(len(alive), dtype=np.int64)
+            sizes = tokens if tokens is not None else np.zeros(len(alive), dtype=np.int64)
         plan = plan_mixture(
             index["source_rank"].to_numpy()[alive],
             list(config.sources),
             config.mixture,
             config.build.seed,
             sizes,
+            tokens,
         )
         copies = np.zeros(index.height, dtype=np.int64)
         copies[alive] = plan.copies
@@ -75,31 +76,115 @@ class MixtureStage(IndexStage):
 
 
 class SplitStage(IndexStage):
-    """Which split each kept row goes to (see `mixers.split`)."""
+    """Which split each kept row goes to (see `mixers.split`): by row, by near-duplicate
+    cluster (the `cluster` column a MinHash step adds), by a meta field's value, or by time."""
 
     name = "split"
     stage = "split"
+    # `split_unit`: the key rows were split together by (null: the row alone); `curate
+    # verify` checks that no key is in two splits
+    index_columns = ("split", "split_unit")
 
     def __init__(self, config: MixtureConfig):
         self.config = config
+        self.section = config.split
+        self.undated = 0
 
     def params(self) -> dict[str, Any]:
-        return self.config.split.model_dump()
+        return self.section.model_dump(mode="json")
 
     def meta_fields(self) -> dict[str, str]:
-        by = self.config.split.by
-        return {} if by == "row" else {"group": by}
+        field = self.section.field
+        return {} if field is None else {"group": field}
 
     def run(self, index: pl.DataFrame) -> pl.DataFrame:
+        section = self.section
         kept = np.nonzero(index["copies"].to_numpy() > 0)[0]
-        groups = (
-            index["group"].to_arrow().take(pa.array(kept)) if "group" in index.columns else None
-        )
+        take = pa.array(kept)
+        by_time = section.time_cutoff is not None
+        column = "cluster" if section.by == "cluster" else "group"
+        groups = None
+        if column in index.columns and not by_time:
+            groups = index[column].to_arrow().take(take)
+        held = np.zeros(len(kept), dtype=bool)
+        if section.holdout_sources:
+            ranks = [
+                i for i, s in enumerate(self.config.sources) if s.name in section.holdout_sources
+            ]
+            held |= np.isin(index["source_rank"].to_numpy()[kept], ranks)
+        if by_time:
+            after, dated = at_or_after(index["group"].to_arrow().take(take), section.time_cutoff)
+            held |= after
+            self.undated = int((~dated).sum())
         codes = np.zeros(index.height, dtype=np.int8)
         codes[kept] = assign_splits(
-            index["id"].to_arrow().take(pa.array(kept)),
+            index["id"].to_arrow().take(take),
             groups,
-            self.config.split.validation,
+            section.validation,
             self.config.build.seed,
+            section.test,
+            held,
+            eval_only=by_time,
         )
-        return index.with_columns(pl.Series("split", codes))
+        units = pl.Series("split_unit", [None] * 0, pl.String).clear(index.height)
+        if groups is not None:
+            units = units.scatter(kept, pl.Series(groups).cast(pl.String))
+        return index.with_columns(pl.Series("split", codes), units)
+
+    def manifest_report(self, view: ReportView) -> dict[str, Any]:
+        """Per split: rows (unique, before repeats) per source, and the units split over."""
+        kept = view.kept
+        out: dict[str, Any] = {}
+        column = "cluster" if self.section.by == "cluster" else None
+        for code, name in enumerate(SPLIT_NAMES):
+            mine = kept.filter(pl.col("split") == code)
+            counts = mine.group_by("source_rank").len().sort("source_rank")
+            entry: dict[str, Any] = {
+                "unique_rows": mine.height,
+                "sources": {view.sources[r]: int(k) for r, k in counts.iter_rows()},
+            }
+            if column is not None and column in mine.columns:
+                entry["clusters"] = mine[column].n_unique() if mine.height else 0
+            out[name] = entry
+        if self.section.time_cutoff is not None:
+            out["train"]["undated_rows"] = self.undated
+        return {"splits": out}
+
+
+def at_or_after(values: pa.Array, cutoff: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per value (a meta field's text): is it at or after `cutoff`, and could it be read as
+    a time at all? Times are ISO 8601 (naive ones read as UTC) or numbers (epoch seconds)."""
+    limit = _epoch(cutoff)
+    texts = pl.Series(values.cast(pa.string()))
+    unique = texts.unique().drop_nulls()
+    seconds = {v: _epoch(v) for v in unique.to_list()}
+    times = texts.replace_strict(
+        list(seconds), [seconds[k] for k in seconds], default=None, return_dtype=pl.Float64
+    ).to_numpy()
+    dated = ~np.isnan(times)
+    return dated & (np.nan_to_num(times, nan=-np.inf) >= limit), dated
+
+
+def _epoch(value: Any) -> float:
+    """Seconds since 1970 (UTC) of a time, a date, an ISO 8601 text or a number; NaN when
+    it is none of those."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return math.nan
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
+    return math.nan

@@ -1,15 +1,20 @@
-"""Mixture by weight: how many copies of each surviving row the output holds.
+"""Mixture by weight and role: how many copies of each surviving row the output holds.
 
-Without weights, the mixture is natural: every surviving row is kept once (or, with `total`,
-sources are scaled together to it). With weights, shares are the weights sharpened or
-flattened by the temperature (`w ** (1 / temperature)`, normalized). With `total`, each source is asked for its share of
-it; without, the mixture is the largest one that honours every share without using any row
-more than `max_repeats` times (a source with no rows left is left out of that reckoning and
-reported as capped, rather than emptying the whole mixture). A source asked for fewer rows than it has is sampled without
-replacement (the rest go to the ledger as `not_sampled`); one asked for more is upsampled by
-whole repeats first, then a sample for the remainder, never past `max_repeats`. Draws are
-seeded per source, so a build is reproducible and one source's draw does not shift when
-another source changes.
+Requested shares are the weights sharpened or flattened by the temperature
+(`w ** (1 / temperature)`, normalized), or, without weights, the sources' natural sizes.
+Roles (`[mixture.roles]`) set floors and caps on the share of a role's sources, and
+`max_repeats` / `max_tokens` cap what a source can give; `solve` finds the shares closest to
+the requested ones within those limits (a source the limits move is reported with the limit
+that bound it). With `total`, the output holds that much (rows, or tokens); without, it is
+the largest mixture that honours the solved shares without using any row more than
+`max_repeats` times (a source with no rows left is left out of that reckoning).
+
+A floor the data cannot meet is an error naming the numbers and the fixes, never a silent
+shortfall. A source asked for fewer rows than it has is sampled without replacement (the
+rest go to the ledger as `not_sampled`); one asked for more is upsampled by whole repeats
+first, then a sample for the remainder, never past `max_repeats`. Draws are seeded per
+source, so a build is reproducible and one source's draw does not shift when another
+source changes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from curate.config import MixtureSection, SourceSection
+from curate.config import POSITIVE_ROLES, MixtureSection, SourceSection
+from curate.errors import UserError
+from curate.mixers.solve import EPS, GROUPS, Node, allocate, role_nodes
+from curate.mixers.targets import apportion_tree, check_floors
+
+
+class MixtureError(UserError):
+    """The mixture asked for cannot be made from the data left after the steps."""
 
 
 @dataclass(frozen=True)
@@ -36,15 +48,62 @@ def shares(weights: list[float], temperature: float) -> list[float]:
     return [s / total for s in sharpened]
 
 
-def _apportion(total: int, parts: list[float]) -> list[int]:
-    """Integers summing to `total` in proportion to `parts` (largest remainder)."""
-    raw = [total * p for p in parts]
-    floors = [math.floor(r) for r in raw]
-    short = total - sum(floors)
-    order = sorted(range(len(parts)), key=lambda i: (-(raw[i] - floors[i]), i))
-    for i in order[:short]:
-        floors[i] += 1
-    return floors
+def requested_shares(
+    sources: list[SourceSection], available: np.ndarray, temperature: float
+) -> list[float]:
+    weighted = all(s.weight is not None for s in sources)
+    weights = [float(s.weight) if weighted else float(available[i]) for i, s in enumerate(sources)]  # type: ignore[arg-type]
+    if sum(weights) == 0:
+        weights = [1.0] * len(sources)  # nothing survived: any shares will do
+    return shares(weights, temperature if weighted else 1.0)
+
+
+def limit_tree(
+    sources: list[SourceSection],
+    mixture: MixtureSection,
+    p: list[float],
+    caps: list[int],
+    total: int | None,
+) -> Node:
+    """The limits as a tree (see `solve`): sources under their roles, roles under the
+    positive / other groups where `min_positive_share` asks for them."""
+    leaves = []
+    for i, src in enumerate(sources):
+        room = (caps[i] / total if total else 1.0) if caps[i] > 0 else 0.0
+        why = (
+            "max_tokens"
+            if src.max_tokens is not None and caps[i] == src.max_tokens
+            else "max_repeats"
+        )
+        leaves.append(Node(src.name, p[i], hi=min(room, 1.0), hi_why=why))
+    roles = []
+    for role in sorted({s.role for s in sources}, key=_role_order):
+        limits = mixture.roles.get(role)
+        kids = [leaf for leaf, s in zip(leaves, sources, strict=True) if s.role == role]
+        node = Node(role, sum(k.weight for k in kids), children=kids)
+        if limits is not None:
+            node.lo, node.lo_why = (limits.min_share or 0.0), "min_share"
+            if limits.max_share is not None:
+                node.hi, node.hi_why = limits.max_share, "max_share"
+        roles.append(node)
+    mined = mixture.roles.get("mined")
+    positive = mined.min_positive_share if mined is not None else None
+    if not positive:
+        return Node("output", sum(r.weight for r in roles), children=roles)
+    groups = []
+    positives = [r for r in roles if r.name in POSITIVE_ROLES]
+    others = [r for r in roles if r.name not in POSITIVE_ROLES]
+    for name, members in zip(GROUPS, (positives, others), strict=True):
+        if members:
+            groups.append(Node(name, sum(r.weight for r in members), children=members))
+    groups[0].lo, groups[0].lo_why = positive, "min_positive_share"
+    return Node("output", sum(g.weight for g in groups), children=groups)
+
+
+def _role_order(role: str) -> int:
+    from curate.config import ROLES
+
+    return ROLES.index(role)
 
 
 def plan_mixture(
@@ -53,75 +112,139 @@ def plan_mixture(
     mixture: MixtureSection,
     seed: int,
     sizes: np.ndarray | None = None,
+    tokens: np.ndarray | None = None,
 ) -> MixturePlan:
     """`source_rank`: the source index of every alive row, in canonical order.
 
-    `sizes` (with `unit = "tokens"`): each alive row's token count; shares, `total` and
-    caps are then in tokens, and a source's draw takes rows in its seeded order while they
-    fit in what it was asked for (whole repeats first, as for rows).
+    `sizes` (with `unit = "tokens"`): each alive row's size in the budget's count; shares,
+    `total` and caps are then in tokens, and a source's draw takes rows in its seeded order
+    while they fit in what it was asked for (whole repeats first, as for rows). `tokens`:
+    each alive row's tokens in that count, where a tokenizer ran, for the report in both units.
     """
     in_tokens = sizes is not None
-    size = sizes.astype(np.int64) if sizes is not None else np.ones(len(source_rank), np.int64)
-    available = np.bincount(source_rank, weights=size, minlength=len(sources)).astype(np.int64)
-    counts = np.bincount(source_rank, minlength=len(sources)).astype(np.int64)
-    weighted = all(s.weight is not None for s in sources)
-    weights = [float(s.weight) if weighted else float(available[i]) for i, s in enumerate(sources)]  # type: ignore[arg-type]
-    if sum(weights) == 0:
-        weights = [1.0] * len(sources)  # nothing survived: any shares will do
-    p = shares(weights, mixture.temperature if weighted else 1.0)
-    caps = [int(available[i]) * s.max_repeats for i, s in enumerate(sources)]
-    if mixture.total is not None:
-        requested_total = mixture.total
-    else:
-        # a source with nothing left cannot hold the others back: it is reported as capped
-        limits = [caps[i] / p[i] for i in range(len(sources)) if p[i] > 0 and caps[i] > 0]
-        requested_total = int(math.floor(min(limits) + 1e-9)) if limits else 0
-    requested = _apportion(requested_total, p)
-    copies = np.zeros(len(source_rank), dtype=np.int64)
     unit = "tokens" if in_tokens else "rows"
-    report: dict[str, Any] = {
-        "sources": {},
-        "requested_total": requested_total,
-        "temperature": mixture.temperature,
-    }
-    realized_total = 0
+    size = sizes.astype(np.int64) if sizes is not None else np.ones(len(source_rank), np.int64)
+    n = len(sources)
+    available = np.bincount(source_rank, weights=size, minlength=n).astype(np.int64)
+    caps = [int(available[i]) * s.max_repeats for i, s in enumerate(sources)]
+    if in_tokens:
+        caps = [
+            min(c, s.max_tokens) if s.max_tokens else c for c, s in zip(caps, sources, strict=True)
+        ]
+    p = requested_shares(sources, available, mixture.temperature)
+    total = mixture.total
+    asked_total = total
+    check_floors(sources, mixture, [int(a) for a in available], caps, total, unit)
+    if not any(caps):  # nothing survived the steps: an empty mixture
+        total = 0
+    tree = limit_tree(sources, mixture, p, caps, total)
+    lo, hi = tree.span()
+    if hi < 1 - 1e-9 and total is not None:
+        total = _largest_total(sources, mixture, p, caps, total)  # the data runs short
+        tree = limit_tree(sources, mixture, p, caps, total)
+        lo, hi = tree.span()
+    if (hi < 1 - 1e-9 or lo > 1 + 1e-9) and total != 0:
+        raise MixtureError(_unfillable(tree, unit))
+    allocate(tree, 1.0)
+    by_name = {leaf.name: leaf for leaf in tree.leaves()}
+    solved = [by_name[s.name].share for s in sources]
+    if total is None:
+        limits = [caps[i] / solved[i] for i in range(n) if solved[i] > EPS and caps[i] > 0]
+        total = int(math.floor(min(limits) + 1e-9)) if limits else 0
+    if mixture.strict_shares:
+        _refuse_moved_shares(tree, sources, p)
+    wants = apportion_tree(tree, total, caps, [s.name for s in sources])
+    floored = {r for r, lim in mixture.roles.items() if lim.min_share}
+    copies = np.zeros(len(source_rank), dtype=np.int64)
     for i, src in enumerate(sources):
         rows = np.nonzero(source_rank == i)[0]
-        want = min(requested[i], caps[i])
-        a = int(available[i])
-        got = 0
-        if a and want:
-            draw = np.random.Generator(
-                np.random.PCG64([seed, zlib.crc32(src.name.encode())])
-            ).permutation(len(rows))
-            base, extra = divmod(want, a)
-            per_row = np.full(len(rows), base, dtype=np.int64)
-            # the rows, in seeded order, that fit in the remainder
-            fits = np.searchsorted(np.cumsum(size[rows][draw]), extra, side="right")
-            per_row[draw[:fits]] += 1
-            copies[rows] = per_row
-            got = int((per_row * size[rows]).sum())
-        realized_total += got
-        entry = {
-            "weight": src.weight if weighted else None,
-            "requested_share": round(p[i], 6),
-            f"requested_{unit}": requested[i],
-            f"available_{unit}": a,
-            "max_repeats": src.max_repeats,
-            f"realized_{unit}": got,
-            "unique_rows": int(np.count_nonzero(copies[rows])),
-            "capped": bool(want < requested[i]),
-        }
-        if in_tokens:
-            entry["available_rows"] = int(counts[i])
-            entry["realized_rows"] = int(copies[rows].sum())
-        report["sources"][src.name] = entry
-    for entry in report["sources"].values():
-        entry["realized_share"] = (
-            round(entry[f"realized_{unit}"] / realized_total, 6) if realized_total else 0.0
-        )
-    report["realized_total"] = realized_total
+        if len(rows) and wants[i]:
+            copies[rows] = _draw(size[rows], wants[i], caps[i], seed, src, src.role in floored)
+    from curate.mixers.report import mixture_report
+
+    report = mixture_report(
+        tree,
+        sources,
+        mixture,
+        p,
+        wants,
+        caps,
+        source_rank,
+        copies,
+        size,
+        tokens,
+        total,
+        asked_total,
+    )
     return MixturePlan(copies, report)
+
+
+def _draw(
+    size: np.ndarray, want: int, cap: int, seed: int, src: SourceSection, floored: bool
+) -> np.ndarray:
+    """Copies per row of one source: whole repeats, then rows in seeded order while they
+    fit in the remainder (for a floored role, until they cover it: its share never falls
+    short of its floor for want of a row that does not fit exactly)."""
+    a = int(size.sum())
+    draw = np.random.Generator(np.random.PCG64([seed, zlib.crc32(src.name.encode())])).permutation(
+        len(size)
+    )
+    base, extra = divmod(want, a)
+    per_row = np.full(len(size), base, dtype=np.int64)
+    cumulative = np.cumsum(size[draw])
+    fits = int(np.searchsorted(cumulative, extra, side="right"))
+    short = fits == 0 or cumulative[fits - 1] < extra
+    if floored and extra and fits < len(size) and short and base * a + cumulative[fits] <= cap:
+        fits += 1
+    per_row[draw[:fits]] += 1
+    return per_row
+
+
+def _largest_total(
+    sources: list[SourceSection],
+    mixture: MixtureSection,
+    p: list[float],
+    caps: list[int],
+    total: int,
+) -> int:
+    """The largest total ≤ `total` the data can fill within the limits (0 if none)."""
+    low, high = 0, total
+    while low < high:
+        mid = (low + high + 1) // 2
+        if limit_tree(sources, mixture, p, caps, mid).span()[1] >= 1 - 1e-9:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _unfillable(tree: Node, unit: str) -> str:
+    caps = [f"{r.name} at most {r.hi:.1%}" for r in role_nodes(tree) if r.hi_why == "max_share"]
+    return (
+        "the mixture cannot be filled: the roles' max_share limits ("
+        + ", ".join(caps)
+        + f") add up to less than the whole output, and no other role has {unit} to fill the "
+        "rest; raise a max_share or add a source of another role"
+    )
+
+
+def _refuse_moved_shares(tree: Node, sources: list[SourceSection], p: list[float]) -> None:
+    moved = [
+        f"role {r.name!r}: weights ask {r.weight:.4f}, {r.bound} allows {r.share:.4f}"
+        for r in role_nodes(tree)
+        if r.bound in ("min_share", "max_share", "min_positive_share")
+    ]
+    groups = [g for g in tree.children if g.name == "positive" and g.bound]
+    moved += [
+        f"positive roles: weights ask {g.weight:.4f}, min_positive_share needs {g.share:.4f}"
+        for g in groups
+    ]
+    if moved:
+        raise MixtureError(
+            "strict_shares: the weights conflict with the roles' limits:\n  - "
+            + "\n  - ".join(moved)
+            + "\nchange the weights to meet the limits, or drop strict_shares to let the build solve for the closest shares"
+        )
 
 
 def not_sampled_detail(report: dict[str, Any], source: str) -> dict[str, Any]:
