@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from curate import __version__
 from curate.config import MixtureConfig
 from curate.dedup.exact import ExactDedup
@@ -26,7 +28,8 @@ from curate.dedup.minhash import NearDedup, SplitClusters
 from curate.engines.base import Engine
 from curate.engines.local import LocalEngine
 from curate.errors import UserError
-from curate.manifests.manifest import assemble, manifest_objects, merge_reports, stage_entries
+from curate.manifests.manifest import assemble as assemble_manifest
+from curate.manifests.manifest import manifest_objects, merge_reports, stage_entries
 from curate.manifests.store import Store
 from curate.mixers.stages import MixtureStage, SplitStage
 from curate.progress import Progress
@@ -155,14 +158,16 @@ class Build:
     target: Target | None
     steps: list[Step]
     stages: list[IndexStage]  # after the steps, over the whole index: mixture, split
+    parent: str | None = None
     tasks: list[BlockTask] = field(default_factory=list)
     ranks: list[int] = field(default_factory=list)
     files: list[list[dict[str, Any]]] = field(default_factory=list)
     run: StepRun | None = None
-    keys: Any = None  # the first global step's keys, from ingest to segments
+    keys: pl.DataFrame | None = None  # the first global step's keys, ingest to segments
     splits: dict[str, Any] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)
     split_index: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sources(self) -> list[str]:
@@ -192,14 +197,13 @@ def run_build(
     stages: list[IndexStage] = [MixtureStage(config), SplitStage(config)]
     eng = make_engine(engine, workers, progress or Progress(enabled=False))
     with store.temp_dir("build-") as work, eng:
-        build = Build(config, store, eng, work, strict, prescanned or {}, target, steps, stages)
-        for phase in (plan, ingest_phase, segments_phase, index_stages, write):
+        build = Build(
+            config, store, eng, work, strict, prescanned or {}, target, steps, stages, parent
+        )
+        for name, phase in PHASES:
             t0 = time.time()
             phase(build)
-            timings[phase.__name__.removesuffix("_phase")] = time.time() - t0
-        t0 = time.time()
-        manifest = assemble_phase(build, parent)
-        timings["assemble"] = time.time() - t0
+            timings[name] = time.time() - t0
     run = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -211,8 +215,8 @@ def run_build(
         "seconds": round(time.time() - started, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
-    manifest_id = store.put_manifest(manifest, run)
-    return BuildResult(manifest_id, manifest, run)
+    manifest_id = store.put_manifest(build.manifest, run)
+    return BuildResult(manifest_id, build.manifest, run)
 
 
 def plan(build: Build) -> None:
@@ -277,25 +281,35 @@ def write(build: Build) -> None:
     build.split_index = write_split_index(run.index, build.work, build.store)
 
 
-def assemble_phase(build: Build, parent: str | None) -> dict[str, Any]:
+def assemble(build: Build) -> None:
     """The manifest; every object the build wrote is made durable before it names them."""
     run = build.result
     view = ReportView(run.index, build.sources, run.blocks)
     reports = merge_reports([s.manifest_report(view) for s in [*build.steps, *build.stages]])
-    manifest = assemble(
+    manifest = assemble_manifest(
         build.config,
         run.index,
         build.files,
         stage_entries(run.stages, run.index),
         build.splits,
         build.ledger,
-        parent,
+        build.parent,
         build.target,
         reports,
     )
     manifest["split_index"] = build.split_index
     build.store.sync_objects(manifest_objects(manifest))
-    return manifest
+    build.manifest = manifest
+
+
+PHASES = (
+    ("plan", plan),
+    ("ingest", ingest_phase),
+    ("segments", segments_phase),
+    ("stages", index_stages),  # mixture, split
+    ("write", write),
+    ("assemble", assemble),
+)
 
 
 def _block_cache(tasks: list[BlockTask], store: Store, work: Path, private: bool) -> list[str]:

@@ -62,6 +62,7 @@ def test_floors_are_met_exactly_and_the_rest_keeps_the_weights(tmp_path):
         "max_share": 0.15,
         "realized_rows": 50,
         "unique_rows": 50,
+        "repeats": 0,
         "bound": "min_share",
         "realized_share": 0.05,
         "realized_share_rows": 0.05,
@@ -248,6 +249,23 @@ def test_cluster_split_keeps_each_family_in_one_split(tmp_path, cli):
     assert (
         straddling(b2) == 0 and [s["name"] for s in b2.manifest["stages"]][-3] == "split_clusters"
     )
+
+
+def test_verify_catches_a_cluster_in_two_splits(tmp_path, cli, monkeypatch):
+    import curate.mixers.stages as stages
+    from curate.mixers.split import assign_splits
+
+    # a split that forgets its clusters: every row a unit of its own
+    def by_row(ids, groups, *args, **kwargs):
+        return assign_splits(ids, None, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "assign_splits", by_row)
+    write_jsonl(tmp_path / "a.jsonl", families(60, 4))
+    extra = '[split]\nvalidation = 0.2\nby = "cluster"\n'
+    b = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=extra))
+    assert straddling(b) > 0
+    r = cli("verify", b.id, "--store", str(tmp_path / ".store"))
+    assert r.code == 2 and "clusters or groups are in more than one split" in r.err
 
 
 def test_holdout_sources_only_go_to_validation_and_test(tmp_path):

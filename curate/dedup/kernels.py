@@ -288,9 +288,12 @@ def near_sketch(
     probes: np.ndarray,
     bands: int,
     band_rows: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    loose_bands: int = 0,
+    loose_rows: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row, from its text: (LSH band hashes rows × bands, shingle offsets per row,
-    unique 32-bit shingle hashes).
+    unique 32-bit shingle hashes, and a second set of band hashes rows × loose_bands over
+    the same signature, for a looser threshold; none when loose_bands is 0).
 
     The row's words are hashed into scratch space, its word n-grams hashed (a row with fewer
     than n words but some has one shingle: all its words), its one-permutation MinHash
@@ -302,6 +305,7 @@ def near_sketch(
     rows = len(offsets) - 1
     total = offsets[rows] - offsets[0]
     band_hash = np.zeros((rows, bands), dtype=np.uint64)
+    loose_hash = np.zeros((rows, loose_bands), dtype=np.uint64)
     shingles = np.empty(total // 2 + rows + 1, dtype=np.uint32)  # ≤ words
     offs = np.zeros(rows + 1, dtype=np.int64)
     longest, tok = _tokenizer(offsets, seed, table, classes)
@@ -365,7 +369,12 @@ def near_sketch(
             for c in range(b * band_rows, (b + 1) * band_rows):
                 h = h * _FNV_PRIME + np.uint64(sig[c])
             band_hash[r, b] = _mix(h)
-    return band_hash, offs, shingles[:k]
+        for b in range(loose_bands):
+            h = np.uint64(b)
+            for c in range(b * loose_rows, (b + 1) * loose_rows):
+                h = h * _FNV_PRIME + np.uint64(sig[c])
+            loose_hash[r, b] = _mix(h)
+    return band_hash, offs, shingles[:k], loose_hash
 
 
 @njit(cache=True, nogil=True)

@@ -74,12 +74,19 @@ def _probe_table(num_perm: int) -> np.ndarray:
     return rng.integers(0, num_perm, size=(num_perm, PROBES))
 
 
-def near_keys(batch: pa.Table, num_perm: int, ngram: int, bands: int, rows: int) -> pa.Table:
+def near_keys(
+    batch: pa.Table,
+    num_perm: int,
+    ngram: int,
+    bands: int,
+    rows: int,
+    loose: tuple[int, int] = (0, 0),
+) -> pa.Table:
     """Per row: its LSH band hashes, its unique shingle hashes (for exact Jaccard), answer
-    length."""
+    length; and, with `loose` (bands, rows), band hashes tuned to a looser threshold."""
     from curate.dedup.kernels import BYTES, near_sketch
 
-    band_hash, offs, flat = near_sketch(
+    band_hash, offs, flat, loose_hash = near_sketch(
         text_bytes(row_text(batch)),
         np.uint64(SEED),
         (BYTES, code_point_classes()),
@@ -88,14 +95,18 @@ def near_keys(batch: pa.Table, num_perm: int, ngram: int, bands: int, rows: int)
         _probe_table(num_perm),
         bands,
         rows,
+        *loose,
     )
-    return pa.table(
-        {
-            "bands": pa.FixedSizeListArray.from_arrays(pa.array(band_hash.ravel()), bands),
-            "shingles": pa.LargeListArray.from_arrays(pa.array(offs), pa.array(flat)),
-            "answer_chars": answer_chars(batch),
-        }
-    )
+    columns = {
+        "bands": pa.FixedSizeListArray.from_arrays(pa.array(band_hash.ravel()), bands),
+        "shingles": pa.LargeListArray.from_arrays(pa.array(offs), pa.array(flat)),
+        "answer_chars": answer_chars(batch),
+    }
+    if loose[0]:
+        columns["loose_bands"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(loose_hash.ravel()), loose[0]
+        )
+    return pa.table(columns)
 
 
 def band_buckets(band_hash: np.ndarray, usable: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -171,15 +182,21 @@ class NearDedup(GlobalStep):
     ):
         self.threshold, self.num_perm, self.ngram = threshold, num_perm, ngram
         self.cluster_threshold = cluster_threshold
-        tuned = min(threshold, cluster_threshold) if cluster_threshold else threshold
-        self.bands, self.rows = optimal_bands(tuned, num_perm, self.FP_WEIGHT)
+        self.bands, self.rows = optimal_bands(threshold, num_perm, self.FP_WEIGHT)
+        # clusters for the split get bands of their own, from the same signatures: dedup's
+        # candidates (and so its verdicts) are the same whether or not the split uses them
+        self.loose = (0, 0)
+        if cluster_threshold:
+            self.loose = optimal_bands(cluster_threshold, num_perm, self.FP_WEIGHT)
 
     @property
     def index_columns(self) -> tuple[str, ...]:  # type: ignore[override]
         return ("cluster",) if self.cluster_threshold else ()
 
     def params(self) -> dict[str, Any]:
-        extra = {"cluster_threshold": self.cluster_threshold} if self.cluster_threshold else {}
+        extra = {}
+        if self.cluster_threshold:
+            extra = {"cluster_threshold": self.cluster_threshold, "cluster_bands": list(self.loose)}
         return {
             **extra,
             "threshold": self.threshold,
@@ -193,7 +210,7 @@ class NearDedup(GlobalStep):
         }
 
     def keys(self, batch: pa.Table) -> pa.Table:
-        return near_keys(batch, self.num_perm, self.ngram, self.bands, self.rows)
+        return near_keys(batch, self.num_perm, self.ngram, self.bands, self.rows, self.loose)
 
     def edges(
         self, band_hash: np.ndarray, usable: np.ndarray, shingles: pa.Array, threshold: float
@@ -216,10 +233,12 @@ class NearDedup(GlobalStep):
             edges = np.concatenate([edges, more[jaccard(shingles, more) >= threshold]])
         return edges
 
-    def unpack(self, keys: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    def unpack(
+        self, keys: pa.Table, column: str = "bands"
+    ) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         """(band hashes per row, rows with any shingle, shingle sets) of `keys`."""
-        bands = keys.column("bands").combine_chunks()
-        band_hash = bands.flatten().to_numpy().reshape(keys.num_rows, self.bands)
+        bands = keys.column(column).combine_chunks()
+        band_hash = bands.flatten().to_numpy().reshape(keys.num_rows, bands.type.list_size)
         shingles = keys.column("shingles").combine_chunks()
         return band_hash, np.diff(np.asarray(shingles.offsets)) > 0, shingles
 
@@ -238,8 +257,15 @@ class NearDedup(GlobalStep):
             )
         if not self.cluster_threshold:
             return verdicts
+        # what dedup joined is joined for the split too, whatever the looser bands find
+        return verdicts.with_columns(pa.table({"cluster": self.split_clusters(keys, edges)}))
+
+    def split_clusters(self, keys: pa.Table, tight: np.ndarray) -> pa.Array:
+        """Per row, the id of the first row of its cluster at `cluster_threshold`."""
+        assert self.cluster_threshold is not None
+        band_hash, usable, shingles = self.unpack(keys, "loose_bands")
         loose = self.edges(band_hash, usable, shingles, self.cluster_threshold)
-        return verdicts.with_columns(pa.table({"cluster": cluster_ids(keys, n, loose)}))
+        return cluster_ids(keys, keys.num_rows, np.concatenate([tight.reshape(-1, 2), loose]))
 
 
 def cluster_ids(keys: pa.Table, n: int, edges: np.ndarray) -> pa.Array:
@@ -261,12 +287,10 @@ class SplitClusters(NearDedup):
 
     def params(self) -> dict[str, Any]:
         params = super().params()
-        del params["threshold"], params["keep"]
+        for key in ("threshold", "keep", "bands", "rows"):  # it drops nothing
+            del params[key]
         return params
 
     def resolve(self, keys: pa.Table) -> Verdicts:
-        n = keys.num_rows
-        band_hash, usable, shingles = self.unpack(keys)
-        assert self.cluster_threshold is not None
-        loose = self.edges(band_hash, usable, shingles, self.cluster_threshold)
-        return Verdicts.keep_all(n).with_columns(pa.table({"cluster": cluster_ids(keys, n, loose)}))
+        clusters = self.split_clusters(keys, np.empty((0, 2), dtype=np.int64))
+        return Verdicts.keep_all(keys.num_rows).with_columns(pa.table({"cluster": clusters}))

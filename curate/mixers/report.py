@@ -128,6 +128,7 @@ def _roles_report(
             "max_share": limits.max_share if limits else None,
             "realized_rows": sum(e["realized_rows"] for e in members),
             "unique_rows": sum(e["unique_rows"] for e in members),
+            "repeats": sum(e["repeats"] for e in members),
             "bound": node.bound,
             **_shares_of(members, {}),
         }

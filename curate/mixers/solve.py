@@ -98,10 +98,12 @@ def allocate(node: Node, amount: float) -> None:
     scale = amount / node.weight if node.weight > 0 else 0.0
     for child, (lo, hi), share in zip(node.children, spans, shares, strict=True):
         asked = child.weight * scale
-        if share > asked + 1e-9 and lo > 0:
+        # a child held at a limit its weight would pass is bound by it; one that only takes
+        # up what a bound sibling gave up (or gives up what one needed) is not
+        if share > asked + 1e-9 and share <= lo + 1e-9:
             # raised to its own floor, or to the floors of the roles under it
             child.bound = child.lo_why if child.lo >= lo - EPS else "min_share"
-        elif share < asked - 1e-9:
+        elif share < asked - 1e-9 and share >= hi - 1e-9:
             # held to its own cap, or to what the rows under it can give
             child.bound = child.hi_why if child.hi <= hi + EPS else "max_repeats"
         allocate(child, share)

@@ -138,9 +138,9 @@ def _floor_message(
     head = f"mixture: {len(unmet)} floor{'s' if len(unmet) > 1 else ''} cannot be met"
     text = head + ":\n  - " + "\n  - ".join(lines)
     if total is not None:
-        largest = min(
-            math.floor(sum(caps[i] for i in m) / s + 1e-9) for _, _, s, m in floors if s > 0
-        )
+        # a floor so small that any total meets it (min_share = 1e-300) bounds nothing
+        bounds = [sum(caps[i] for i in m) / s for _, _, s, m in floors if s > 0]
+        largest = math.floor(min(b for b in bounds if math.isfinite(b)) + 1e-9)
         text += (
             f"\nThe largest mixture that meets every floor has total = {largest}: set "
             f"total ≤ {largest}, or leave total out for the largest mixture the data allows"

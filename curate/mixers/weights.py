@@ -132,25 +132,8 @@ def plan_mixture(
             min(c, s.max_tokens) if s.max_tokens else c for c, s in zip(caps, sources, strict=True)
         ]
     p = requested_shares(sources, available, mixture.temperature)
-    total = mixture.total
-    asked_total = total
-    check_floors(sources, mixture, [int(a) for a in available], caps, total, unit)
-    if not any(caps):  # nothing survived the steps: an empty mixture
-        total = 0
-    tree = limit_tree(sources, mixture, p, caps, total)
-    lo, hi = tree.span()
-    if hi < 1 - 1e-9 and total is not None:
-        total = _largest_total(sources, mixture, p, caps, total)  # the data runs short
-        tree = limit_tree(sources, mixture, p, caps, total)
-        lo, hi = tree.span()
-    if (hi < 1 - 1e-9 or lo > 1 + 1e-9) and total != 0:
-        raise MixtureError(_unfillable(tree, unit))
-    allocate(tree, 1.0)
-    by_name = {leaf.name: leaf for leaf in tree.leaves()}
-    solved = [by_name[s.name].share for s in sources]
-    if total is None:
-        limits = [caps[i] / solved[i] for i in range(n) if solved[i] > EPS and caps[i] > 0]
-        total = int(math.floor(min(limits) + 1e-9)) if limits else 0
+    check_floors(sources, mixture, [int(a) for a in available], caps, mixture.total, unit)
+    tree, total = solve(sources, mixture, p, caps, unit)
     if mixture.strict_shares:
         _refuse_moved_shares(tree, sources, p)
     wants = apportion_tree(tree, total, caps, [s.name for s in sources])
@@ -174,9 +157,39 @@ def plan_mixture(
         size,
         tokens,
         total,
-        asked_total,
+        mixture.total,
     )
     return MixturePlan(copies, report)
+
+
+def solve(
+    sources: list[SourceSection],
+    mixture: MixtureSection,
+    p: list[float],
+    caps: list[int],
+    unit: str,
+) -> tuple[Node, int]:
+    """The limit tree with its solved shares, and the total: `total` as asked, less where
+    the data runs short of it; without one, the largest the solved shares allow."""
+    total = mixture.total if any(caps) else 0  # nothing survived: an empty mixture
+    tree = limit_tree(sources, mixture, p, caps, total)
+    lo, hi = tree.span()
+    if hi < 1 - 1e-9 and total:
+        total = _largest_total(sources, mixture, p, caps, total)
+        tree = limit_tree(sources, mixture, p, caps, total)
+        lo, hi = tree.span()
+    if (hi < 1 - 1e-9 or lo > 1 + 1e-9) and total != 0:
+        raise MixtureError(_unfillable(tree, unit))
+    allocate(tree, 1.0)
+    if total is None:
+        shares = {leaf.name: leaf.share for leaf in tree.leaves()}
+        limits = [
+            caps[i] / shares[s.name]
+            for i, s in enumerate(sources)
+            if shares[s.name] > EPS and caps[i] > 0
+        ]
+        total = int(math.floor(min(limits) + 1e-9)) if limits else 0
+    return tree, total
 
 
 def _draw(
