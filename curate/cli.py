@@ -245,7 +245,10 @@ def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None
         for reason, n in sorted(counts["rejected"].items(), key=lambda kv: -kv[1]):
             reasons.add_row(reason, str(n))
         console.print(reasons)
-    splits = ", ".join(f"{name} {entry['rows']}" for name, entry in data["splits"].items())
+    from curate.rows import SPLIT_NAMES
+
+    order = [n for n in SPLIT_NAMES if n in data["splits"]]
+    splits = ", ".join(f"{name} {data['splits'][name]['rows']}" for name in order)
     secs = f" in {run['seconds']:.1f}s" if run.get("seconds") is not None else ""
     console.print(
         f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}"
