@@ -126,7 +126,7 @@ class SplitStage(IndexStage):
             held,
             eval_only=by_time,
         )
-        units = pl.Series("split_unit", [None] * 0, pl.String).clear(index.height)
+        units = pl.Series("split_unit", [], pl.String).clear(index.height)
         if groups is not None:
             units = units.scatter(kept, pl.Series(groups).cast(pl.String))
         return index.with_columns(pl.Series("split", codes), units)
