@@ -124,6 +124,8 @@ class SplitSection(_Model):
     # value stay together; with `time_cutoff`, rows at or after it go to validation/test)
     by: str = "row"
     cluster_threshold: float = Field(0.5, gt=0, le=1)  # Jaccard that joins rows for by = cluster
+    # by = "cluster" with [dedup] semantic: rows at this cosine join one cluster too
+    cluster_cosine: float = Field(0.85, gt=0, le=1)
     # ISO 8601 date or time (a TOML date is fine), or a number (epoch seconds)
     time_cutoff: str | datetime | date | int | float | None = None
     holdout_sources: list[str] = Field(default_factory=list)  # only in validation/test

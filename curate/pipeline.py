@@ -91,9 +91,9 @@ def build_steps(
 
         semantic = config.dedup.semantic
         cache = str(store.root / "cache" / "embeddings") if store is not None else None
-        steps.append(
-            SemanticDedup(semantic.threshold, resolve_model(semantic.model, config.base_dir), cache)
-        )
+        model = resolve_model(semantic.model, config.base_dir)
+        cosine = config.split.cluster_cosine if loose is not None else None
+        steps.append(SemanticDedup(semantic.threshold, model, cache, cosine))
     if config.evals:
         from curate.contamination.index import ContaminationStep, load_eval
 

@@ -193,3 +193,33 @@ def test_keys_cut_into_small_tasks_give_the_same_build(tmp_path, monkeypatch):
     cut = build(cfg, store=tmp_path / "s2")
     assert cut.id == whole.id
     assert cut.manifest["counts"]["rejected"] == {"exact_duplicate": 3, "semantic_duplicate": 5}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("by", ["row", "cluster"])
+def test_cluster_split_keeps_paraphrases_together(tmp_path, monkeypatch, by):
+    """Paraphrases share few word 5-grams (MinHash does not join them) but their embeddings
+    do: with semantic dedup configured, its cosine joins them for the split."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    write_jsonl(tmp_path / "a.jsonl", [chat(*row) for row in ROWS])
+    extra = (
+        "[dedup]\nsemantic = { threshold = 0.995 }\n"
+        f'[split]\nvalidation = 0.3\ntest = 0.2\nby = "{by}"\ncluster_cosine = 0.85\n'
+    )
+    b = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=extra, seed=3))
+    split = {_which(r): r["split"] for r in b.rows}
+    assert len(split) == len(ROWS)  # nothing is that close: every row kept
+    apart = [pair for pair in PAIRS if split[pair[0]] != split[pair[1]]]
+    if by == "row":
+        assert apart  # the planted case bites: some paraphrase pair straddles
+    else:
+        assert apart == []
+        # the hard negatives are not joined to their look-alikes
+        assert b.manifest["splits"]["train"]["clusters"] + sum(
+            b.manifest["splits"][s]["clusters"] for s in ("validation", "test")
+        ) == len(ROWS) - len(PAIRS)
+
+
+PAIRS = [(0, 1), (3, 4), (6, 7), (9, 10), (12, 13)]

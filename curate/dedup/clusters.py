@@ -24,6 +24,20 @@ def clusters(n: int, edges: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def cluster_ids(keys: pa.Table, n: int, edges: np.ndarray) -> pa.Array:
+    """Per row, the id of the first row (canonical order) of its connected component."""
+    label = clusters(n, edges) if len(edges) else np.arange(n)
+    return keys.column("id").combine_chunks().take(pa.array(first_rows(label)))
+
+
+def first_rows(label: np.ndarray) -> np.ndarray:
+    """Per row, the index of the first row with its label."""
+    n = len(label)
+    first = np.full(int(label.max()) + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, label, np.arange(n))
+    return first[label]
+
+
 def keepers(
     label: np.ndarray, source_rank: np.ndarray, answer_chars: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

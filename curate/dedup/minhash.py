@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate.dedup.clusters import clusters, duplicate_verdicts
+from curate.dedup.clusters import cluster_ids, clusters, duplicate_verdicts
 from curate.dedup.shingles import (
     SEED,
     answer_chars,
@@ -266,14 +266,6 @@ class NearDedup(GlobalStep):
         band_hash, usable, shingles = self.unpack(keys, "loose_bands")
         loose = self.edges(band_hash, usable, shingles, self.cluster_threshold)
         return cluster_ids(keys, keys.num_rows, np.concatenate([tight.reshape(-1, 2), loose]))
-
-
-def cluster_ids(keys: pa.Table, n: int, edges: np.ndarray) -> pa.Array:
-    """Per row, the id of the first row (canonical order) of its connected component."""
-    label = clusters(n, edges) if len(edges) else np.arange(n)
-    first = np.full(int(label.max()) + 1 if n else 0, n, dtype=np.int64)
-    np.minimum.at(first, label, np.arange(n))
-    return keys.column("id").combine_chunks().take(pa.array(first[label]))
 
 
 class SplitClusters(NearDedup):

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dedup.clusters import clusters, duplicate_verdicts
+from curate.dedup.clusters import cluster_ids, clusters, duplicate_verdicts
 from curate.dedup.shingles import answer_chars, row_text
 from curate.errors import UserError
 from curate.fsio import is_sealed
@@ -262,15 +262,27 @@ class SemanticDedup(GlobalStep):
     task_rows = 256  # embedding is ~10 ms a row: small tasks keep every core busy
 
     def __init__(
-        self, threshold: float, model: EmbeddingModel, cache_dir: str | None = None
+        self,
+        threshold: float,
+        model: EmbeddingModel,
+        cache_dir: str | None = None,
+        cluster_cosine: float | None = None,
     ) -> None:
         self.threshold = threshold
         self.model = model
         self.cache_dir = cache_dir  # where the store keeps embeddings (not a parameter)
         self.started = time.time()  # the cache files this build reads were written before
+        # a split by cluster: rows at this cosine (looser than dedup's) stay in one split
+        self.cluster_cosine = cluster_cosine
+
+    @property
+    def index_columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("semantic_cluster",) if self.cluster_cosine else ()
 
     def params(self) -> dict[str, Any]:
+        extra = {"cluster_cosine": self.cluster_cosine} if self.cluster_cosine else {}
         return {
+            **extra,
             "threshold": self.threshold,
             "model": self.model.name,
             "model_sha256": self.model.sha256,
@@ -323,19 +335,24 @@ class SemanticDedup(GlobalStep):
         n = keys.num_rows
         col = keys.column("embedding").combine_chunks()
         vectors = np.ascontiguousarray(col.flatten().to_numpy().reshape(n, col.type.list_size))
-        pairs, _ = similar_pairs(vectors, self.threshold)
-        if len(pairs) == 0:
-            return Verdicts.keep_all(n)
-        label = clusters(n, pairs)
-        return duplicate_verdicts(
-            keys,
-            label,
-            "semantic_duplicate",
-            "cosine",
-            lambda rows, kept: np.round(
-                np.einsum("ij,ij->i", vectors[rows], vectors[kept]), COSINE_DECIMALS
-            ),
-        )
+        loosest = min(self.threshold, self.cluster_cosine or self.threshold)
+        found, sims = similar_pairs(vectors, loosest)  # one search for both thresholds
+        pairs = found[sims >= self.threshold]
+        verdicts = Verdicts.keep_all(n)
+        if len(pairs):
+            verdicts = duplicate_verdicts(
+                keys,
+                clusters(n, pairs),
+                "semantic_duplicate",
+                "cosine",
+                lambda rows, kept: np.round(
+                    np.einsum("ij,ij->i", vectors[rows], vectors[kept]), COSINE_DECIMALS
+                ),
+            )
+        if not self.cluster_cosine:
+            return verdicts
+        joined = np.concatenate([pairs, found[sims >= self.cluster_cosine]])
+        return verdicts.with_columns(pa.table({"semantic_cluster": cluster_ids(keys, n, joined)}))
 
 
 def similar_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

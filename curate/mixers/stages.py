@@ -102,10 +102,7 @@ class SplitStage(IndexStage):
         kept = np.nonzero(index["copies"].to_numpy() > 0)[0]
         take = pa.array(kept)
         by_time = section.time_cutoff is not None
-        column = "cluster" if section.by == "cluster" else "group"
-        groups = None
-        if column in index.columns and not by_time:
-            groups = index[column].to_arrow().take(take)
+        groups = None if by_time else self.units(index, kept)
         held = np.zeros(len(kept), dtype=bool)
         if section.holdout_sources:
             ranks = [
@@ -131,11 +128,23 @@ class SplitStage(IndexStage):
             units = units.scatter(kept, pl.Series(groups).cast(pl.String))
         return index.with_columns(pl.Series("split", codes), units)
 
+    def units(self, index: pl.DataFrame, kept: np.ndarray) -> pa.Array | None:
+        """Per kept row, the key of the unit it is split with: its meta field's value, or
+        its cluster (MinHash and, where semantic dedup ran, embedding clusters joined)."""
+        if self.section.by != "cluster":
+            return (
+                index["group"].to_arrow().take(pa.array(kept)) if "group" in index.columns else None
+            )
+        found: list[str] = [c for c in ("cluster", "semantic_cluster") if c in index.columns]
+        if len(found) < 2:
+            return index[found[0]].to_arrow().take(pa.array(kept)) if found else None
+        return joined_clusters(index[kept], found)
+
     def manifest_report(self, view: ReportView) -> dict[str, Any]:
         """Per split: rows (unique, before repeats) per source, and the units split over."""
         kept = view.kept
         out: dict[str, Any] = {}
-        column = "cluster" if self.section.by == "cluster" else None
+        column = "split_unit" if self.section.by == "cluster" else None
         for code, name in enumerate(SPLIT_NAMES):
             mine = kept.filter(pl.col("split") == code)
             counts = mine.group_by("source_rank").len().sort("source_rank")
@@ -149,6 +158,23 @@ class SplitStage(IndexStage):
         if self.section.time_cutoff is not None:
             out["train"]["undated_rows"] = self.undated
         return {"splits": out}
+
+
+def joined_clusters(rows: pl.DataFrame, columns: list[str]) -> pa.Array:
+    """One key per row for clusters from several labelings (rows sharing any label are
+    one cluster): the id of the cluster's first row."""
+    from curate.dedup.clusters import clusters, first_rows
+
+    n = rows.height
+    edges = []
+    offset = n
+    for column in columns:  # row i joins node (offset + its label's rank); null: no label
+        codes = rows[column].rank("dense").fill_null(0).to_numpy().astype(np.int64)
+        present = codes > 0
+        edges.append(np.stack([np.nonzero(present)[0], offset + codes[present] - 1], axis=1))
+        offset += int(codes.max(initial=0))
+    label = clusters(offset, np.concatenate(edges))[:n]
+    return rows["id"].to_arrow().take(pa.array(first_rows(label)))
 
 
 def at_or_after(values: pa.Array, cutoff: Any) -> tuple[np.ndarray, np.ndarray]:
