@@ -279,6 +279,20 @@ def log(store: str | Path | None = None) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: (e["created"] or "", e["id"]), reverse=True)
 
 
+def diff(a: str, b: str, store: str | Path | None = None, rows: int = 0) -> dict[str, Any]:
+    """What changed from build `a` to build `b` (see `manifests.diff`)."""
+    from curate.manifests.diff import diff_manifests
+
+    return diff_manifests(open_manifest(a, store), open_manifest(b, store), rows)
+
+
+def gc(store: str | Path | None = None, delete: bool = False) -> dict[str, Any]:
+    """The objects no manifest names; removed only with `delete` (see `manifests.gc`)."""
+    from curate.manifests.gc import collect
+
+    return collect(store_for(store), delete)
+
+
 def tag(name: str, ref: str, store: str | Path | None = None) -> str:
     where = store_for(store)
     mid = where.resolve(ref)

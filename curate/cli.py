@@ -306,6 +306,90 @@ def verify(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None
     )
 
 
+@app.command("diff")
+def diff_cmd(
+    a: Annotated[str, typer.Argument(help="Manifest id, prefix or tag")],
+    b: Annotated[str, typer.Argument(help="Manifest id, prefix or tag")],
+    store: StoreOpt = None,
+    rows: Annotated[
+        int, typer.Option("--rows", min=0, help="Show up to N added and removed rows whole.")
+    ] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed from build A to build B; exit 0 when they are the same build, 1 when not."""
+    from curate import api
+
+    report = api.diff(a, b, _store(store), rows)
+    if as_json:
+        _print_json(report)
+    else:
+        _render_diff(report)
+    if not report["identical"]:
+        raise typer.Exit(1)
+
+
+def _render_diff(report: dict[str, Any]) -> None:
+    console = _console()
+
+    def say(text: str) -> None:  # config keys and values hold brackets: no markup
+        console.print(text, markup=False, highlight=False)
+
+    say(f"a {report['a']}\nb {report['b']}")
+    if report["identical"]:
+        say("identical")
+        return
+    for change in report.get("config", []):
+        say(f"config {change['key']}: {change['a']!r} → {change['b']!r}")
+    for name, sides in report.get("sources", {}).items():
+        a, b = sides["a"] or {}, sides["b"] or {}
+        say(
+            f"source {name}: in {a.get('rows_in')} → {b.get('rows_in')}, kept "
+            f"{a.get('rows_kept')} → {b.get('rows_kept')}, rejected {a.get('rejected')} → "
+            f"{b.get('rejected')}"
+            + (", files changed" if a.get("files") != b.get("files") else "")
+        )
+    for name, sides in report.get("mixture", {}).items():
+        a, b = sides["a"] or {}, sides["b"] or {}
+        say(
+            f"mixture {name}: share {a.get('realized_share')} → {b.get('realized_share')}, "
+            f"rows {a.get('realized_rows')} → {b.get('realized_rows')}"
+        )
+    for name, sides in report.get("splits", {}).items():
+        say(f"split {name}: {sides['a']} → {sides['b']} rows")
+    for key, sides in report.get("tokenizer", {}).items():
+        say(f"tokenizer {key}: {sides['a']} → {sides['b']}")
+    rows = report.get("rows")
+    if rows:
+        say(f"rows: {rows['added']} added, {rows['removed']} removed")
+        for row in rows.get("added_rows", []):
+            console.print(f"  + {_render_row(row)}")
+        for row in rows.get("removed_rows", []):
+            console.print(f"  - {_render_row(row)}")
+
+
+@app.command("gc")
+def gc_cmd(
+    store: StoreOpt = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Remove them (default: only list them).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the objects no manifest names (shards of deleted or killed builds); --delete removes them."""
+    from curate import api
+
+    report = api.gc(_store(store), delete)
+    if as_json:
+        _print_json(report)
+        return
+    n, size = len(report["unreferenced"]), report["bytes"]
+    what = "removed" if report["deleted"] else "would remove (dry run; --delete removes them)"
+    _console().print(
+        f"{report['objects']} objects, {report['manifests']} manifests: {what} {n} objects "
+        f"no manifest names ({size / 2**20:.1f} MiB)"
+    )
+
+
 @app.command()
 def tag(
     name: Annotated[str, typer.Argument(help="Tag name")],

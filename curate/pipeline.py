@@ -196,7 +196,8 @@ def run_build(
     steps = build_steps(config, target, store)
     stages: list[IndexStage] = [MixtureStage(config), SplitStage(config)]
     eng = make_engine(engine, workers, progress or Progress(enabled=False))
-    with store.temp_dir("build-") as work, eng:
+    # the object lock: `curate gc` waits for this build's objects to have a manifest
+    with store.writing(), store.temp_dir("build-") as work, eng:
         build = Build(
             config, store, eng, work, strict, prescanned or {}, target, steps, stages, parent
         )

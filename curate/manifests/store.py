@@ -12,12 +12,13 @@ crash never leaves a half-written object under its final name.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,19 @@ class Store:
             return f"object {sha} is missing"
         actual = sha256_file(path)
         return None if actual == sha else f"object {sha} is corrupt: its bytes hash to {actual}"
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held (shared) while a command writes objects a manifest will name: `gc` takes it
+        exclusively, so it never removes the objects of a build still running."""
+        lock = self.root / "locks" / "objects"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     def temp_dir(self, prefix: str) -> AbstractContextManager[Path]:
         """A scratch folder under tmp/, removed on exit; those of dead builds are swept."""

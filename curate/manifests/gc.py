@@ -1,0 +1,66 @@
+"""`curate gc`: remove the objects no manifest names (a dry run unless asked to delete).
+
+Objects are only ever named by manifests (tags name manifests), so an object is garbage when
+no manifest in the store names it: the shards of a build whose manifest was deleted, or of a
+build killed before it wrote one. Every manifest is read first; one that cannot be read
+stops the collection (what it names is unknown, so nothing may go). A build holds the store's
+object lock (shared) while it writes; gc takes it exclusively, so it never removes the
+objects of a build still running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from typing import Any
+
+from curate.errors import UserError
+from curate.manifests.manifest import manifest_objects
+from curate.manifests.store import HEX64, Store
+
+
+def collect(store: Store, delete: bool = False) -> dict[str, Any]:
+    """{"manifests", "objects", "unreferenced": [sha...], "bytes", "deleted"}."""
+    lock = store.root / "locks" / "objects"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"a build is writing to the store {store.root}; run `curate gc` when it is done"
+            ) from None
+        named = _named_objects(store)
+        found = sorted(
+            p for p in (store.root / "objects").glob("*/*") if p.is_file() and HEX64.match(p.name)
+        )
+        garbage = [p for p in found if p.name not in named]
+        size = sum(p.stat().st_size for p in garbage)
+        if delete:
+            for path in garbage:
+                path.unlink()
+        return {
+            "manifests": len(store.manifest_ids()),
+            "objects": len(found),
+            "unreferenced": [p.name for p in garbage],
+            "bytes": size,
+            "deleted": delete,
+        }
+    finally:
+        os.close(fd)
+
+
+def _named_objects(store: Store) -> set[str]:
+    named: set[str] = set()
+    for mid in store.manifest_ids():
+        path = store.root / "manifests" / f"{mid}.json"
+        try:
+            named.update(manifest_objects(json.loads(path.read_bytes())))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(
+                f"manifest {mid} cannot be read ({exc}): gc stops, since the objects it names "
+                "are unknown; restore or remove that manifest first"
+            ) from exc
+    return named

@@ -1,0 +1,79 @@
+"""A build's history: diff of two builds, and gc that never removes a named object."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+import curate
+from curate.manifests.manifest import manifest_objects
+from tests.conftest import build, chat, write_config, write_jsonl
+
+
+def rows(prefix: str, n: int) -> list[dict]:
+    return [chat(f"{prefix} question {i}", f"{prefix} answer {i}") for i in range(n)]
+
+
+def two_builds(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", rows("a", 10))
+    write_jsonl(tmp_path / "b.jsonl", rows("b", 6))
+    sources = [{"name": "a", "path": "a.jsonl"}, {"name": "b", "path": "b.jsonl"}]
+    first = build(write_config(tmp_path, sources))
+    write_jsonl(tmp_path / "b.jsonl", rows("b", 4) + rows("c", 2))  # 2 rows replaced
+    second = build(write_config(tmp_path, sources, extra="[split]\nvalidation = 0.25\n"))
+    return first, second
+
+
+def test_diff_names_config_sources_splits_and_rows(tmp_path, cli):
+    first, second = two_builds(tmp_path)
+    store = str(tmp_path / ".store")
+    r = cli("diff", first.id, second.id, "--store", store, "--json")
+    assert r.code == 1
+    out = r.json()
+    assert out["config"] == [{"key": "split.validation", "a": 0.0, "b": 0.25}]
+    assert set(out["sources"]) == {"b"}  # same counts, but b's file changed
+    b_files = out["sources"]["b"]
+    assert b_files["a"]["files"]["b.jsonl"] != b_files["b"]["files"]["b.jsonl"]
+    assert out["rows"]["added"] == 2 and out["rows"]["removed"] == 2
+    assert out["splits"]["validation"] == {"a": 0, "b": 4}
+    added = {r["id"] for r in second.rows} - {r["id"] for r in first.rows}
+    assert set(out["rows"]["added_ids"]) == added
+    same = cli("diff", first.id, first.id, "--store", store, "--json")
+    assert same.code == 0 and same.json() == {"a": first.id, "b": first.id, "identical": True}
+    shown = cli("diff", first.id, second.id, "--store", store, "--rows", "1")
+    assert "config split.validation: 0.0 → 0.25" in shown.out and "+ " in shown.out
+
+
+def test_gc_removes_only_what_no_manifest_names(tmp_path, cli):
+    first, second = two_builds(tmp_path)
+    store = curate.api.store_for(tmp_path / ".store")
+    orphan = store.put_bytes(b"the shard of a build that was killed before its manifest")
+    named = set(manifest_objects(first.manifest)) | set(manifest_objects(second.manifest))
+    dry = cli("gc", "--store", str(store.root), "--json").json()
+    assert dry["unreferenced"] == [orphan] and dry["deleted"] is False
+    assert store.object_path(orphan).exists()
+    done = cli("gc", "--store", str(store.root), "--delete", "--json").json()
+    assert done["unreferenced"] == [orphan] and not store.object_path(orphan).exists()
+    assert all(store.object_path(sha).exists() for sha in named)
+    for mid in (first.id, second.id):
+        assert cli("verify", mid, "--store", str(store.root)).code == 0
+
+
+def test_gc_waits_for_a_running_build(tmp_path, cli):
+    first, _ = two_builds(tmp_path)
+    store = curate.api.store_for(tmp_path / ".store")
+    with store.writing():  # what a build holds while it writes objects
+        r = cli("gc", "--store", str(store.root), "--delete")
+    assert r.code == 2 and "a build is writing to the store" in r.err
+    lock = os.open(store.root / "locks" / "objects", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: gc may take it now
+    os.close(lock)
+
+
+def test_gc_stops_on_a_manifest_it_cannot_read(tmp_path, cli):
+    first, _ = two_builds(tmp_path)
+    path = tmp_path / ".store" / "manifests" / f"{first.id}.json"
+    os.chmod(path, 0o644)
+    path.write_text("{not json")
+    r = cli("gc", "--store", str(tmp_path / ".store"), "--delete")
+    assert r.code == 2 and f"manifest {first.id} cannot be read" in r.err
