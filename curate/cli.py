@@ -345,8 +345,7 @@ def _render_diff(report: dict[str, Any]) -> None:
         say(
             f"source {name}: in {a.get('rows_in')} → {b.get('rows_in')}, kept "
             f"{a.get('rows_kept')} → {b.get('rows_kept')}, rejected {a.get('rejected')} → "
-            f"{b.get('rejected')}"
-            + (", files changed" if a.get("files") != b.get("files") else "")
+            f"{b.get('rejected')}" + (", files changed" if a.get("files") != b.get("files") else "")
         )
     for name, sides in report.get("mixture", {}).items():
         a, b = sides["a"] or {}, sides["b"] or {}
@@ -572,21 +571,51 @@ def review(
     source: Annotated[str | None, typer.Option(help="Only this source")] = None,
     n: Annotated[int, typer.Option("-n", min=1, help="How many to sample")] = 10,
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
+    decide: Annotated[
+        bool, typer.Option("--decide", help="Record decisions (one row at a time, or --id).")
+    ] = False,
+    row_id: Annotated[str | None, typer.Option("--id", help="The row to decide on")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="The rejection was wrong")] = False,
+    reject: Annotated[bool, typer.Option("--reject", help="The rejection was right")] = False,
+    note: Annotated[str | None, typer.Option(help="Why (kept with the decision)")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Who (default: your user name)")] = None,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(help="Decisions file (default: review/decisions.jsonl beside the config)"),
+    ] = None,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Each rule's precision by the reviews so far")
+    ] = False,
+    threshold: Annotated[float, typer.Option(help="--stats: flag rules below this")] = 0.9,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sample rejected rows, each with its evidence and the row it duplicated."""
-    from rich.columns import Columns
-    from rich.panel import Panel
-
+    """Sample rejected rows beside their evidence; decide on them; measure each rule."""
     from curate import api
     from curate.errors import UserError
+    from curate.review import loop
     from curate.review.sample import sample_rejections
     from curate.steps import REASONS
 
     if reason is not None and reason not in REASONS:
         raise UserError(f"unknown reason {reason!r}; reasons are: {', '.join(REASONS)}")
-    items = sample_rejections(api.open_manifest(ref, _store(store)), reason, source, n, seed)
+    manifest = api.open_manifest(ref, _store(store))
+    if stats:
+        _render_stats(loop.stats(manifest, [decisions] if decisions else None, threshold), as_json)
+        return
+    if decide and row_id is not None:
+        if keep == reject:
+            raise UserError("--decide --id ROW needs one of --keep or --reject")
+        rec = loop.decide(manifest, row_id, "keep" if keep else "reject", note, reviewer, decisions)
+        if as_json:
+            _print_json(rec)
+        else:
+            _console().print(f"{rec['decision']} {rec['id']} ({rec['reason_reviewed']}) recorded")
+        return
+    items = sample_rejections(manifest, reason, source, n, seed)
+    if decide:
+        _decide_loop(manifest, items, reviewer, decisions)
+        return
     if as_json:
         _print_json(items)
         return
@@ -594,22 +623,113 @@ def review(
     if not items:
         console.print("no rejected rows match")
     for item in items:
-        title = (
-            f"{item['reason']} · {item['source']} · {item['id']} · {item['row'].get('origin', '')}"
+        _render_item(console, item)
+
+
+def _render_item(console: Any, item: dict[str, Any]) -> None:
+    """A rejected row beside its evidence: the kept twin (words that differ highlighted),
+    or the eval item it leaked."""
+    from rich.columns import Columns
+    from rich.panel import Panel
+
+    title = f"{item['reason']} · {item['source']} · {item['id']} · {item['row'].get('origin', '')}"
+    twin = item["twin"]
+    left, right = _render_row(item["row"]), _render_row(twin) if twin else None
+    if twin and "eval_set" not in twin:
+        left, right = _highlight_differences(item["row"], twin)
+    panels = [Panel(left, title="rejected", width=60)]
+    if twin:
+        name = (
+            f"eval item {twin['eval_set']}/{twin['eval_id']}"
+            if "eval_set" in twin
+            else f"twin {twin['id']} ({twin['status']})"
         )
-        left = Panel(_render_row(item["row"]), title="rejected", width=60)
-        panels = [left]
-        if item["twin"]:
-            t = item["twin"]
-            title = (
-                f"eval item {t['eval_set']}/{t['eval_id']}"
-                if "eval_set" in t
-                else f"twin {t['id']} ({t['status']})"
-            )
-            panels.append(Panel(_render_row(t), title=title, width=60))
-        console.rule(title)
-        console.print(json.dumps(item["detail"], ensure_ascii=False))
-        console.print(Columns(panels))
+        panels.append(Panel(right or "", title=name, width=60))
+    console.rule(title)
+    console.print(json.dumps(item["detail"], ensure_ascii=False), markup=False)
+    console.print(Columns(panels))
+
+
+def _highlight_differences(row: dict[str, Any], twin: dict[str, Any]) -> tuple[str, str]:
+    """Both rows' text with the words the other lacks in reverse video."""
+    from difflib import SequenceMatcher
+
+    from rich.markup import escape
+
+    def words(r: dict[str, Any]) -> list[str]:
+        turns = r.get("messages") or [{"role": "text", "content": r.get("text") or ""}]
+        return [w for t in turns for w in [f"{t['role']}:", *(t["content"] or "").split()]]
+
+    a, b = words(row), words(twin)
+    left: list[str] = []
+    right: list[str] = []
+    for op, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        mark = op != "equal"
+        left += [f"[reverse]{escape(w)}[/reverse]" if mark else escape(w) for w in a[i1:i2]]
+        right += [f"[reverse]{escape(w)}[/reverse]" if mark else escape(w) for w in b[j1:j2]]
+    return " ".join(left), " ".join(right)
+
+
+def _decide_loop(
+    manifest: Any, items: list[dict[str, Any]], reviewer: str | None, path: Path | None
+) -> None:
+    """One row at a time: k keep, r reject (text after the key is the note), s skip, u undo,
+    q quit. Each decision is appended at once, so quitting or a crash loses none."""
+    from curate.review.decisions import append, record
+    from curate.review.loop import decisions_path
+
+    target = decisions_path(manifest, path)
+    console = _console()
+    done: list[int] = []  # items decided, for undo
+    i = 0
+    while i < len(items):
+        item = items[i]
+        _render_item(console, item)
+        try:
+            line = console.input("[k]eep [r]eject [s]kip [u]ndo [q]uit (+ note): ").strip()
+        except EOFError:
+            break
+        key, _, text = line.partition(" ")
+        if key in ("k", "r"):
+            decision = "keep" if key == "k" else "reject"
+            rec = record(item["id"], decision, item["reason"], manifest.id, text or None, reviewer)
+            append(target, [rec])
+            done.append(i)
+            i += 1
+        elif key == "s":
+            i += 1
+        elif key == "u" and done:
+            i = done.pop()
+            append(target, [record(items[i]["id"], "undo", None, manifest.id, None, reviewer)])
+        elif key == "q":
+            break
+    console.print(f"{len(done)} decisions in {target}")
+
+
+def _render_stats(rows: list[dict[str, Any]], as_json: bool) -> None:
+    from rich.table import Table
+
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(
+        "reason", "source", "rejected", "reviewed", "confirmed", "overturned", "precision (95%)"
+    )
+    for r in rows:
+        lo, hi = r["interval"]
+        shown = "—" if r["precision"] is None else f"{r['precision']:.2f} [{lo:.2f}, {hi:.2f}]"
+        if r["flagged"]:
+            shown = f"[red]{shown} below threshold[/red]"
+        table.add_row(
+            r["reason"],
+            r["source"],
+            str(r["rejected"]),
+            str(r["reviewed"]),
+            str(r["confirmed"]),
+            str(r["overturned"]),
+            shown,
+        )
+    _console().print(table)
 
 
 @app.command()

@@ -12,12 +12,6 @@ from typing import Any
 from curate.config import POSITIVE_ROLES, data_suffix, expand_path, is_hf_dataset_dir
 from curate.errors import Problem
 
-# Sections that are part of the mixture.toml contract but whose steps this version does not
-# run yet. Accepting them silently would let a user believe their data was checked.
-_NOT_YET = {
-    "overrides": "reviewer overrides",
-}
-
 
 def check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> list[Problem]:
     """Checks types cannot express; they read the raw TOML, so they run even when a type is wrong."""
@@ -141,18 +135,21 @@ def check_semantics(raw: dict[str, Any], base_dir: Path, file: str | None) -> li
             except (OSError, ValueError) as exc:
                 why = "file not found" if isinstance(exc, OSError) else str(exc)
                 problems.append(Problem(f"{key}.json_schema", why, schema, file))
-    for key, what in _NOT_YET.items():
-        section, _, sub = key.partition(".")
-        present = raw.get(section) if not sub else _section(raw, section).get(sub)
-        if present:
-            problems.append(
-                Problem(
-                    key,
-                    f"{what} is not available in this version of curate; remove the key",
-                    None,
-                    file,
+    overrides = raw.get("overrides")
+    for i, section in enumerate(overrides if isinstance(overrides, list) else []):
+        path = section.get("path") if isinstance(section, dict) else None
+        if isinstance(path, str):
+            full = Path(path) if Path(path).is_absolute() else base_dir / path
+            if not full.is_file():
+                problems.append(
+                    Problem(
+                        f"overrides[{i}].path",
+                        f"decisions file not found (looked in {base_dir}); `curate review ID "
+                        "--decide` writes one",
+                        path,
+                        file,
+                    )
                 )
-            )
     return problems
 
 

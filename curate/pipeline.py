@@ -159,6 +159,7 @@ class Build:
     steps: list[Step]
     stages: list[IndexStage]  # after the steps, over the whole index: mixture, split
     parent: str | None = None
+    keeps: dict[str, str | None] = field(default_factory=dict)  # reviewers' keep decisions
     tasks: list[BlockTask] = field(default_factory=list)
     ranks: list[int] = field(default_factory=list)
     files: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -195,12 +196,19 @@ def run_build(
     target = load_build_target(config, store)
     steps = build_steps(config, target, store)
     stages: list[IndexStage] = [MixtureStage(config), SplitStage(config)]
+    overrides = None
+    if config.overrides:
+        from curate.review.overrides import OverrideStage, load_overrides
+
+        overrides = load_overrides(config)
+        stages.insert(0, OverrideStage(overrides))
     eng = make_engine(engine, workers, progress or Progress(enabled=False))
     # the object lock: `curate gc` waits for this build's objects to have a manifest
     with store.writing(), store.temp_dir("build-") as work, eng:
         build = Build(
             config, store, eng, work, strict, prescanned or {}, target, steps, stages, parent
         )
+        build.keeps = overrides.keeps if overrides is not None else {}
         for name, phase in PHASES:
             t0 = time.time()
             phase(build)
@@ -252,19 +260,29 @@ def ingest_phase(build: Build) -> None:
     meta_fields = {k: v for stage in build.stages for k, v in stage.meta_fields().items()}
     first = segments(build.steps)[0]
     build.run, build.keys = ingest(
-        build.engine, reader, first, build.tasks, blocks, build.ranks, build.work, meta_fields
+        build.engine,
+        reader,
+        first,
+        build.tasks,
+        blocks,
+        build.ranks,
+        build.work,
+        meta_fields,
+        build.keeps,
     )
 
 
 def segments_phase(build: Build) -> None:
     """The steps after the first segment, and every global step's resolution."""
     segs = segments(build.steps)
-    run_segments(build.engine, build.result, build.keys, segs, build.sources, build.work)
+    run_segments(
+        build.engine, build.result, build.keys, segs, build.sources, build.work, build.keeps
+    )
     build.keys = None
 
 
 def index_stages(build: Build) -> None:
-    """Mixture and split (and, later, reviewer overrides): decisions over the whole index."""
+    """Reviewer overrides, mixture and split: decisions over the whole index."""
     run = build.result
     for stage in build.stages:
         run.index = stage.run(run.index)

@@ -94,15 +94,17 @@ def run_steps(
     sources: list[str],
     work: Path,
     meta_fields: dict[str, str] | None = None,
+    keeps: dict[str, str | None] | None = None,
 ) -> StepRun:
     """Read `tasks` (block i cached at `blocks[i]`, of source `ranks[i]`, one of `sources`)
     and run `steps` over their rows; `work` is a scratch folder for the blocks' new files.
 
     `meta_fields`: {index column: meta field} read into the index for later stages.
+    `keeps`: reviewers' keep decisions (base id → reason reviewed) the steps honour.
     """
     segs = segments(steps)
-    run, keys = ingest(engine, reader, segs[0], tasks, blocks, ranks, work, meta_fields)
-    run_segments(engine, run, keys, segs, sources, work)
+    run, keys = ingest(engine, reader, segs[0], tasks, blocks, ranks, work, meta_fields, keeps)
+    run_segments(engine, run, keys, segs, sources, work, keeps)
     return run
 
 
@@ -115,6 +117,7 @@ def ingest(
     ranks: list[int],
     work: Path,
     meta_fields: dict[str, str] | None = None,
+    keeps: dict[str, str | None] | None = None,
 ) -> tuple[StepRun, pl.DataFrame | None]:
     """Read every block and run the `first` segment on it: the index, and the keys of the
     segment's global step (None without one)."""
@@ -122,7 +125,7 @@ def ingest(
     results = engine.map(
         passes.ingest,
         [
-            (t, c, first_rows, first_global, meta_fields or {}, str(work / f"b{b}-s0.arrow"))
+            (t, c, first_rows, first_global, meta_fields or {}, str(work / f"b{b}-s0.arrow"), keeps)
             for b, (t, c) in enumerate(zip(tasks, blocks, strict=True))
         ],
         "read",
@@ -144,16 +147,17 @@ def run_segments(
     segs: list[tuple[list[RowStep], GlobalStep | None]],
     sources: list[str],
     work: Path,
+    keeps: dict[str, str | None] | None = None,
 ) -> None:
     """Every segment's stage entries, and the segments after the first run over the blocks
     (the first ran while reading); each global step resolves over its keys."""
     for i, (row_steps, global_step) in enumerate(segs):
         if i > 0:
-            keys = _run_later_rows(engine, run, row_steps, global_step, work, i)
+            keys = _run_later_rows(engine, run, row_steps, global_step, work, i, keeps)
         run.stages += row_steps
         if global_step is not None:
             if keys is not None:  # None only where no block was read
-                run.index = _resolve(run.index, keys, global_step, sources)
+                run.index = _resolve(run.index, keys, global_step, sources, keeps)
             keys = None  # spent: keep memory small for the steps after it
             run.stages.append(global_step)
 
@@ -221,7 +225,11 @@ def apply_verdicts(
 
 
 def _resolve(
-    index: pl.DataFrame, keys: pl.DataFrame, step: GlobalStep, sources: list[str]
+    index: pl.DataFrame,
+    keys: pl.DataFrame,
+    step: GlobalStep,
+    sources: list[str],
+    keeps: dict[str, str | None] | None = None,
 ) -> pl.DataFrame:
     """Run a global step's `resolve` over the keys of the rows still alive."""
     alive = np.nonzero(index["reason"].is_null().to_numpy())[0]
@@ -238,7 +246,21 @@ def _resolve(
         .to_arrow()
     )
     promised = promised.select(["id", "source_rank", *keys.columns, "source"])
-    return apply_verdicts(index, alive, step.resolve(promised), step.stage)
+    verdicts = step.resolve(promised)
+    if keeps:  # reviewers overturned some of these verdicts: those rows go on
+        from curate.review.overrides import spare
+
+        verdicts, spared, escaped = spare(verdicts, promised.column("id").to_pylist(), keeps)
+        if spared:
+            current = (
+                index["overridden"].clone()
+                if "overridden" in index.columns
+                else pl.Series("overridden", [], pl.String).clear(index.height)
+            )
+            index = index.with_columns(
+                current.scatter(alive[spared], pl.Series(escaped, dtype=pl.String))
+            )
+    return apply_verdicts(index, alive, verdicts, step.stage)
 
 
 def block_bounds(index: pl.DataFrame) -> list[tuple[int, int]]:
@@ -254,6 +276,7 @@ def _run_later_rows(
     key_step: GlobalStep | None,
     work: Path,
     segment: int,
+    keeps: dict[str, str | None] | None = None,
 ) -> pl.DataFrame | None:
     """A later segment over the blocks: updates `run` in place, returns the keys of
     `key_step` (None without one)."""
@@ -278,7 +301,14 @@ def _run_later_rows(
         )
         return _concat(list(found))
     items = [
-        (run.blocks[b], alive_all[a:z], row_steps, key_step, str(work / f"b{b}-s{segment}.arrow"))
+        (
+            run.blocks[b],
+            alive_all[a:z],
+            row_steps,
+            key_step,
+            str(work / f"b{b}-s{segment}.arrow"),
+            keeps,
+        )
         for b, (a, z) in enumerate(bounds)
     ]
     results = engine.map(passes.run_segment, items, "validate")
@@ -286,8 +316,11 @@ def _run_later_rows(
     update = _concat([u for u, _, _ in results])
     if update is None:
         return None
+    # a column the index has (verdicts, what keep decisions spared) keeps its earlier value
     run.index = state.with_columns(
-        *[pl.coalesce(state[c], update[c]).alias(c) for c in ("stage", "reason", "detail")],
-        *[update[c] for c in update.columns if c not in ("stage", "reason", "detail")],
+        *[
+            pl.coalesce(state[c], update[c]).alias(c) if c in state.columns else update[c]
+            for c in update.columns
+        ]
     )
     return _concat([k for _, k, _ in results])

@@ -115,7 +115,7 @@ def test_every_problem_reported_at_once(cli, data):
         assert piece in r.err
 
 
-def test_unavailable_sections_are_refused_not_ignored(cli, data):
+def test_missing_template_and_decisions_files_are_named(cli, data):
     cfg = write_config(
         data,
         [{"name": "a", "path": "a.jsonl"}],
@@ -124,7 +124,7 @@ def test_unavailable_sections_are_refused_not_ignored(cli, data):
     r = build(cli, cfg)
     assert r.code == 2
     assert "tokenizer.chat_template: file not found" in r.err
-    assert "overrides: reviewer overrides is not available" in r.err
+    assert "overrides[0].path: decisions file not found" in r.err
 
 
 def test_debug_shows_the_traceback(cli, data):

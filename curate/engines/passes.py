@@ -72,6 +72,7 @@ def ingest(
     key_step: GlobalStep | None,
     meta_fields: dict[str, str],
     block_out: str,
+    keeps: dict[str, str | None] | None = None,
 ) -> tuple[pa.Table, pa.Table | None, str | None]:
     """Read a block (or take it from the cache) and run the first segment of steps on it.
 
@@ -95,7 +96,7 @@ def ingest(
         seal(path)
     index = table.select(["id", "order", *VERDICT_COLUMNS])
     alive = pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False)
-    update, keys, augmented = _apply(table, alive, row_steps, key_step)
+    update, keys, augmented = _apply(table, alive, row_steps, key_step, keeps)
     for name in VERDICT_COLUMNS:
         # `update` only holds a verdict where a step decided, or rewrote the evidence of a
         # row rejected while reading (redaction): it comes first
@@ -126,8 +127,9 @@ def run_segment(
     row_steps: list[RowStep],
     key_step: GlobalStep | None,
     block_out: str,
+    keeps: dict[str, str | None] | None = None,
 ) -> tuple[pa.Table, pa.Table | None, str | None]:
-    update, keys, augmented = _apply(read_ipc(block_file), alive, row_steps, key_step)
+    update, keys, augmented = _apply(read_ipc(block_file), alive, row_steps, key_step, keeps)
     return update, keys, _keep(augmented, block_out)
 
 
@@ -150,7 +152,11 @@ def _keep(augmented: pa.Table | None, block_out: str) -> str | None:
 
 
 def _apply(
-    table: pa.Table, alive: np.ndarray, row_steps: list[RowStep], key_step: GlobalStep | None
+    table: pa.Table,
+    alive: np.ndarray,
+    row_steps: list[RowStep],
+    key_step: GlobalStep | None,
+    keeps: dict[str, str | None] | None = None,
 ) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
     """Row steps in order on the rows still alive, then the next global step's keys.
 
@@ -164,6 +170,7 @@ def _apply(
     stage = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
     detail = np.full(n, None, dtype=object)
+    overridden = np.full(n, None, dtype=object)  # the reason a keep decision overturned
     alive = alive.copy()
     changed = False
     index_names: list[str] = []
@@ -179,7 +186,13 @@ def _apply(
         rows = np.nonzero(alive)[0]
         if len(rows) == 0:
             break
-        verdicts = step(_rows(table, rows))
+        batch = _rows(table, rows)
+        verdicts = step(batch)
+        if keeps:  # reviewers overturned some of these verdicts: those rows go on
+            from curate.review.overrides import spare
+
+            verdicts, spared, escaped = spare(verdicts, batch.column("id").to_pylist(), keeps)
+            overridden[rows[spared]] = escaped
         if verdicts.columns is not None:
             columns = verdicts.columns
             for name in step.index_only:
@@ -203,6 +216,8 @@ def _apply(
             "detail": pa.array(detail.tolist(), pa.string()),
         }
     )
+    if keeps:
+        out = out.append_column("overridden", pa.array(overridden.tolist(), pa.string()))
     for name in index_names:
         out = out.append_column(name, table.column(name))
     for name, col in stats.items():

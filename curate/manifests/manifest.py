@@ -122,6 +122,7 @@ def assemble(
         ),
         "validation": reports.get("validation", {}),
         "contamination": reports.get("contamination", {}),
+        **({"overrides": reports["overrides"]} if "overrides" in reports else {}),
         "mixture": reports["mixture"],
         "splits": {
             k: {
@@ -287,6 +288,34 @@ def risk_warnings(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def override_warnings(data: dict[str, Any]) -> list[str]:
+    """Reviewers' decisions this build could not apply."""
+    report = data.get("overrides")
+    if not report:
+        return []
+    out = []
+    stale = report["stale"]
+    if stale["count"]:
+        out.append(
+            f"overrides: {stale['count']} decided ids are not in this build (their source "
+            f"changed?): {', '.join(stale['ids'][:5])}"
+        )
+    refused = report["keep"]["refused"]
+    if refused:
+        shown = ", ".join(f"{r['id']} ({r['reason']})" for r in refused[:5])
+        out.append(
+            f"overrides: {len(refused)} keep decisions refused: those rows cannot be trained "
+            f"on as they are: {shown}"
+        )
+    other = report["keep"]["rejected_for_another_reason"]
+    if other:
+        shown = ", ".join(f"{r['id']} ({r['reason']})" for r in other[:5])
+        out.append(
+            f"overrides: {len(other)} kept rows were rejected for a reason nobody reviewed: {shown}"
+        )
+    return out
+
+
 def manifest_objects(data: dict[str, Any]) -> list[str]:
     """Every store object a manifest names."""
     shas = [s["object"] for split in data["splits"].values() for s in split["shards"]]
@@ -343,7 +372,7 @@ def warnings(data: dict[str, Any]) -> list[str]:
                 f"{mix[f'available_{unit}']} (max_repeats {mix['max_repeats']}): got "
                 f"{mix[f'realized_{unit}']}"
             )
-    out += risk_warnings(data)
+    out += risk_warnings(data) + override_warnings(data)
     tok = data.get("tokenizer") or {}
     straddling = tok.get("turns_with_token_across_turn_start", 0)
     if straddling:

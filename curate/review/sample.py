@@ -1,5 +1,8 @@
 """Sampling rejected rows for reviewers, each beside the row it was measured against.
 
+Without a reason, the sample is stratified by reason (round-robin over the reasons present),
+so a rule that rejected three rows is reviewed beside one that rejected thousands.
+
 For duplicates the twin is the kept row (`detail.duplicate_of`), looked up in the output
 first and then in the ledger (a kept twin may itself have been left out of the mixture).
 """
@@ -29,7 +32,11 @@ def sample_rejections(
                 """
             SELECT * FROM ledger
             WHERE ($reason IS NULL OR reason = $reason) AND ($source IS NULL OR source = $source)
-            ORDER BY sha256(CAST($seed AS VARCHAR) || chr(0) || id), id
+            -- stratified: the first of each reason, then the second of each, ... so that
+            -- every rule is reviewed, however rare
+            ORDER BY row_number() OVER (
+                PARTITION BY reason ORDER BY sha256(CAST($seed AS VARCHAR) || chr(0) || id), id
+            ), reason
             LIMIT $n
             """,
                 params={"reason": reason, "source": source, "seed": seed, "n": n},
