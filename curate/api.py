@@ -225,8 +225,13 @@ def export(
 
         target = out / "dataset"
         parts = {s: load(manifest.id, s, manifest.store.root) for s in splits}
+        from curate.manifests.card import dataset_card
+        from curate.manifests.manifest import warnings
+
         with atomic_path(target, is_dir=True, replace=True) as tmp:
             datasets.DatasetDict(parts).save_to_disk(str(tmp))
+            card = dataset_card(manifest.id, manifest.data, warnings(manifest.data))
+            (Path(tmp) / "README.md").write_text(card, encoding="utf-8")
         return [target]
     written: list[Path] = []
     for split in splits:
@@ -273,6 +278,7 @@ def log(store: str | Path | None = None) -> list[dict[str, Any]]:
                 "rows_in": data["counts"]["rows_in"],
                 "rows_out": data["counts"]["rows_out"],
                 "rows_rejected": data["counts"]["rows_rejected"],
+                "parent": data.get("parent"),
                 "tags": sorted(tags.get(mid, [])),
             }
         )

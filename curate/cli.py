@@ -182,8 +182,14 @@ def show(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command("log")
-def log_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """List the builds in the store, newest first."""
+def log_cmd(
+    store: StoreOpt = None,
+    graph: Annotated[
+        bool, typer.Option("--graph", help="Draw each build under its parent.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the builds in the store, newest first (--graph: as a lineage tree)."""
     from rich.table import Column, Table
 
     from curate import api
@@ -191,6 +197,18 @@ def log_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     entries = api.log(_store(store))
     if as_json:
         _print_json(entries)
+        return
+    if graph:
+        from curate.manifests.lineage import graph as lineage
+
+        for depth, e in lineage(entries):
+            tags = f" ({', '.join(e['tags'])})" if e["tags"] else ""
+            _console().print(
+                f"{'  ' * depth}{'└─ ' if depth else ''}{e['id'][:12]} {e['name']} "
+                f"{e['created'] or ''} rows out {e['rows_out']}{tags}",
+                markup=False,
+                highlight=False,
+            )
         return
     table = Table("name", "created", "rows in", "rows out", "rejected", "tags")
     table.columns.insert(0, Column("id", no_wrap=True, min_width=16))

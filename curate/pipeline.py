@@ -317,6 +317,10 @@ def assemble(build: Build) -> None:
         reports,
     )
     manifest["split_index"] = build.split_index
+    if build.parent is None:  # not given: the latest build of this name, if any
+        from curate.manifests.lineage import inferred_parent
+
+        manifest["parent"] = inferred_parent(build.store, manifest)
     build.store.sync_objects(manifest_objects(manifest))
     build.manifest = manifest
 

@@ -77,3 +77,50 @@ def test_gc_stops_on_a_manifest_it_cannot_read(tmp_path, cli):
     path.write_text("{not json")
     r = cli("gc", "--store", str(tmp_path / ".store"), "--delete")
     assert r.code == 2 and f"manifest {first.id} cannot be read" in r.err
+
+
+def test_lineage_links_builds_of_one_name_and_a_rebuild_keeps_its_id(tmp_path, cli):
+    first, second = two_builds(tmp_path)
+    assert first.manifest["parent"] is None and second.manifest["parent"] == first.id
+    again = build(tmp_path / "mixture.toml")  # unchanged inputs: the same build
+    assert again.id == second.id
+    third = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
+    assert third.manifest["parent"] == second.id
+    explicit = curate.build(
+        tmp_path / "mixture.toml", store=tmp_path / ".store", parent=first.id[:12]
+    )
+    assert explicit.manifest["parent"] == first.id
+    r = cli("log", "--graph", "--store", str(tmp_path / ".store"))
+    lines = [line for line in r.out.splitlines() if line.strip()]
+    assert lines[0].startswith(first.id[:12])
+    assert lines[1].startswith(f"└─ {second.id[:12]}") or lines[1].strip().startswith("└─")
+    depth = {
+        line.strip().removeprefix("└─ ")[:12]: len(line) - len(line.lstrip()) for line in lines
+    }
+    assert depth[first.id[:12]] == 0 and depth[second.id[:12]] == 2 and depth[third.id[:12]] == 4
+
+
+def test_hf_export_carries_a_dataset_card_the_hub_parser_reads(tmp_path, cli):
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    write_jsonl(tmp_path / "a.jsonl", rows("a", 30))
+    write_jsonl(tmp_path / "s.jsonl", rows("s", 10))
+    sources = [
+        {"name": "a", "path": "a.jsonl", "license": "MIT", "role": "task"},
+        {"name": "s", "path": "s.jsonl", "license": "internal", "role": "safety"},
+    ]
+    b = build(write_config(tmp_path, sources, extra="[split]\nvalidation = 0.1\n"))
+    out = tmp_path / "out"
+    r = cli(
+        "export", b.id, "--format", "hf", "--out", str(out), "--store", str(tmp_path / ".store")
+    )
+    assert r.code == 0
+    card = DatasetCard.load(out / "dataset" / "README.md")
+    assert card.data.license == "other" and card.data.license_name == "mixed"
+    assert card.data.size_categories == ["n<1K"]
+    assert card.data.task_categories == ["text-generation"]
+    assert f"`{b.id}`" in card.text
+    assert "| s | safety | internal | 10 | 10 | 0 | 25.0% |" in card.text
+    loaded = datasets.load_from_disk(str(out / "dataset"))
+    assert loaded["train"].num_rows + loaded["validation"].num_rows == 40

@@ -1,0 +1,59 @@
+"""Lineage: which build a build derives from, and the graph `curate log --graph` draws.
+
+A build without `--parent` derives from the latest build of the same `[build] name` in the
+store. A rebuild whose manifest would equal that latest build's (but for `parent`) takes its
+parent too, so rebuilding unchanged inputs gives the same manifest id, not a new link.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from curate.errors import UserError
+from curate.manifests.store import Store, canonical_json
+
+
+def latest_named(store: Store, name: str) -> tuple[str, dict[str, Any]] | None:
+    """The newest build of `name` in the store (by creation time, then id)."""
+    found = []
+    for mid in store.manifest_ids():
+        try:
+            data = store.read_manifest(mid)
+        except UserError:
+            continue  # a damaged manifest is nobody's parent
+        if data["config"]["build"]["name"] == name:
+            found.append((store.read_run(mid).get("created") or "", mid, data))
+    if not found:
+        return None
+    _, mid, data = max(found, key=lambda f: (f[0], f[1]))
+    return mid, data
+
+
+def inferred_parent(store: Store, manifest: dict[str, Any]) -> str | None:
+    latest = latest_named(store, manifest["config"]["build"]["name"])
+    if latest is None:
+        return None
+    mid, data = latest
+    # compared as the bytes their ids hash (tuples and lists, ints and floats alike)
+    if canonical_json({**data, "parent": None}) == canonical_json({**manifest, "parent": None}):
+        return data["parent"]  # the same build again: the same id
+    return mid
+
+
+def graph(entries: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(depth, entry) in drawing order: each root (no parent in the store), oldest first,
+    then its descendants under it, oldest first."""
+    ids = {e["id"] for e in entries}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for e in sorted(entries, key=lambda e: (e["created"] or "", e["id"])):
+        parent = e.get("parent") if e.get("parent") in ids else None
+        children.setdefault(parent, []).append(e)
+    out: list[tuple[int, dict[str, Any]]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for e in children.get(parent, []):
+            out.append((depth, e))
+            walk(e["id"], depth + 1)
+
+    walk(None, 0)
+    return out
