@@ -141,6 +141,18 @@ def test_interactive_review_keeps_undoes_and_quits(tmp_path, cli, monkeypatch):
     assert {i: d.decision for i, d in latest(read(target)).items()} == {lines[0]["id"]: "reject"}
 
 
+def test_stats_before_any_review_lists_every_rule_unreviewed(tmp_path, cli):
+    planted(tmp_path)
+    first = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=NEAR))
+    r = cli("review", first.id, "--store", str(tmp_path / ".store"), "--stats", "--json")
+    assert r.code == 0
+    assert [(s["reason"], s["reviewed"], s["uncertain"]) for s in r.json()] == [
+        ("empty_response", 0, True),
+        ("exact_duplicate", 0, True),
+        ("near_duplicate", 0, True),
+    ]
+
+
 def test_sampling_is_stratified_by_reason(tmp_path, cli):
     planted(tmp_path)
     first = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=NEAR))

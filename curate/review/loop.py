@@ -29,6 +29,8 @@ def decisions_path(manifest: Manifest, given: str | Path | None = None) -> Path:
 
 def rows_where(manifest: Manifest, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Per id: its `reason` (None for a kept row) and `source`, from the ledger and output."""
+    if not ids:
+        return {}
     con = connect(manifest)
     try:
         con.execute("CREATE TEMP TABLE wanted (id VARCHAR)")
@@ -77,9 +79,10 @@ def stats(
         for i, w in where.items()
         if w["reason"] is not None and standing[i].reason_reviewed in (None, w["reason"])
     }
-    rejected = {
+    rejected = {  # not_sampled is the mixture's draw, not a rule's verdict
         (reason, src["name"]): n
         for src in manifest.data["sources"]
         for reason, n in src["rejected"].items()
+        if reason != "not_sampled"
     }
     return rule_stats(rejected, reviewed, standing, threshold)

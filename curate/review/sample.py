@@ -31,7 +31,9 @@ def sample_rejections(
             con.sql(
                 """
             SELECT * FROM ledger
-            WHERE ($reason IS NULL OR reason = $reason) AND ($source IS NULL OR source = $source)
+            -- rows the mixture left out are not a rule's verdict: only when asked for
+            WHERE (reason = $reason OR ($reason IS NULL AND reason != 'not_sampled'))
+              AND ($source IS NULL OR source = $source)
             -- stratified: the first of each reason, then the second of each, ... so that
             -- every rule is reviewed, however rare
             ORDER BY row_number() OVER (
