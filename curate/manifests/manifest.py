@@ -300,19 +300,14 @@ def override_warnings(data: dict[str, Any]) -> list[str]:
             f"overrides: {stale['count']} decided ids are not in this build (their source "
             f"changed?): {', '.join(stale['ids'][:5])}"
         )
-    refused = report["keep"]["refused"]
-    if refused:
-        shown = ", ".join(f"{r['id']} ({r['reason']})" for r in refused[:5])
-        out.append(
-            f"overrides: {len(refused)} keep decisions refused: those rows cannot be trained "
-            f"on as they are: {shown}"
-        )
-    other = report["keep"]["rejected_for_another_reason"]
-    if other:
-        shown = ", ".join(f"{r['id']} ({r['reason']})" for r in other[:5])
-        out.append(
-            f"overrides: {len(other)} kept rows were rejected for a reason nobody reviewed: {shown}"
-        )
+    for key, what in (
+        ("refused", "keep decisions refused: those rows cannot be trained on as they are"),
+        ("rejected_for_another_reason", "kept rows were rejected for a reason nobody reviewed"),
+    ):
+        rows = report["keep"][key]
+        if rows:
+            shown = ", ".join(f"{r['id']} ({r['reason']})" for r in rows[:5])
+            out.append(f"overrides: {len(rows)} {what}: {shown}")
     return out
 
 
