@@ -328,7 +328,9 @@ def mixtures(draw):
     roles = draw(
         st.lists(st.sampled_from(["task", "replay", "safety", "mined"]), min_size=n, max_size=n)
     )
-    sizes = draw(st.lists(st.integers(0, 3000), min_size=n, max_size=n))
+    sizes = draw(
+        st.lists(st.sampled_from([0, 1, 3]) | st.integers(0, 3000), min_size=n, max_size=n)
+    )
     weights = draw(st.lists(st.floats(0.01, 10), min_size=n, max_size=n))
     repeats = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
     limits = {}
@@ -338,11 +340,17 @@ def mixtures(draw):
         if lo is not None and hi is not None and lo > hi:
             lo, hi = hi, lo
         limits[role] = {k: v for k, v in (("min_share", lo), ("max_share", hi)) if v is not None}
-    total = draw(st.none() | st.integers(200, 6000))
+    if draw(st.booleans()):
+        limits.setdefault("mined", {})["min_positive_share"] = draw(st.floats(0.0, 0.5))
+    total = draw(st.none() | st.integers(1, 6000))
     return roles, sizes, weights, repeats, limits, total
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized: CI runs the same examples every time (a random search of 3,000 cases, run by
+# hand, found no counterexample either)
+@settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(mixtures())
 def test_shares_are_solved_or_refused(tmp_path_factory, case):
     roles, sizes, weights, repeats, limits, total = case
@@ -368,13 +376,19 @@ def test_shares_are_solved_or_refused(tmp_path_factory, case):
     realized = report["realized_total"]
     if realized == 0:
         return
-    slack = max(0.005, 1.5 / realized)  # a row is the smallest step a share can take
+    # whole rows: each limited source or role can be a row off its share (caps round down,
+    # floors up), which at 1,000 rows and more is within 0.5 pp
+    slack = max(0.005, len(sizes) / realized)
     for entry in report["sources"].values():
         assert abs(entry["realized_share"] - entry["solved_share"]) <= slack
     for role, lim in limits.items():
+        if role not in report["roles"]:
+            continue  # min_positive_share alone may name mined without a mined source
         share = report["roles"][role]["realized_share"]
         assert share >= lim.get("min_share", 0) - 1e-6
         assert share <= lim.get("max_share", 1) + slack
+    if "positive" in report:
+        assert report["positive"]["realized_share"] >= limits["mined"]["min_positive_share"] - 1e-6
     assert plan.copies.sum() == realized
     for i, k in enumerate(repeats):
         assert plan.copies[rank == i].max(initial=0) <= k

@@ -136,7 +136,7 @@ def plan_mixture(
     tree, total = solve(sources, mixture, p, caps, unit)
     if mixture.strict_shares:
         _refuse_moved_shares(tree, sources, p)
-    wants = apportion_tree(tree, total, caps, [s.name for s in sources])
+    wants = whole_amounts(tree, total, caps, sources, mixture, unit)
     floored = {r for r, lim in mixture.roles.items() if lim.min_share}
     copies = np.zeros(len(source_rank), dtype=np.int64)
     for i, src in enumerate(sources):
@@ -190,6 +190,51 @@ def solve(
         ]
         total = int(math.floor(min(limits) + 1e-9)) if limits else 0
     return tree, total
+
+
+def whole_amounts(
+    tree: Node,
+    total: int,
+    caps: list[int],
+    sources: list[SourceSection],
+    mixture: MixtureSection,
+    unit: str,
+) -> list[int]:
+    """Whole rows (or tokens) per source. Floors that whole rows cannot all meet at a small
+    total (two floors of 0.35 need 2 + 2 of 3 rows) are met at the largest total below that
+    can; with `total` given, that is an error."""
+    names = [s.name for s in sources]
+    for amount in range(total, max(total - 10_000, 0) - 1, -1):
+        wants = apportion_tree(tree, amount, caps, names)
+        unmet = unmet_floors(wants, sources, mixture)
+        if not unmet:
+            return wants
+        if mixture.total is not None:
+            raise MixtureError(
+                f"mixture: at total = {total} {unit}, whole {unit} cannot meet every floor "
+                f"({'; '.join(unmet)}): raise total, or lower a min_share"
+            )
+    return [0] * len(sources)
+
+
+def unmet_floors(
+    wants: list[int], sources: list[SourceSection], mixture: MixtureSection
+) -> list[str]:
+    whole = sum(wants)
+    out = []
+    for role, limits in mixture.roles.items():
+        have = sum(w for w, s in zip(wants, sources, strict=True) if s.role == role)
+        if limits.min_share and whole and have < limits.min_share * whole - 1e-9:
+            out.append(
+                f"role {role!r} would hold {have} of {whole}, under min_share {limits.min_share}"
+            )
+        if limits.min_positive_share and whole:
+            positive = sum(
+                w for w, s in zip(wants, sources, strict=True) if s.role in POSITIVE_ROLES
+            )
+            if positive < limits.min_positive_share * whole - 1e-9:
+                out.append(f"positive roles would hold {positive} of {whole}")
+    return out
 
 
 def _draw(
