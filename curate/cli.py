@@ -16,6 +16,16 @@ from typing import Annotated, Any
 
 import typer
 
+from curate.terminal import (
+    decide_loop,
+    make_console,
+    print_json,
+    render_diff,
+    render_item,
+    render_stats,
+    render_summary,
+)
+
 app = typer.Typer(
     name="curate",
     help="Versioned, content-hashed fine-tuning mixtures: build, inspect, review, export, train.",
@@ -33,16 +43,6 @@ StoreOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IdArg = Annotated[str, typer.Argument(help="Manifest id, unique prefix (8+ hex digits) or tag.")]
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _store(store: Path | None) -> Path | None:
@@ -137,7 +137,7 @@ def _build(
         )
     if as_json:
         data = result.manifest
-        _print_json(
+        print_json(
             {
                 "manifest_id": result.manifest_id,
                 "counts": data["counts"],
@@ -166,7 +166,7 @@ def _build(
             }
         )
         return
-    _render_summary(result.manifest_id, result.manifest, result.run)
+    render_summary(result.manifest_id, result.manifest, result.run)
 
 
 @app.command()
@@ -176,9 +176,9 @@ def show(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 
     manifest = api.open_manifest(ref, _store(store))
     if as_json:
-        _print_json(manifest.data)
+        print_json(manifest.data)
         return
-    _render_summary(manifest.id, manifest.data, manifest.store.read_run(manifest.id))
+    render_summary(manifest.id, manifest.data, manifest.store.read_run(manifest.id))
 
 
 @app.command("log")
@@ -196,14 +196,14 @@ def log_cmd(
 
     entries = api.log(_store(store))
     if as_json:
-        _print_json(entries)
+        print_json(entries)
         return
     if graph:
         from curate.manifests.lineage import graph as lineage
 
         for depth, e in lineage(entries):
             tags = f" ({', '.join(e['tags'])})" if e["tags"] else ""
-            _console().print(
+            make_console().print(
                 f"{'  ' * depth}{'└─ ' if depth else ''}{e['id'][:12]} {e['name']} "
                 f"{e['created'] or ''} rows out {e['rows_out']}{tags}",
                 markup=False,
@@ -222,80 +222,7 @@ def log_cmd(
             str(e["rows_rejected"]),
             ", ".join(e["tags"]),
         )
-    _console().print(table)
-
-
-def _render_summary(mid: str, data: dict[str, Any], run: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    console = _console()
-    table = Table(
-        "source",
-        "role",
-        "rows in",
-        "kept",
-        "rejected",
-        "emitted",
-        "requested share",
-        "solved",
-        "realized share",
-        title="sources",
-    )
-    mix = data["mixture"]["sources"]
-    for s in data["sources"]:
-        m = mix.get(s["name"], {})
-        table.add_row(
-            s["name"],
-            s["role"],
-            str(s["rows_in"]),
-            str(s["rows_kept"]),
-            str(s["rows_rejected"]),
-            str(s["rows_emitted"]),
-            f"{m.get('requested_share', 0):.3f}",
-            f"{m.get('solved_share', m.get('requested_share', 0)):.3f}"
-            + (f" ({m['bound']})" if m.get("bound") else ""),
-            f"{m.get('realized_share', 0):.3f}",
-        )
-    console.print(table)
-    counts = data["counts"]
-    if counts["rejected"]:
-        reasons = Table("reason", "rows", title="rejections")
-        for reason, n in sorted(counts["rejected"].items(), key=lambda kv: -kv[1]):
-            reasons.add_row(reason, str(n))
-        console.print(reasons)
-    from curate.rows import SPLIT_NAMES
-
-    order = [n for n in SPLIT_NAMES if n in data["splits"]]
-    splits = ", ".join(f"{name} {data['splits'][name]['rows']}" for name in order)
-    secs = f" in {run['seconds']:.1f}s" if run.get("seconds") is not None else ""
-    console.print(
-        f"rows in {counts['rows_in']}, kept {counts['rows_kept']}, rejected {counts['rows_rejected']}, out {counts['rows_out']} ({splits}){secs}"
-    )
-    tok = data.get("tokenizer")
-    if tok:
-        tpl = tok["template"]
-        share = counts["trained_tokens_out"] / counts["tokens_out"] if counts["tokens_out"] else 0
-        cut = sum(s.get("tokens", {}).get("truncated_rows", 0) for s in data["sources"])
-        console.print(
-            f"tokens out {counts['tokens_out']:,} (trained {share:.1%}); end of turn "
-            f"{tpl['end_of_turn']!r}; {cut} rows with the prompt truncated to {tok['max_length']}"
-        )
-        for note in tpl["notes"]:
-            console.print(f"[cyan]template:[/cyan] {note}")
-    redacted = {
-        name: v["pii"]["rows"]
-        for name, v in data.get("validation", {}).items()
-        if v.get("pii", {}).get("rows")
-    }
-    if redacted:
-        console.print(
-            "PII redacted in " + ", ".join(f"{n} rows of {name!r}" for name, n in redacted.items())
-        )
-    from curate.manifests.manifest import warnings as manifest_warnings
-
-    for warning in manifest_warnings(data):
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    console.print(f"manifest [bold]{mid}[/bold]")
+    make_console().print(table)
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,7 +237,7 @@ def verify(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None
 
     report = api.verify(ref, _store(store))
     if as_json:
-        _print_json({**report, "ok": not report["problems"]})
+        print_json({**report, "ok": not report["problems"]})
         if report["problems"]:
             raise typer.Exit(2)
         return
@@ -319,7 +246,7 @@ def verify(ref: IdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None
             f"manifest {report['id']} failed verification:\n"
             + "\n".join(f"  - {p}" for p in report["problems"])
         )
-    _console().print(
+    make_console().print(
         f"ok: manifest {report['id']}, {report['objects']} objects re-hashed, rows conserved"
     )
 
@@ -339,49 +266,11 @@ def diff_cmd(
 
     report = api.diff(a, b, _store(store), rows)
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
-        _render_diff(report)
+        render_diff(report)
     if not report["identical"]:
         raise typer.Exit(1)
-
-
-def _render_diff(report: dict[str, Any]) -> None:
-    console = _console()
-
-    def say(text: str) -> None:  # config keys and values hold brackets: no markup
-        console.print(text, markup=False, highlight=False)
-
-    say(f"a {report['a']}\nb {report['b']}")
-    if report["identical"]:
-        say("identical")
-        return
-    for change in report.get("config", []):
-        say(f"config {change['key']}: {change['a']!r} → {change['b']!r}")
-    for name, sides in report.get("sources", {}).items():
-        a, b = sides["a"] or {}, sides["b"] or {}
-        say(
-            f"source {name}: in {a.get('rows_in')} → {b.get('rows_in')}, kept "
-            f"{a.get('rows_kept')} → {b.get('rows_kept')}, rejected {a.get('rejected')} → "
-            f"{b.get('rejected')}" + (", files changed" if a.get("files") != b.get("files") else "")
-        )
-    for name, sides in report.get("mixture", {}).items():
-        a, b = sides["a"] or {}, sides["b"] or {}
-        say(
-            f"mixture {name}: share {a.get('realized_share')} → {b.get('realized_share')}, "
-            f"rows {a.get('realized_rows')} → {b.get('realized_rows')}"
-        )
-    for name, sides in report.get("splits", {}).items():
-        say(f"split {name}: {sides['a']} → {sides['b']} rows")
-    for key, sides in report.get("tokenizer", {}).items():
-        say(f"tokenizer {key}: {sides['a']} → {sides['b']}")
-    rows = report.get("rows")
-    if rows:
-        say(f"rows: {rows['added']} added, {rows['removed']} removed")
-        for row in rows.get("added_rows", []):
-            console.print(f"  + {_render_row(row)}")
-        for row in rows.get("removed_rows", []):
-            console.print(f"  - {_render_row(row)}")
 
 
 @app.command("gc")
@@ -397,11 +286,11 @@ def gc_cmd(
 
     report = api.gc(_store(store), delete)
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     n, size = len(report["unreferenced"]), report["bytes"]
     what = "removed" if report["deleted"] else "would remove (dry run; --delete removes them)"
-    _console().print(
+    make_console().print(
         f"{report['objects']} objects, {report['manifests']} manifests: {what} {n} objects "
         f"no manifest names ({size / 2**20:.1f} MiB)"
     )
@@ -419,9 +308,9 @@ def tag(
 
     mid = api.tag(name, ref, _store(store))
     if as_json:
-        _print_json({"tag": name, "id": mid})
+        print_json({"tag": name, "id": mid})
     else:
-        _console().print(f"{name} -> {mid}")
+        make_console().print(f"{name} -> {mid}")
 
 
 @app.command()
@@ -440,10 +329,10 @@ def export(
 
     paths = api.export(ref, fmt, out, _store(store), overwrite=overwrite)
     if as_json:
-        _print_json([str(p) for p in paths])
+        print_json([str(p) for p in paths])
     else:
         for p in paths:
-            _console().print(str(p))
+            make_console().print(str(p))
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,12 +355,12 @@ def query(
     result = run_query(api.open_manifest(ref, _store(store)), sql)
     records = result.to_pylist()
     if as_json:
-        _print_json(records)
+        print_json(records)
         return
     table = Table(*result.column_names)
     for rec in records:
         table.add_row(*[_cell(v) for v in rec.values()])
-    _console().print(table)
+    make_console().print(table)
 
 
 def _cell(value: Any, width: int = 80) -> str:
@@ -539,9 +428,9 @@ def train(
 
         summary["merge"] = merge_run(Path(summary["run_dir"]), where)
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
-    console = _console()
+    console = make_console()
     method = "QLoRA (4-bit)" if summary["quantized"] else "plain LoRA"
     console.print(
         f"run {summary['run_id']} · {summary['steps']} steps · train loss {summary['train_loss']}"
@@ -574,9 +463,9 @@ def merge(
         where = api.store_for(given)
         report = merge_run(where.root / "runs" / str(run), where)
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
-    _console().print(
+    make_console().print(
         f"merged into {report['merged']} · max logit difference {report['max_logit_diff']:.2e}"
         f" · greedy agreement {report['greedy_agreement']:.1%}"
     )
@@ -619,135 +508,31 @@ def review(
         raise UserError(f"unknown reason {reason!r}; reasons are: {', '.join(REASONS)}")
     manifest = api.open_manifest(ref, _store(store))
     if stats:
-        _render_stats(loop.stats(manifest, [decisions] if decisions else None, threshold), as_json)
+        render_stats(loop.stats(manifest, [decisions] if decisions else None, threshold), as_json)
         return
     if decide and row_id is not None:
         if keep == reject:
             raise UserError("--decide --id ROW needs one of --keep or --reject")
         rec = loop.decide(manifest, row_id, "keep" if keep else "reject", note, reviewer, decisions)
         if as_json:
-            _print_json(rec)
+            print_json(rec)
         else:
-            _console().print(f"{rec['decision']} {rec['id']} ({rec['reason_reviewed']}) recorded")
+            make_console().print(
+                f"{rec['decision']} {rec['id']} ({rec['reason_reviewed']}) recorded"
+            )
         return
     items = sample_rejections(manifest, reason, source, n, seed)
     if decide:
-        _decide_loop(manifest, items, reviewer, decisions)
+        decide_loop(manifest, items, reviewer, decisions)
         return
     if as_json:
-        _print_json(items)
+        print_json(items)
         return
-    console = _console()
+    console = make_console()
     if not items:
         console.print("no rejected rows match")
     for item in items:
-        _render_item(console, item)
-
-
-def _render_item(console: Any, item: dict[str, Any]) -> None:
-    """A rejected row beside its evidence: the kept twin (words that differ highlighted),
-    or the eval item it leaked."""
-    from rich.columns import Columns
-    from rich.panel import Panel
-
-    title = f"{item['reason']} · {item['source']} · {item['id']} · {item['row'].get('origin', '')}"
-    twin = item["twin"]
-    left, right = _render_row(item["row"]), _render_row(twin) if twin else None
-    if twin and "eval_set" not in twin:
-        left, right = _highlight_differences(item["row"], twin)
-    panels = [Panel(left, title="rejected", width=60)]
-    if twin:
-        name = (
-            f"eval item {twin['eval_set']}/{twin['eval_id']}"
-            if "eval_set" in twin
-            else f"twin {twin['id']} ({twin['status']})"
-        )
-        panels.append(Panel(right or "", title=name, width=60))
-    console.rule(title)
-    console.print(json.dumps(item["detail"], ensure_ascii=False), markup=False)
-    console.print(Columns(panels))
-
-
-def _highlight_differences(row: dict[str, Any], twin: dict[str, Any]) -> tuple[str, str]:
-    """Both rows' text with the words the other lacks in reverse video."""
-    from difflib import SequenceMatcher
-
-    from rich.markup import escape
-
-    def words(r: dict[str, Any]) -> list[str]:
-        turns = r.get("messages") or [{"role": "text", "content": r.get("text") or ""}]
-        return [w for t in turns for w in [f"{t['role']}:", *(t["content"] or "").split()]]
-
-    a, b = words(row), words(twin)
-    left: list[str] = []
-    right: list[str] = []
-    for op, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        mark = op != "equal"
-        left += [f"[reverse]{escape(w)}[/reverse]" if mark else escape(w) for w in a[i1:i2]]
-        right += [f"[reverse]{escape(w)}[/reverse]" if mark else escape(w) for w in b[j1:j2]]
-    return " ".join(left), " ".join(right)
-
-
-def _decide_loop(
-    manifest: Any, items: list[dict[str, Any]], reviewer: str | None, path: Path | None
-) -> None:
-    """One row at a time: k keep, r reject (text after the key is the note), s skip, u undo,
-    q quit. Each decision is appended at once, so quitting or a crash loses none."""
-    from curate.review.decisions import append, record
-    from curate.review.loop import decisions_path
-
-    target = decisions_path(manifest, path)
-    console = _console()
-    done: list[int] = []  # items decided, for undo
-    i = 0
-    while i < len(items):
-        item = items[i]
-        _render_item(console, item)
-        try:
-            line = console.input("[k]eep [r]eject [s]kip [u]ndo [q]uit (+ note): ").strip()
-        except EOFError:
-            break
-        key, _, text = line.partition(" ")
-        if key in ("k", "r"):
-            decision = "keep" if key == "k" else "reject"
-            rec = record(item["id"], decision, item["reason"], manifest.id, text or None, reviewer)
-            append(target, [rec])
-            done.append(i)
-            i += 1
-        elif key == "s":
-            i += 1
-        elif key == "u" and done:
-            i = done.pop()
-            append(target, [record(items[i]["id"], "undo", None, manifest.id, None, reviewer)])
-        elif key == "q":
-            break
-    console.print(f"{len(done)} decisions in {target}")
-
-
-def _render_stats(rows: list[dict[str, Any]], as_json: bool) -> None:
-    from rich.table import Table
-
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table(
-        "reason", "source", "rejected", "reviewed", "confirmed", "overturned", "precision (95%)"
-    )
-    for r in rows:
-        lo, hi = r["interval"]
-        shown = "—" if r["precision"] is None else f"{r['precision']:.2f} [{lo:.2f}, {hi:.2f}]"
-        if r["flagged"]:
-            shown = f"[red]{shown} below threshold[/red]"
-        table.add_row(
-            r["reason"],
-            r["source"],
-            str(r["rejected"]),
-            str(r["reviewed"]),
-            str(r["confirmed"]),
-            str(r["overturned"]),
-            shown,
-        )
-    _console().print(table)
+        render_item(console, item)
 
 
 @app.command()
@@ -773,11 +558,11 @@ def inspect(
     else:
         rows = inspect_manifest(target, _store(store), n, source, trust_remote_code)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     from rich.text import Text
 
-    console = _console()
+    console = make_console()
     for row in rows:
         if "rejected" in row:
             console.print(
@@ -795,20 +580,6 @@ def inspect(
             text.append(seg["text"], style="bold green" if seg["trained"] else "dim")
         console.print(text)
         console.print()
-
-
-def _render_row(row: dict[str, Any]) -> str:
-    from rich.markup import escape
-
-    if row.get("messages"):
-        lines = [f"[bold]{m['role']}[/bold]: {escape(m['content'] or '')}" for m in row["messages"]]
-        for key in ("chosen", "rejected"):
-            if row.get(key):
-                lines += [f"[bold]{key}[/bold]: {escape(m['content'] or '')}" for m in row[key]]
-        return "\n".join(lines)
-    if row.get("text") is not None:
-        return escape(row["text"])
-    return escape(row.get("raw") or "")
 
 
 # ---------------------------------------------------------------------------------------
