@@ -250,8 +250,8 @@ def _resolve(
     if keeps:  # reviewers overturned some of these verdicts: those rows go on
         from curate.review.overrides import spare
 
-        verdicts, spared, escaped = spare(verdicts, promised.column("id").to_pylist(), keeps)
-        if spared:
+        verdicts, spared, escaped = spare(verdicts, promised.column("id"), keeps)
+        if len(spared):
             current = (
                 index["overridden"].clone()
                 if "overridden" in index.columns

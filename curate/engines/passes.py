@@ -191,7 +191,7 @@ def _apply(
         if keeps:  # reviewers overturned some of these verdicts: those rows go on
             from curate.review.overrides import spare
 
-            verdicts, spared, escaped = spare(verdicts, batch.column("id").to_pylist(), keeps)
+            verdicts, spared, escaped = spare(verdicts, batch.column("id"), keeps)
             overridden[rows[spared]] = escaped
         if verdicts.columns is not None:
             columns = verdicts.columns

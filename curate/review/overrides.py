@@ -44,22 +44,36 @@ def base_id(row_id: str) -> str:
 
 
 def spare(
-    verdicts: Verdicts, ids: list[str], keeps: dict[str, str | None]
-) -> tuple[Verdicts, list[int], list[str]]:
+    verdicts: Verdicts, ids: pa.Array | pa.ChunkedArray, keeps: dict[str, str | None]
+) -> tuple[Verdicts, np.ndarray, list[str]]:
     """`verdicts` less the rejections a keep decision overturns (`ids`: the batch's row ids).
-    Returns the verdicts, and the spared rows with the reasons they escaped."""
+    Returns the verdicts, and the spared rows with the reasons they escaped. Only the
+    rejected rows are looked at, in one join with the (few) keep decisions."""
+    none = np.empty(0, dtype=np.int64)
     if not keeps or len(verdicts.rows) == 0:
-        return verdicts, [], []
-    reasons = verdicts.reason.to_pylist()
-    spared = [
-        k
-        for k, (row, reason) in enumerate(zip(verdicts.rows.tolist(), reasons, strict=True))
-        if reason not in UNUSABLE
-        and base_id(ids[row]) in keeps
-        and keeps[base_id(ids[row])] in (None, reason)
-    ]
-    if not spared:
-        return verdicts, [], []
+        return verdicts, none, []
+    hit = pl.DataFrame(
+        {
+            "k": np.arange(len(verdicts.rows)),
+            "base": pl.Series(ids.take(pa.array(verdicts.rows))).str.split("#").list.first(),
+            "reason": pl.Series(verdicts.reason, dtype=pl.String),
+        }
+    )
+    wanted = pl.DataFrame(
+        {"base": list(keeps), "want": list(keeps.values())},
+        schema={"base": pl.String, "want": pl.String},
+    )
+    found = (
+        hit.join(wanted, on="base", how="inner")
+        .filter(
+            ~pl.col("reason").is_in(UNUSABLE)
+            & (pl.col("want").is_null() | (pl.col("want") == pl.col("reason")))
+        )
+        .sort("k")
+    )
+    if found.height == 0:
+        return verdicts, none, []
+    spared = found["k"].to_numpy()
     keep = np.ones(len(verdicts.rows), dtype=bool)
     keep[spared] = False
     take = pa.array(np.nonzero(keep)[0])
@@ -70,7 +84,7 @@ def spare(
         verdicts.detail.take(take),
         verdicts.columns,
     )
-    return rest, [int(verdicts.rows[k]) for k in spared], [reasons[k] for k in spared]
+    return rest, verdicts.rows[spared], found["reason"].to_list()
 
 
 @dataclass
@@ -116,47 +130,52 @@ class OverrideStage(IndexStage):
         return {"files": self.overrides.files}
 
     def run(self, index: pl.DataFrame) -> pl.DataFrame:
-        standing = self.overrides.standing
-        ids = index["id"].to_list()
-        position = {i: k for k, i in enumerate(ids)}
-        reasons = index["reason"].to_list()
-        rejects = [
-            (position[i], d)
-            for i, d in standing.items()
-            if d.decision == "reject" and i in position
-        ]
-        hit = [(k, d) for k, d in rejects if reasons[k] is None]
-        details = [{"note": d.note, "reviewer": d.reviewer, "decision": d.where} for _, d in hit]
-        rows = np.asarray([k for k, _ in hit], dtype=np.int64)
-        if len(rows):
+        standing = list(self.overrides.standing.values())
+        decided = pl.DataFrame(
+            {
+                "id": [d.id for d in standing],
+                "decision": [d.decision for d in standing],
+                "at": np.arange(len(standing)),
+            },
+            schema={"id": pl.String, "decision": pl.String, "at": pl.Int64},
+        )
+        columns = ["id", "reason"] + (["overridden"] if "overridden" in index.columns else [])
+        found = (  # the decided rows of this build, in canonical order: one join, no loop
+            index.select(columns).with_row_index("k").join(decided, on="id").sort("k")
+        )
+        if "overridden" not in found.columns:
+            found = found.with_columns(pl.lit(None, pl.String).alias("overridden"))
+        rejects = found.filter(pl.col("decision") == "reject")
+        hit = rejects.filter(pl.col("reason").is_null())
+        if hit.height:
+            details = []
+            for at in hit["at"].to_list():
+                d = standing[at]
+                details.append({"note": d.note, "reviewer": d.reviewer, "decision": d.where})
+            rows = hit["k"].cast(pl.Int64).to_numpy()
             verdicts = Verdicts.reject(len(rows), np.arange(len(rows)), "override_reject", details)
             index = apply_verdicts(index, rows, verdicts, self.stage)
-        keeps = [
-            (position[i], i) for i, d in standing.items() if d.decision == "keep" and i in position
-        ]
+        keeps = found.filter(pl.col("decision") == "keep")
+        unusable = pl.col("reason").is_in(UNUSABLE)
+        stale = sorted(set(decided["id"].to_list()) - set(found["id"].to_list()))
         overridden = (
-            index["overridden"].to_list()
+            index.filter(pl.col("overridden").is_not_null()).select("id", pl.col("overridden"))
             if "overridden" in index.columns
-            else [None] * index.height
+            else pl.DataFrame(schema={"id": pl.String, "overridden": pl.String})
         )
-        stale = sorted(i for i in standing if i not in position)
         self.report = {
             "files": self.overrides.files,
-            "reject": {"applied": len(hit), "already_rejected": len(rejects) - len(hit)},
+            "reject": {"applied": hit.height, "already_rejected": rejects.height - hit.height},
             "keep": {
-                "applied": sum(overridden[k] is not None for k, _ in keeps),
-                "refused": [
-                    {"id": i, "reason": reasons[k]} for k, i in keeps if reasons[k] in UNUSABLE
-                ],
-                "rejected_for_another_reason": [
-                    {"id": i, "reason": reasons[k]}
-                    for k, i in keeps
-                    if reasons[k] is not None and reasons[k] not in UNUSABLE
-                ],
+                "applied": keeps.filter(pl.col("overridden").is_not_null()).height,
+                "refused": keeps.filter(unusable).select("id", "reason").to_dicts(),
+                "rejected_for_another_reason": keeps.filter(
+                    pl.col("reason").is_not_null() & ~unusable
+                )
+                .select("id", "reason")
+                .to_dicts(),
             },
-            "overridden": [
-                {"id": ids[k], "reason": r} for k, r in enumerate(overridden) if r is not None
-            ],
+            "overridden": [{"id": i, "reason": r} for i, r in overridden.iter_rows()],
             "stale": {"count": len(stale), "ids": stale[:20]},
         }
         return index
