@@ -410,3 +410,26 @@ def test_plan_is_deterministic(tmp_path, seed):
     one = plan_mixture(rank, list(config.sources), config.mixture, seed)
     two = plan_mixture(rank, list(config.sources), config.mixture, seed)
     assert (one.copies == two.copies).all() and one.report == two.report
+
+
+def test_time_values_parse_alike_vectorized_and_one_by_one():
+    import math
+
+    import pyarrow as pa
+
+    from curate.mixers.stages import _epoch, at_or_after
+
+    values = [
+        "2024-06-01",
+        "2024-05-31T23:59:59Z",
+        "2024-06-01 01:00:00+02:00",
+        "2024-06-01T00:00:00.5",
+        "2024-06-01T12:00+01:00",  # a form only Python's parser reads
+        " 1717200000 ",
+        "soon",
+        None,
+    ]
+    after, dated = at_or_after(pa.array(values), "2024-06-01")
+    expected = [_epoch(v.strip()) if v else math.nan for v in values]
+    assert dated.tolist() == [not math.isnan(e) for e in expected]
+    assert after.tolist() == [True, False, False, True, True, True, False, False]

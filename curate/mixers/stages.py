@@ -181,14 +181,42 @@ def at_or_after(values: pa.Array, cutoff: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per value (a meta field's text): is it at or after `cutoff`, and could it be read as
     a time at all? Times are ISO 8601 (naive ones read as UTC) or numbers (epoch seconds)."""
     limit = _epoch(cutoff)
-    texts = pl.Series(values.cast(pa.string()))
-    unique = texts.unique().drop_nulls()
-    seconds = {v: _epoch(v) for v in unique.to_list()}
-    times = texts.replace_strict(
-        list(seconds), [seconds[k] for k in seconds], default=None, return_dtype=pl.Float64
-    ).to_numpy()
-    dated = ~np.isnan(times)
-    return dated & (np.nan_to_num(times, nan=-np.inf) >= limit), dated
+    texts = pl.Series(values.cast(pa.string())).str.strip_chars()
+    times = _vector_epochs(texts)
+    rest = texts.filter(times.is_null() & texts.is_not_null()).unique()
+    if len(rest):  # the forms polars does not parse: one Python parse per distinct text
+        seconds = {v: _epoch(v) for v in rest.to_list()}
+        times = times.fill_null(
+            texts.replace_strict(
+                list(seconds), list(seconds.values()), default=None, return_dtype=pl.Float64
+            )
+        )
+    epochs = times.fill_null(float("nan")).to_numpy()
+    dated = ~np.isnan(epochs)
+    return dated & (np.nan_to_num(epochs, nan=-np.inf) >= limit), dated
+
+
+ISO_FORMATS = (  # tried in order, vectorized; naive times are UTC
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+)
+
+
+def _vector_epochs(texts: pl.Series) -> pl.Series:
+    """Epoch seconds of numbers and the common ISO 8601 forms (null elsewhere)."""
+    times = texts.cast(pl.Float64, strict=False)
+    iso = texts.str.replace(r"[zZ]$", "+00:00")
+    for form in ISO_FORMATS:
+        parsed = iso.str.to_datetime(form, strict=False, time_unit="us", time_zone="UTC")
+        times = times.fill_null(parsed.dt.epoch("us").cast(pl.Float64) / 1e6)
+    return times.fill_nan(None)
 
 
 def _epoch(value: Any) -> float:
