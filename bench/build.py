@@ -10,8 +10,14 @@ write_parquet) is what a user would reach for today; pandas is the classic basel
 
     python bench/build.py [--rows 200000] [--sources 4] [--workers N] [--repeat 3]
 
+Then curate builds again on the store its last cold run left (issue 14's incremental
+rebuilds): with nothing changed (`--repeat` times, the median reported), and with one row of
+one source changed. Each is timed as a whole process (what a user waits for, interpreter
+start and imports included) and by the build's own clock (`seconds` in its --json: the
+phases alone), each beside the cold build's.
+
 Targets (issue 3): curate ≥ 3× the pandas script's rows/s; curate's peak RSS at 4N ≤ 1.5×
-its peak RSS at N.
+its peak RSS at N. Issue 14: a no-op rebuild at N takes ≤ 15% of a cold build's time.
 """
 
 from __future__ import annotations
@@ -357,7 +363,7 @@ def bench(rows: int, sources: int, workers: int | None, root: Path, repeat: int)
         runs["curate"].append(run_measured(cmd, env))
         for name, peer in peers.items():
             runs[name].append(run_measured(peer))
-    result: dict[str, Any] = {"rows": rows}
+    result: dict[str, Any] = {"rows": rows, "rebuild": rebuilds(cmd, env, paths, runs, repeat)}
     for name, measured in runs.items():
         sec, _, out = sorted(measured)[len(measured) // 2]
         result[name] = {
@@ -367,6 +373,41 @@ def bench(rows: int, sources: int, workers: int | None, root: Path, repeat: int)
             "all": [round(rows / s) for s, _, _ in measured],
         }
     return result
+
+
+def rebuilds(
+    cmd: list[str],
+    env: dict[str, str],
+    paths: list[Path],
+    runs: dict[str, list[tuple[float, float, str]]],
+    repeat: int,
+) -> dict[str, Any]:
+    """Rebuilds on the store the last cold run left: unchanged, then one source changed.
+    Wall and build seconds of each, with the cold runs' medians."""
+
+    def clocked(measured: list[tuple[float, float, str]]) -> tuple[float, float, dict]:
+        wall = sorted(m[0] for m in measured)[len(measured) // 2]
+        reports = [json.loads(m[2]) for m in measured]
+        own = sorted(r["seconds"] for r in reports)[len(reports) // 2]
+        return wall, own, reports[-1]
+
+    cold_wall, cold_own, cold = clocked(runs["curate"])
+    noop_wall, noop_own, noop = clocked([run_measured(cmd, env) for _ in range(repeat)])
+    assert noop["manifest_id"] == cold["manifest_id"], "a no-op rebuild changed the build"
+    with open(paths[1], "rb+") as fh:  # one row of one source: its id's last character
+        fh.seek(-4, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-4, os.SEEK_END)
+        fh.write(b"X" if last != b"X" else b"Y")
+    changed_wall, changed_own, changed = clocked([run_measured(cmd, env)])
+    store = Path(cmd[cmd.index("--store") + 1])
+    cache = json.loads((store / "manifests" / f"{changed['manifest_id']}.run.json").read_text())
+    return {
+        "cold": (cold_wall, cold_own),
+        "noop": (noop_wall, noop_own),
+        "changed": (changed_wall, changed_own),
+        "changed_cache": cache["cache"],
+    }
 
 
 def main() -> None:
@@ -424,6 +465,23 @@ def main() -> None:
     )
     worst = min(r["curate"]["rows_s"] / r["pandas"]["rows_s"] for r in results)
     print(f"speed ratio vs pandas target >= 3x: {'met' if worst >= 3 else 'NOT met'}")
+    print("rebuilds on the same store (wall: the whole process; build: its phases alone):")
+    for r in results:
+        rb = r["rebuild"]
+        (cw, co), (nw, no), (xw, xo) = rb["cold"], rb["noop"], rb["changed"]
+        read = rb["changed_cache"]["blocks_read"]
+        print(
+            f"{r['rows']:>9} cold: wall {cw:.2f} s, build {co:.2f} s | no-op: wall {nw:.2f} s "
+            f"({nw / cw:.0%} of cold), build {no:.2f} s ({no / co:.0%}) | one source changed: "
+            f"wall {xw:.2f} s ({xw / cw:.0%}), build {xo:.2f} s ({xo / co:.0%}), "
+            f"{read} block(s) read"
+        )
+    noop = results[0]["rebuild"]
+    print(
+        f"no-op rebuild <= 15% of cold at {results[0]['rows']}: wall "
+        f"{'met' if noop['noop'][0] <= 0.15 * noop['cold'][0] else 'NOT met'}, build "
+        f"{'met' if noop['noop'][1] <= 0.15 * noop['cold'][1] else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

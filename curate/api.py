@@ -292,11 +292,14 @@ def diff(a: str, b: str, store: str | Path | None = None, rows: int = 0) -> dict
     return diff_manifests(open_manifest(a, store), open_manifest(b, store), rows)
 
 
-def gc(store: str | Path | None = None, delete: bool = False) -> dict[str, Any]:
-    """The objects no manifest names; removed only with `delete` (see `manifests.gc`)."""
+def gc(
+    store: str | Path | None = None, delete: bool = False, cache: bool = False
+) -> dict[str, Any]:
+    """The objects no manifest names, and with `cache` the caches a rebuild recomputes;
+    removed only with `delete` (see `manifests.gc`)."""
     from curate.manifests.gc import collect
 
-    return collect(store_for(store), delete)
+    return collect(store_for(store), delete, cache)
 
 
 def tag(name: str, ref: str, store: str | Path | None = None) -> str:

@@ -279,20 +279,30 @@ def gc_cmd(
     delete: Annotated[
         bool, typer.Option("--delete", help="Remove them (default: only list them).")
     ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache",
+            help="Also the caches a rebuild recomputes from the sources (read blocks, step "
+            "outputs): the next build of each config runs cold.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List the objects no manifest names (shards of deleted or killed builds); --delete removes them."""
     from curate import api
 
-    report = api.gc(_store(store), delete)
+    report = api.gc(_store(store), delete, cache)
     if as_json:
         print_json(report)
         return
     n, size = len(report["unreferenced"]), report["bytes"]
     what = "removed" if report["deleted"] else "would remove (dry run; --delete removes them)"
+    cached = sum(report["cache"].values())
+    also = f" and caches of {cached / 2**20:.1f} MiB" if cache else ""
     make_console().print(
         f"{report['objects']} objects, {report['manifests']} manifests: {what} {n} objects "
-        f"no manifest names ({size / 2**20:.1f} MiB)"
+        f"no manifest names ({size / 2**20:.1f} MiB){also}"
     )
 
 

@@ -27,13 +27,22 @@ from curate.dedup.exact import ExactDedup
 from curate.dedup.minhash import NearDedup, SplitClusters
 from curate.engines.base import Engine
 from curate.engines.local import LocalEngine
+from curate.engines.stepcache import StepCache
 from curate.errors import UserError
 from curate.manifests.manifest import assemble as assemble_manifest
 from curate.manifests.manifest import manifest_objects, merge_reports, stage_entries
 from curate.manifests.store import Store
 from curate.mixers.stages import MixtureStage, SplitStage
 from curate.progress import Progress
-from curate.runner import READER_VERSION, ReadStep, StepRun, ingest, run_segments, segments
+from curate.runner import (
+    READER_VERSION,
+    Cache,
+    ReadStep,
+    StepRun,
+    ingest,
+    run_segments,
+    segments,
+)
 from curate.sources import BlockTask, FileScan, plan_blocks, scan_file, scratch_dir
 from curate.steps import IndexStage, ReportView, Step
 from curate.validators.pii import PiiStep
@@ -165,6 +174,7 @@ class Build:
     files: list[list[dict[str, Any]]] = field(default_factory=list)
     run: StepRun | None = None
     keys: pl.DataFrame | None = None  # the first global step's keys, ingest to segments
+    cache: Cache | None = None  # the step cache (None for builds that handle PII)
     splits: dict[str, Any] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)
     split_index: dict[str, Any] = field(default_factory=dict)
@@ -223,6 +233,7 @@ def run_build(
         "config_dir": str(config.base_dir),
         "seconds": round(time.time() - started, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},
+        "cache": build.result.cache,
     }
     manifest_id = store.put_manifest(build.manifest, run)
     return BuildResult(manifest_id, build.manifest, run)
@@ -256,6 +267,9 @@ def ingest_phase(build: Build) -> None:
     """Read every block (or take it from the cache) and run the first segment of steps."""
     private = build.config.validate_.pii != "off"
     blocks = _block_cache(build.tasks, build.store, build.work, private)
+    if not private:  # no step outputs of unredacted text outlive a build either
+        steps = StepCache(str(build.store.root / "cache" / "steps"), str(build.work))
+        build.cache = Cache(steps, [_block_key(t) for t in build.tasks])
     reader = ReadStep({s.name: s.format for s in build.config.sources})
     meta_fields = {k: v for stage in build.stages for k, v in stage.meta_fields().items()}
     first = segments(build.steps)[0]
@@ -269,6 +283,7 @@ def ingest_phase(build: Build) -> None:
         build.work,
         meta_fields,
         build.keeps,
+        build.cache,
     )
 
 
@@ -276,7 +291,14 @@ def segments_phase(build: Build) -> None:
     """The steps after the first segment, and every global step's resolution."""
     segs = segments(build.steps)
     run_segments(
-        build.engine, build.result, build.keys, segs, build.sources, build.work, build.keeps
+        build.engine,
+        build.result,
+        build.keys,
+        segs,
+        build.sources,
+        build.work,
+        build.keeps,
+        build.cache,
     )
     build.keys = None
 
@@ -294,9 +316,17 @@ def write(build: Build) -> None:
     from curate.writer import write_outputs, write_split_index
 
     run = build.result
-    build.splits, build.ledger = write_outputs(
-        build.engine, run.index, run.blocks, build.config.build.seed, build.work, build.store
+    cache = (build.cache.steps, run.states) if build.cache is not None else None
+    build.splits, build.ledger, reused = write_outputs(
+        build.engine,
+        run.index,
+        run.blocks,
+        build.config.build.seed,
+        build.work,
+        build.store,
+        cache,
     )
+    run.cache["outputs_reused"] = int(reused)
     build.split_index = write_split_index(run.index, build.work, build.store)
 
 

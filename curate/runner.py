@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from curate.engines import passes
 from curate.engines.base import Engine
+from curate.engines.stepcache import SegmentOut, StepCache
 from curate.sources import BlockTask
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
@@ -64,6 +65,18 @@ class StepRun:
     index: pl.DataFrame
     blocks: list[str]
     stages: list[Step] = field(default_factory=list)
+    # per block, its state in the step cache (None where nothing is cached)
+    states: list[str | None] = field(default_factory=list)
+    # blocks read from their source files; segments of a block taken from the step cache,
+    # or run; whether the write phase took an earlier write's objects (set by the build)
+    cache: dict[str, int] = field(
+        default_factory=lambda: {"blocks_read": 0, "segments_cached": 0, "segments_run": 0}
+    )
+
+    def count(self, outs: list[SegmentOut]) -> None:
+        self.cache["blocks_read"] += sum(o.read for o in outs)
+        self.cache["segments_cached"] += sum(o.hit for o in outs)
+        self.cache["segments_run"] += sum(not o.hit for o in outs)
 
 
 def segments(steps: list[Step]) -> list[tuple[list[RowStep], GlobalStep | None]]:
@@ -95,17 +108,29 @@ def run_steps(
     work: Path,
     meta_fields: dict[str, str] | None = None,
     keeps: dict[str, str | None] | None = None,
+    cache: Cache | None = None,
 ) -> StepRun:
     """Read `tasks` (block i cached at `blocks[i]`, of source `ranks[i]`, one of `sources`)
     and run `steps` over their rows; `work` is a scratch folder for the blocks' new files.
 
     `meta_fields`: {index column: meta field} read into the index for later stages.
     `keeps`: reviewers' keep decisions (base id → reason reviewed) the steps honour.
+    `cache`: the step cache and each block's read key, to reuse what an earlier run made.
     """
     segs = segments(steps)
-    run, keys = ingest(engine, reader, segs[0], tasks, blocks, ranks, work, meta_fields, keeps)
-    run_segments(engine, run, keys, segs, sources, work, keeps)
+    run, keys = ingest(
+        engine, reader, segs[0], tasks, blocks, ranks, work, meta_fields, keeps, cache
+    )
+    run_segments(engine, run, keys, segs, sources, work, keeps, cache)
     return run
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Where step outputs are cached, and the key of each block as read (its state)."""
+
+    steps: StepCache
+    states: list[str]
 
 
 def ingest(
@@ -118,24 +143,37 @@ def ingest(
     work: Path,
     meta_fields: dict[str, str] | None = None,
     keeps: dict[str, str | None] | None = None,
+    cache: Cache | None = None,
 ) -> tuple[StepRun, pl.DataFrame | None]:
     """Read every block and run the `first` segment on it: the index, and the keys of the
     segment's global step (None without one)."""
     first_rows, first_global = first
+    states: list[str | None] = list(cache.states) if cache else [None] * len(tasks)
     results = engine.map(
         passes.ingest,
         [
-            (t, c, first_rows, first_global, meta_fields or {}, str(work / f"b{b}-s0.arrow"), keeps)
+            (
+                t,
+                c,
+                first_rows,
+                first_global,
+                meta_fields or {},
+                str(work / f"b{b}-s0.arrow"),
+                keeps,
+                cache.steps if cache else None,
+                states[b],
+            )
             for b, (t, c) in enumerate(zip(tasks, blocks, strict=True))
         ],
         "read",
     )
     # later passes read a block with the columns the steps added, where they did
-    blocks = [moved or c for (_, _, moved), c in zip(results, blocks, strict=True)]
-    keys = _concat([k for _, k, _ in results])
-    index = _index_frame([i for i, _, _ in results], ranks)
+    blocks = [r.block or c for r, c in zip(results, blocks, strict=True)]
+    keys = _concat([r.keys for r in results])
+    index = _index_frame([r.index for r in results], ranks)
+    run = StepRun(index, blocks, states=[r.state for r in results])
+    run.count(results)
     del results  # the per-block tables now live in `index`: keep memory flat
-    run = StepRun(index, blocks)
     run.stages.append(reader)
     return run, keys
 
@@ -148,12 +186,14 @@ def run_segments(
     sources: list[str],
     work: Path,
     keeps: dict[str, str | None] | None = None,
+    cache: Cache | None = None,
 ) -> None:
     """Every segment's stage entries, and the segments after the first run over the blocks
     (the first ran while reading); each global step resolves over its keys."""
     for i, (row_steps, global_step) in enumerate(segs):
         if i > 0:
-            keys = _run_later_rows(engine, run, row_steps, global_step, work, i, keeps)
+            steps = cache.steps if cache else None
+            keys = _run_later_rows(engine, run, row_steps, global_step, work, i, keeps, steps)
         run.stages += row_steps
         if global_step is not None:
             if keys is not None:  # None only where no block was read
@@ -257,9 +297,11 @@ def _resolve(
                 if "overridden" in index.columns
                 else pl.Series("overridden", [], pl.String).clear(index.height)
             )
-            index = index.with_columns(
-                current.scatter(alive[spared], pl.Series(escaped, dtype=pl.String))
+            # a row spared more than once (exact, then near dedup) keeps its first reason
+            escaped_now = current.clear(index.height).scatter(
+                alive[spared], pl.Series(escaped, dtype=pl.String)
             )
+            index = index.with_columns(pl.coalesce(current, escaped_now).alias("overridden"))
     return apply_verdicts(index, alive, verdicts, step.stage)
 
 
@@ -277,6 +319,7 @@ def _run_later_rows(
     work: Path,
     segment: int,
     keeps: dict[str, str | None] | None = None,
+    cache: StepCache | None = None,
 ) -> pl.DataFrame | None:
     """A later segment over the blocks: updates `run` in place, returns the keys of
     `key_step` (None without one)."""
@@ -308,12 +351,16 @@ def _run_later_rows(
             key_step,
             str(work / f"b{b}-s{segment}.arrow"),
             keeps,
+            cache,
+            run.states[b],
         )
         for b, (a, z) in enumerate(bounds)
     ]
     results = engine.map(passes.run_segment, items, "validate")
-    run.blocks = [m or c for (_, _, m), c in zip(results, run.blocks, strict=True)]
-    update = _concat([u for u, _, _ in results])
+    run.count(results)
+    run.blocks = [r.block or c for r, c in zip(results, run.blocks, strict=True)]
+    run.states = [r.state for r in results]
+    update = _concat([r.index for r in results])
     if update is None:
         return None
     # a column the index has (verdicts, what keep decisions spared) keeps its earlier value
@@ -323,4 +370,4 @@ def _run_later_rows(
             for c in update.columns
         ]
     )
-    return _concat([k for _, k, _ in results])
+    return _concat([r.keys for r in results])

@@ -7,6 +7,8 @@ each shard is gathered in its shuffled order (see `engines.passes.emit` / `gathe
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import pyarrow as pa
 
 from curate.engines import passes
 from curate.engines.base import Engine
+from curate.engines.stepcache import StepCache, code_digest
+from curate.fsio import sha256_file
 from curate.manifests.store import Store
 from curate.mixers.split import output_positions
 from curate.rows import SPLIT_NAMES
@@ -37,10 +41,20 @@ def shard_size(rows: int) -> int:
 
 
 def write_outputs(
-    engine: Engine, index: pl.DataFrame, blocks: list[str], seed: int, work: Path, store: Store
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    engine: Engine,
+    index: pl.DataFrame,
+    blocks: list[str],
+    seed: int,
+    work: Path,
+    store: Store,
+    cache: tuple[StepCache, list[str | None]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """(splits, ledger) manifest entries, their objects written to the store (not yet
-    durable: the build syncs them all at once)."""
+    durable: the build syncs them all at once), and whether an earlier write's were taken.
+
+    With a step `cache` and every block's state in it, a rebuild whose rows, verdicts and
+    output positions are those of an earlier write takes that write's objects, when the
+    store still holds them, instead of writing them again."""
     copies = index["copies"].to_numpy()
     output_positions_by_split = output_positions(copies, index["split"].to_numpy(), seed)
     placed = np.concatenate(output_positions_by_split)
@@ -59,6 +73,12 @@ def write_outputs(
     del plan, positions, placed  # the workers read the file; this process needs neither
     bounds = block_bounds(index)
     shard_rows = tuple(shard_size(len(p)) for p in output_positions_by_split)
+    steps, states = cache if cache is not None else (None, [])
+    key = _outputs_key(plan_file, shard_rows, states)
+    if steps is not None and key is not None:
+        done = steps.outputs(key, lambda sha: store.object_path(sha).is_file())
+        if done is not None:
+            return done["splits"], done["ledger"], True
     items = [
         (blocks[b], b, str(plan_file), a, z - a, str(work), shard_rows, str(store.root))
         for b, (a, z) in enumerate(bounds)
@@ -84,7 +104,28 @@ def write_outputs(
         split["shards"].append(entry)
         split["rows"] += entry["rows"]
     ledger_parts = [ledger for ledger, _ in results if ledger is not None]
-    return splits, {"rows": sum(p["rows"] for p in ledger_parts), "parts": ledger_parts}
+    ledger = {"rows": sum(p["rows"] for p in ledger_parts), "parts": ledger_parts}
+    if steps is not None and key is not None:
+        steps.save_outputs(key, {"splits": splits, "ledger": ledger})
+    return splits, ledger, False
+
+
+def _outputs_key(
+    plan_file: Path, shard_rows: tuple[int, ...], states: list[str | None]
+) -> str | None:
+    """What the objects written depend on: every row's verdict and output positions (the
+    plan), the blocks' contents (their states) and the shard sizes. None when a block's
+    state is unknown (nothing cached)."""
+    if not states or any(s is None for s in states):
+        return None
+    blob = {
+        "code": code_digest(),
+        "plan": sha256_file(plan_file),
+        "states": states,
+        "shard_rows": shard_rows,
+        "parquet": passes.PARQUET_OPTIONS,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 def write_split_index(index: pl.DataFrame, work: Path, store: Store) -> dict[str, Any]:

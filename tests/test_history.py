@@ -57,6 +57,16 @@ def test_gc_removes_only_what_no_manifest_names(tmp_path, cli):
     assert all(store.object_path(sha).exists() for sha in named)
     for mid in (first.id, second.id):
         assert cli("verify", mid, "--store", str(store.root)).code == 0
+    # the caches a rebuild recomputes: listed by kind, removed only with --delete
+    cache = store.root / "cache"
+    dry = cli("gc", "--store", str(store.root), "--cache", "--json").json()
+    assert set(dry["cache"]) == {"blocks", "steps", "decompressed"} and dry["cache"]["steps"] > 0
+    assert (cache / "steps").exists()
+    assert "and caches of" in cli("gc", "--store", str(store.root), "--cache").out
+    cli("gc", "--store", str(store.root), "--cache", "--delete")
+    assert not (cache / "steps").exists() and not (cache / "blocks").exists()
+    again = curate.build(tmp_path / "mixture.toml", store=store.root, workers=1)
+    assert again.manifest_id == second.id and again.run["cache"]["blocks_read"] == 2
 
 
 def test_gc_waits_for_a_running_build(tmp_path, cli):

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from curate.engines.stepcache import StepCache
 from tests.conftest import chat, write_config, write_jsonl
 
 CURATE = str(Path(sys.executable).with_name("curate"))
@@ -89,8 +90,15 @@ def test_sigkill_at_random_points_leaves_nothing_behind(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     time.sleep(2.1)  # temps younger than the sweep's minimum age are left for the next run
+    # the step cache the kills left: every entry with a record is whole (a kill before the
+    # record leaves parts nothing names), and the next rebuild takes all of it
+    steps = StepCache(str(store / "cache" / "steps"), str(tmp_path))
+    records = [p for p in steps.root.rglob("*.json") if not p.name.endswith(".outputs.json")]
+    assert records and all(steps.load(p.name.removesuffix(".json")) for p in records)
     again = _build(cfg, store, "again")
     assert again.communicate(timeout=300) and again.returncode == 0
+    run = json.loads((store / "manifests" / f"{expected}.run.json").read_text())
+    assert run["cache"]["segments_run"] == 0 and run["cache"]["outputs_reused"] == 1
     leftovers = [p for p in store.rglob("*") if ".curate-tmp-" in p.name or p.name.endswith(".tmp")]
     assert leftovers == []
     assert list((store / "tmp").iterdir()) == []

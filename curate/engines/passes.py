@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.engines.stepcache import SegmentOut, StepCache, kept_in_block, segment_key
 from curate.fsio import atomic_path, discard, is_sealed, seal
 from curate.readers import read_block
 from curate.rows import BUILD_SCHEMA, ROW_SCHEMA, TOKEN_FIELDS
@@ -73,27 +74,34 @@ def ingest(
     meta_fields: dict[str, str],
     block_out: str,
     keeps: dict[str, str | None] | None = None,
-) -> tuple[pa.Table, pa.Table | None, str | None]:
+    cache: StepCache | None = None,
+    state: str | None = None,
+) -> SegmentOut:
     """Read a block (or take it from the cache) and run the first segment of steps on it.
 
     Returns the block's index (ids, order, verdicts, the steps' index columns, and the
     `meta_fields` {index column: meta field} a later stage groups or orders by), the next
     global step's keys (or None), and, when a step added or rewrote columns, the file
-    (`block_out`) now holding the block with them, which later passes read instead of the
-    cache.
+    (`block_out`, or the step cache's) now holding the block with them, which later passes
+    read instead of `cache_file`. With a step `cache` and the block's `state` (its read
+    key), an entry made earlier for the same block, steps and decisions is used instead.
     """
-    path = Path(cache_file)
     table = None
-    if is_sealed(path):  # an entry edited, damaged or never finished is read again
-        try:
-            table = read_ipc(path)
-        except (OSError, pa.ArrowInvalid):
-            table = None
+    read = False
+    key = None
+    if cache is not None and state is not None:
+        kept: list = []
+        if keeps:  # which decisions name rows of this block: the ids tell
+            table, read = _read_block(task, cache_file, cache.scratch)
+            kept = kept_in_block(table.column("id"), keeps)
+        key = segment_key(state, row_steps, key_step, None, meta_fields, kept)
+        if (found := cache.load(key)) is not None:
+            if found.block is None and not is_sealed(cache_file):  # later passes read it
+                found.read = _read_block(task, cache_file, cache.scratch)[1] or read
+            return found
+        block_out = cache.block_path(key)
     if table is None:
-        discard(path)
-        table = read_block(task)
-        write_ipc(table, path, temp_dir=Path(block_out).parent)
-        seal(path)
+        table, read = _read_block(task, cache_file, Path(block_out).parent)
     index = table.select(["id", "order", *VERDICT_COLUMNS])
     alive = pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False)
     update, keys, augmented = _apply(table, alive, row_steps, key_step, keeps)
@@ -110,7 +118,36 @@ def ingest(
             pc.cast(_meta_field(table.column("meta"), field), pa.string()), 0, 1 << 20
         )
         index = index.append_column(column, values)
-    return index, keys, _keep(augmented, block_out)
+    return _finish(SegmentOut(index, keys, None, key, read=read), augmented, block_out, cache)
+
+
+def _read_block(task: BlockTask, cache_file: str, scratch: Path) -> tuple[pa.Table, bool]:
+    """The block as read: from `cache_file` when it is sealed, else read from its source
+    file and cached there. Returns it, and whether the source file was read."""
+    path = Path(cache_file)
+    if is_sealed(path):  # an entry edited, damaged or never finished is read again
+        try:
+            return read_ipc(path), False
+        except (OSError, pa.ArrowInvalid):
+            pass
+    discard(path)
+    table = read_block(task)
+    write_ipc(table, path, temp_dir=scratch)
+    seal(path)
+    return table, True
+
+
+def _finish(
+    out: SegmentOut, augmented: pa.Table | None, block_out: str, cache: StepCache | None
+) -> SegmentOut:
+    """Write the block with the steps' columns (if any) and, with a cache, the entry."""
+    if augmented is not None:
+        scratch = cache.scratch if cache is not None else Path(block_out).parent
+        write_ipc(augmented, Path(block_out), temp_dir=scratch)
+        out.block = block_out
+    if cache is not None and out.state is not None:
+        cache.save(out)
+    return out
 
 
 def _meta_field(meta: pa.ChunkedArray, field: str) -> pa.Array:
@@ -128,9 +165,21 @@ def run_segment(
     key_step: GlobalStep | None,
     block_out: str,
     keeps: dict[str, str | None] | None = None,
-) -> tuple[pa.Table, pa.Table | None, str | None]:
-    update, keys, augmented = _apply(read_ipc(block_file), alive, row_steps, key_step, keeps)
-    return update, keys, _keep(augmented, block_out)
+    cache: StepCache | None = None,
+    state: str | None = None,
+) -> SegmentOut:
+    """A later segment over a block (`alive`: its rows still alive), from the step cache
+    when an entry for the block's `state`, these rows, steps and decisions exists."""
+    table = read_ipc(block_file)
+    key = None
+    if cache is not None and state is not None:
+        kept = kept_in_block(table.column("id"), keeps)
+        key = segment_key(state, row_steps, key_step, alive, {}, kept)
+        if (found := cache.load(key)) is not None:
+            return found
+        block_out = cache.block_path(key)
+    update, keys, augmented = _apply(table, alive, row_steps, key_step, keeps)
+    return _finish(SegmentOut(update, keys, None, key), augmented, block_out, cache)
 
 
 def run_keys(
@@ -142,13 +191,6 @@ def run_keys(
     _, keys, _ = _apply(table, alive, [], key_step)
     assert keys is not None
     return keys
-
-
-def _keep(augmented: pa.Table | None, block_out: str) -> str | None:
-    if augmented is None:
-        return None
-    write_ipc(augmented, Path(block_out))
-    return block_out
 
 
 def _apply(
@@ -192,7 +234,9 @@ def _apply(
             from curate.review.overrides import spare
 
             verdicts, spared, escaped = spare(verdicts, batch.column("id"), keeps)
-            overridden[rows[spared]] = escaped
+            for r, why in zip(rows[spared], escaped, strict=True):  # the few decided rows
+                if overridden[r] is None:  # a row spared twice keeps its first reason
+                    overridden[r] = why
         if verdicts.columns is not None:
             columns = verdicts.columns
             for name in step.index_only:

@@ -13,15 +13,22 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from curate.errors import UserError
 from curate.manifests.manifest import manifest_objects
 from curate.manifests.store import HEX64, Store
 
+# What a rebuild recomputes from the sources alone: read blocks, step outputs, plain copies
+# of compressed files. (Embeddings and tokenizers stay: they need a model to recompute.)
+RECOMPUTABLE = ("blocks", "steps", "decompressed")
 
-def collect(store: Store, delete: bool = False) -> dict[str, Any]:
-    """{"manifests", "objects", "unreferenced": [sha...], "bytes", "deleted"}."""
+
+def collect(store: Store, delete: bool = False, cache: bool = False) -> dict[str, Any]:
+    """{"manifests", "objects", "unreferenced": [sha...], "bytes", "deleted", "cache"}:
+    with `cache`, also the recomputable caches (`RECOMPUTABLE`), by kind: bytes they hold."""
     lock = store.root / "locks" / "objects"
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -38,18 +45,28 @@ def collect(store: Store, delete: bool = False) -> dict[str, Any]:
         )
         garbage = [p for p in found if p.name not in named]
         size = sum(p.stat().st_size for p in garbage)
+        caches = (
+            {kind: _size(store.root / "cache" / kind) for kind in RECOMPUTABLE} if cache else {}
+        )
         if delete:
             for path in garbage:
                 path.unlink()
+            for kind in caches:  # no build runs (the lock): nothing reads them now
+                shutil.rmtree(store.root / "cache" / kind, ignore_errors=True)
         return {
             "manifests": len(store.manifest_ids()),
             "objects": len(found),
             "unreferenced": [p.name for p in garbage],
             "bytes": size,
             "deleted": delete,
+            "cache": caches,
         }
     finally:
         os.close(fd)
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _named_objects(store: Store) -> set[str]:

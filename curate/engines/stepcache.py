@@ -1,0 +1,172 @@
+"""Step outputs cached per block, so that a rebuild recomputes only what a change reaches.
+
+An entry is what one segment of steps (row steps, then the keys of the global step that
+closes it) made of one block: the block's part of the index (verdicts, index columns, meta
+fields), the global step's keys, and the block with the columns the steps added, when they
+added any. Its key hashes everything that result depends on:
+- the block's state: the key of the read block (its file's sha256 and byte range, the
+  reader's version), or of the entry whose block this segment reads;
+- which of its rows are still alive (global steps before this segment decided that, over
+  every block: a changed source can change it here too);
+- the steps' fingerprints (params and versions) and the meta fields read;
+- the reviewers' keep decisions that name rows of this block (decisions about other rows
+  leave the entry valid, so a round of review does not recompute the whole build);
+- curate's code (every module's bytes: an edited step never meets its old outputs).
+So a rebuild after one source changed reads and runs only that source's blocks, and after
+one step's params changed, only that step's segment and what follows it.
+
+Parts are immutable under their key. A small JSON record, written last, names each part's
+checksum: an entry without it (a kill -9 while writing) or whose parts no longer match it is
+never read, only recomputed. Builds that redact or reject PII keep no entries (their blocks
+hold unredacted text before the PII step runs), as they keep no read blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curate import __version__
+from curate.fsio import atomic_path, checksum_file
+from curate.steps import GlobalStep, RowStep
+
+CACHE_VERSION = "1"  # bump when what an entry holds changes
+
+
+@dataclass
+class SegmentOut:
+    """One block's result of a segment, from the cache or computed: its index part, the
+    next global step's keys (None without one), the file holding the block with the
+    columns the steps added (None: the block's file is unchanged), the block's new state
+    (the entry key; None where nothing is cached) and how it was had."""
+
+    index: pa.Table
+    keys: pa.Table | None
+    block: str | None
+    state: str | None
+    hit: bool = False
+    read: bool = False  # the block was read from its source file
+
+
+def segment_key(
+    state: str,
+    row_steps: list[RowStep],
+    key_step: GlobalStep | None,
+    alive: np.ndarray | None,
+    meta_fields: dict[str, str],
+    kept: list[list[str | None]],
+) -> str:
+    """The entry key of a segment over a block (`alive`: None for the first segment, whose
+    rows are alive as read)."""
+    blob: dict[str, Any] = {
+        "code": code_digest(),
+        "state": state,
+        "steps": [s.fingerprint() for s in row_steps],
+        "key_step": key_step.fingerprint() if key_step is not None else None,
+        "meta_fields": meta_fields,
+        "keeps": kept,
+    }
+    if alive is not None:
+        blob["alive"] = [len(alive), hashlib.sha256(np.packbits(alive).tobytes()).hexdigest()]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 over curate's modules: part of every cache key, so that a changed step (an
+    upgrade, or an edit without a version bump) recomputes instead of reusing old outputs."""
+    import curate
+
+    digest = hashlib.sha256(f"{CACHE_VERSION}\x00{__version__}".encode())
+    package = Path(curate.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\x00")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def kept_in_block(ids: pa.Array | pa.ChunkedArray, keeps: dict[str, str | None] | None) -> list:
+    """The keep decisions (base id, reason) that name rows of a block, sorted: what of the
+    reviewers' decisions can change its result."""
+    if not keeps:
+        return []
+    import polars as pl
+
+    base = pl.Series(ids).str.split("#").list.first().unique()
+    named = base.filter(base.is_in(list(keeps))).sort().to_list()
+    return [[b, keeps[b]] for b in named]
+
+
+class StepCache:
+    """The entries of one store (`root`: its `cache/steps` folder); `scratch` is where
+    temps are written (the build's scratch folder: a killed build leaves none here)."""
+
+    def __init__(self, root: str, scratch: str):
+        self.root = Path(root)
+        self.scratch = Path(scratch)
+
+    def path(self, key: str, part: str) -> Path:
+        return self.root / key[:2] / f"{key}.{part}"
+
+    def load(self, key: str) -> SegmentOut | None:
+        """The entry, when its record exists and every part matches it; else None."""
+        from curate.engines.passes import read_ipc
+
+        try:
+            record = json.loads(self.path(key, "json").read_text())
+            parts = record["parts"]
+            for part, checksum in parts.items():
+                if checksum is not None and checksum_file(self.path(key, part)) != checksum:
+                    return None
+            index = read_ipc(self.path(key, "index.arrow"))
+            keys = read_ipc(self.path(key, "keys.arrow")) if parts["keys.arrow"] else None
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowInvalid):
+            return None
+        block = str(self.path(key, "block.arrow")) if parts["block.arrow"] else None
+        return SegmentOut(index, keys, block, key, hit=True)
+
+    def block_path(self, key: str) -> str:
+        """Where a segment computed under `key` writes the block with its columns."""
+        return str(self.path(key, "block.arrow"))
+
+    def save(self, out: SegmentOut) -> None:
+        """Write `out`'s index and keys beside its block (already written at `block_path`,
+        if any), then the record that makes the entry readable."""
+        from curate.engines.passes import write_ipc
+
+        assert out.state is not None
+        key = out.state
+        parts: dict[str, Any] = {"index.arrow": None, "keys.arrow": None, "block.arrow": None}
+        for part, table in (("index.arrow", out.index), ("keys.arrow", out.keys)):
+            if table is not None:
+                write_ipc(table, self.path(key, part), temp_dir=self.scratch)
+                parts[part] = checksum_file(self.path(key, part))
+        if out.block is not None:
+            parts["block.arrow"] = checksum_file(out.block)
+        record = json.dumps({"parts": parts}, sort_keys=True).encode()
+        with atomic_path(self.path(key, "json"), durable=False, temp_dir=self.scratch) as tmp:
+            tmp.write_bytes(record)
+
+    def outputs(self, key: str, exists: Callable[[str], bool]) -> dict[str, Any] | None:
+        """The write phase's record under `key` (its splits and ledger entries), when every
+        object it names is still in the store (`exists`); else None."""
+        try:
+            record = json.loads(self.path(key, "outputs.json").read_text())
+            named = [s["object"] for split in record["splits"].values() for s in split["shards"]]
+            named += [p["object"] for p in record["ledger"]["parts"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return record if all(exists(sha) for sha in named) else None
+
+    def save_outputs(self, key: str, record: dict[str, Any]) -> None:
+        path = self.path(key, "outputs.json")
+        with atomic_path(path, durable=False, temp_dir=self.scratch) as tmp:
+            tmp.write_text(json.dumps(record, sort_keys=True))
