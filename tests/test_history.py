@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 
 import curate
+from curate.manifests.lineage import latest_named
 from curate.manifests.manifest import manifest_objects
 from tests.conftest import build, chat, write_config, write_jsonl
 
@@ -96,6 +98,12 @@ def test_lineage_links_builds_of_one_name_and_a_rebuild_keeps_its_id(tmp_path, c
     assert again.id == second.id
     third = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
     assert third.manifest["parent"] == second.id
+    # the latest build of a name is kept beside the manifests; without it (a store of an
+    # earlier version), every manifest is read, with the same result
+    names = tmp_path / ".store" / "names"
+    assert [p.read_text() for p in names.iterdir()] == [third.id]
+    shutil.rmtree(names)
+    assert latest_named(curate.api.store_for(tmp_path / ".store"), "test")[0] == third.id
     explicit = curate.build(
         tmp_path / "mixture.toml", store=tmp_path / ".store", parent=first.id[:12]
     )

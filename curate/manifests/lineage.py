@@ -14,7 +14,16 @@ from curate.manifests.store import Store, canonical_json
 
 
 def latest_named(store: Store, name: str) -> tuple[str, dict[str, Any]] | None:
-    """The newest build of `name` in the store (by creation time, then id)."""
+    """The newest build of `name` in the store: the one its name file holds, or where
+    that is missing or wrong (a store of an earlier version, an edit), by creation time
+    over every manifest."""
+    try:
+        mid = store.name_path(name).read_text().strip()
+        data = store.read_manifest(mid)
+        if data["config"]["build"]["name"] == name:
+            return mid, data
+    except (OSError, UserError, KeyError, TypeError):
+        pass
     found = []
     for mid in store.manifest_ids():
         try:
@@ -22,11 +31,22 @@ def latest_named(store: Store, name: str) -> tuple[str, dict[str, Any]] | None:
         except UserError:
             continue  # a damaged manifest is nobody's parent
         if data["config"]["build"]["name"] == name:
-            found.append((store.read_run(mid).get("created") or "", mid, data))
+            found.append((_written(store, mid), mid, data))
     if not found:
         return None
     _, mid, data = max(found, key=lambda f: (f[0], f[1]))
     return mid, data
+
+
+def _written(store: Store, mid: str) -> tuple[str, int]:
+    """When a build was last put: its run's creation time (to the second), then its run
+    file's modification time (a rebuild rewrites it) for builds of the same second."""
+    path = store.root / "manifests" / f"{mid}.run.json"
+    try:
+        modified = path.stat().st_mtime_ns
+    except OSError:
+        modified = 0
+    return store.read_run(mid).get("created") or "", modified
 
 
 def inferred_parent(store: Store, manifest: dict[str, Any]) -> str | None:

@@ -4,6 +4,7 @@ Layout (contract):
     objects/ab/abcdef…          blobs named by their sha256 (shards, ledger, report)
     manifests/<id>.json         canonical manifest; its sha256 is <id>
     manifests/<id>.run.json     volatile sidecar: time, host, durations
+    names/<sha256 of name>      the id of the latest build of each `[build] name`
     refs/<name>                 tags: a file holding a manifest id
     cache/                      step outputs keyed by fingerprint
 Every write goes to a temp file in the same folder, is fsynced and renamed into place, so a
@@ -160,7 +161,15 @@ class Store:
             self.root / "manifests" / f"{mid}.run.json",
             json.dumps(run, indent=2, sort_keys=True).encode(),
         )
+        name = manifest.get("config", {}).get("build", {}).get("name")
+        if isinstance(name, str):  # the next build of this name finds its parent here
+            write_bytes(self.name_path(name), mid.encode())
         return mid
+
+    def name_path(self, name: str) -> Path:
+        """Where the id of the latest build of `[build] name` is kept (a hint: lineage
+        checks it against the manifest, and reads every manifest where it is missing)."""
+        return self.root / "names" / hashlib.sha256(name.encode()).hexdigest()
 
     def manifest_ids(self) -> list[str]:
         folder = self.root / "manifests"
