@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -56,6 +56,9 @@ from curate.validators.quality import (
 from curate.validators.report import RowStats
 from curate.validators.target import Target
 from curate.validators.template import TemplateStep
+
+if TYPE_CHECKING:
+    from curate.writer import Written
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,7 @@ class Build:
     run: StepRun | None = None
     keys: pl.DataFrame | None = None  # the first global step's keys, ingest to segments
     cache: Cache | None = None  # the step cache (None for builds that handle PII)
-    splits: dict[str, Any] = field(default_factory=dict)
-    ledger: dict[str, Any] = field(default_factory=dict)
+    written: Written | None = None
     split_index: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -317,7 +319,7 @@ def write(build: Build) -> None:
 
     run = build.result
     cache = (build.cache.steps, run.states) if build.cache is not None else None
-    build.splits, build.ledger, reused = write_outputs(
+    written = write_outputs(
         build.engine,
         run.index,
         run.blocks,
@@ -326,13 +328,15 @@ def write(build: Build) -> None:
         build.store,
         cache,
     )
-    run.cache["outputs_reused"] = int(reused)
+    run.cache["outputs_reused"] = int(written.reused)
+    build.written = written
     build.split_index = write_split_index(run.index, build.work, build.store)
 
 
 def assemble(build: Build) -> None:
     """The manifest; every object the build wrote is made durable before it names them."""
-    run = build.result
+    run, written = build.result, build.written
+    assert written is not None, "write has not run"
     view = ReportView(run.index, build.sources, run.blocks)
     reports = merge_reports([s.manifest_report(view) for s in [*build.steps, *build.stages]])
     manifest = assemble_manifest(
@@ -340,8 +344,8 @@ def assemble(build: Build) -> None:
         run.index,
         build.files,
         stage_entries(run.stages, run.index),
-        build.splits,
-        build.ledger,
+        written.splits,
+        written.ledger,
         build.parent,
         build.target,
         reports,
@@ -352,6 +356,8 @@ def assemble(build: Build) -> None:
 
         manifest["parent"] = inferred_parent(build.store, manifest)
     build.store.sync_objects(manifest_objects(manifest))
+    if build.cache is not None:
+        written.remember(build.cache.steps)
     build.manifest = manifest
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,9 @@ def write_outputs(
     work: Path,
     store: Store,
     cache: tuple[StepCache, list[str | None]] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """(splits, ledger) manifest entries, their objects written to the store (not yet
-    durable: the build syncs them all at once), and whether an earlier write's were taken.
+) -> Written:
+    """The splits and ledger manifest entries, their objects written to the store (not yet
+    durable: the build syncs them all at once).
 
     With a step `cache` and every block's state in it, a rebuild whose rows, verdicts and
     output positions are those of an earlier write takes that write's objects, when the
@@ -78,7 +79,7 @@ def write_outputs(
     if steps is not None and key is not None:
         done = steps.outputs(key, lambda sha: store.object_path(sha).is_file())
         if done is not None:
-            return done["splits"], done["ledger"], True
+            return Written(done["splits"], done["ledger"], key, reused=True)
     items = [
         (blocks[b], b, str(plan_file), a, z - a, str(work), shard_rows, str(store.root))
         for b, (a, z) in enumerate(bounds)
@@ -105,9 +106,24 @@ def write_outputs(
         split["rows"] += entry["rows"]
     ledger_parts = [ledger for ledger, _ in results if ledger is not None]
     ledger = {"rows": sum(p["rows"] for p in ledger_parts), "parts": ledger_parts}
-    if steps is not None and key is not None:
-        steps.save_outputs(key, {"splits": splits, "ledger": ledger})
-    return splits, ledger, False
+    return Written(splits, ledger, key if steps is not None else None)
+
+
+@dataclass
+class Written:
+    """What the write phase wrote (or took from an earlier write), and the key to record
+    it under in the step cache once its objects are durable (None: not cached)."""
+
+    splits: dict[str, Any]
+    ledger: dict[str, Any]
+    key: str | None
+    reused: bool = False
+
+    def remember(self, cache: StepCache) -> None:
+        """Record the write for later rebuilds: only once the build has made its objects
+        durable, so that no record outlives, through a power loss, the objects it names."""
+        if self.key is not None and not self.reused:
+            cache.save_outputs(self.key, {"splits": self.splits, "ledger": self.ledger})
 
 
 def _outputs_key(
