@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from curate.engines import passes
 from curate.engines.base import Engine
-from curate.engines.stepcache import SegmentOut, StepCache
+from curate.engines.stepcache import SegmentOut, StepCache, resolve_key
 from curate.sources import BlockTask
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
@@ -197,7 +197,8 @@ def run_segments(
         run.stages += row_steps
         if global_step is not None:
             if keys is not None:  # None only where no block was read
-                run.index = _resolve(run.index, keys, global_step, sources, keeps)
+                at = (cache.steps, run.states) if cache is not None else None
+                run.index = _resolve(run.index, keys, global_step, sources, keeps, at)
             keys = None  # spent: keep memory small for the steps after it
             run.stages.append(global_step)
 
@@ -270,27 +271,36 @@ def _resolve(
     step: GlobalStep,
     sources: list[str],
     keeps: dict[str, str | None] | None = None,
+    cache: tuple[StepCache, list[str | None]] | None = None,
 ) -> pl.DataFrame:
-    """Run a global step's `resolve` over the keys of the rows still alive."""
-    alive = np.nonzero(index["reason"].is_null().to_numpy())[0]
+    """Run a global step's `resolve` over the keys of the rows still alive (or take its
+    verdicts from the step `cache`, with the blocks' states, when they are known)."""
+    is_alive = index["reason"].is_null().to_numpy()
+    alive = np.nonzero(is_alive)[0]
     if len(alive) == 0:
         return index
-    # only what `resolve` is promised: its key columns, id, source and source_rank
-    promised = (
-        pl.concat([index.select("id", "source_rank"), keys], how="horizontal")[alive]
-        .with_columns(
-            pl.col("source_rank")
-            .replace_strict(list(range(len(sources))), sources, return_dtype=pl.String)
-            .alias("source")
+    key = resolve_key(step, sources, cache[1], is_alive) if cache is not None else None
+    verdicts = cache[0].verdicts(key, len(alive)) if cache is not None and key else None
+    if verdicts is None:
+        # only what `resolve` is promised: its key columns, id, source and source_rank
+        promised = (
+            pl.concat([index.select("id", "source_rank"), keys], how="horizontal")[alive]
+            .with_columns(
+                pl.col("source_rank")
+                .replace_strict(list(range(len(sources))), sources, return_dtype=pl.String)
+                .alias("source")
+            )
+            .to_arrow()
         )
-        .to_arrow()
-    )
-    promised = promised.select(["id", "source_rank", *keys.columns, "source"])
-    verdicts = step.resolve(promised)
+        promised = promised.select(["id", "source_rank", *keys.columns, "source"])
+        verdicts = step.resolve(promised)
+        if cache is not None and key:
+            cache[0].save_verdicts(key, verdicts)
     if keeps:  # reviewers overturned some of these verdicts: those rows go on
         from curate.review.overrides import spare
 
-        verdicts, spared, escaped = spare(verdicts, promised.column("id"), keeps)
+        ids = index["id"].gather(alive).to_arrow()
+        verdicts, spared, escaped = spare(verdicts, ids, keeps)
         if len(spared):
             current = (
                 index["overridden"].clone()

@@ -94,7 +94,7 @@ def test_sigkill_at_random_points_leaves_nothing_behind(tmp_path):
     # record leaves parts nothing names), and the next rebuild takes all of it
     steps = StepCache(str(store / "cache" / "steps"), str(tmp_path))
     records = [p for p in steps.root.rglob("*.json") if not p.name.endswith(".outputs.json")]
-    assert records and all(steps.load(p.name.removesuffix(".json")) for p in records)
+    assert records and all(steps.load_tables(p.name.removesuffix(".json")) for p in records)
     again = _build(cfg, store, "again")
     assert again.communicate(timeout=300) and again.returncode == 0
     run = json.loads((store / "manifests" / f"{expected}.run.json").read_text())

@@ -13,7 +13,9 @@ added any. Its key hashes everything that result depends on:
   leave the entry valid, so a round of review does not recompute the whole build);
 - curate's code (every module's bytes: an edited step never meets its old outputs).
 So a rebuild after one source changed reads and runs only that source's blocks, and after
-one step's params changed, only that step's segment and what follows it.
+one step's params changed, only that step's segment and what follows it. A global step's
+verdicts are cached as well, under every block's state and the alive rows (which fix what
+it resolves over), and the write phase's objects under the plan of every row.
 
 Parts are immutable under their key. A small JSON record, written last, names each part's
 checksum: an entry without it (a kill -9 while writing) or whose parts no longer match it is
@@ -36,7 +38,7 @@ import pyarrow as pa
 
 from curate import __version__
 from curate.fsio import atomic_path, checksum_file
-from curate.steps import GlobalStep, RowStep
+from curate.steps import GlobalStep, RowStep, Verdicts
 
 CACHE_VERSION = "1"  # bump when what an entry holds changes
 
@@ -93,6 +95,24 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
+def resolve_key(
+    step: GlobalStep, sources: list[str], states: list[str | None], alive: np.ndarray
+) -> str | None:
+    """The key of a global step's verdicts: the blocks' states (which fix every alive
+    row's keys, id and source), which rows are alive, the step and the sources; None where
+    a state is unknown. Keep decisions are applied after, so they are not part of it."""
+    if not states or any(s is None for s in states):
+        return None
+    blob = {
+        "code": code_digest(),
+        "resolve": step.fingerprint(),
+        "sources": sources,
+        "states": states,
+        "alive": [len(alive), hashlib.sha256(np.packbits(alive).tobytes()).hexdigest()],
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
 def kept_in_block(ids: pa.Array | pa.ChunkedArray, keeps: dict[str, str | None] | None) -> list:
     """The keep decisions (base id, reason) that name rows of a block, sorted: what of the
     reviewers' decisions can change its result."""
@@ -117,21 +137,13 @@ class StepCache:
         return self.root / key[:2] / f"{key}.{part}"
 
     def load(self, key: str) -> SegmentOut | None:
-        """The entry, when its record exists and every part matches it; else None."""
-        from curate.engines.passes import read_ipc
-
-        try:
-            record = json.loads(self.path(key, "json").read_text())
-            parts = record["parts"]
-            for part, checksum in parts.items():
-                if checksum is not None and checksum_file(self.path(key, part)) != checksum:
-                    return None
-            index = read_ipc(self.path(key, "index.arrow"))
-            keys = read_ipc(self.path(key, "keys.arrow")) if parts["keys.arrow"] else None
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowInvalid):
+        """The segment entry under `key`, when it is whole; else None."""
+        tables = self.load_tables(key)
+        if tables is None or tables.get("index.arrow") is None:
             return None
-        block = str(self.path(key, "block.arrow")) if parts["block.arrow"] else None
-        return SegmentOut(index, keys, block, key, hit=True)
+        whole = tables.get("block.arrow") is not None
+        block = str(self.path(key, "block.arrow")) if whole else None
+        return SegmentOut(tables["index.arrow"], tables.get("keys.arrow"), block, key, hit=True)
 
     def block_path(self, key: str) -> str:
         """Where a segment computed under `key` writes the block with its columns."""
@@ -140,20 +152,74 @@ class StepCache:
     def save(self, out: SegmentOut) -> None:
         """Write `out`'s index and keys beside its block (already written at `block_path`,
         if any), then the record that makes the entry readable."""
+        assert out.state is not None
+        tables = {"index.arrow": out.index, "keys.arrow": out.keys}
+        self.save_tables(out.state, tables, {"block.arrow": out.block})
+
+    def load_tables(self, key: str) -> dict[str, Any] | None:
+        """{part: table (memory-mapped; a block part: True) or None} of the entry under
+        `key`, when its record exists and every part still matches it; else None."""
+        from curate.engines.passes import read_ipc
+
+        try:
+            parts = json.loads(self.path(key, "json").read_text())["parts"]
+            for part, checksum in parts.items():
+                if checksum is not None and checksum_file(self.path(key, part)) != checksum:
+                    return None
+            return {
+                part: None
+                if checksum is None
+                else (True if part == "block.arrow" else read_ipc(self.path(key, part)))
+                for part, checksum in parts.items()
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowInvalid):
+            return None
+
+    def save_tables(
+        self, key: str, tables: dict[str, pa.Table | None], files: dict[str, str | None]
+    ) -> None:
+        """Write `tables` under `key` beside `files` (parts written already, at their
+        `path(key, part)`), then the record of every part's checksum."""
         from curate.engines.passes import write_ipc
 
-        assert out.state is not None
-        key = out.state
-        parts: dict[str, Any] = {"index.arrow": None, "keys.arrow": None, "block.arrow": None}
-        for part, table in (("index.arrow", out.index), ("keys.arrow", out.keys)):
+        parts: dict[str, str | None] = {}
+        for part, table in tables.items():
             if table is not None:
                 write_ipc(table, self.path(key, part), temp_dir=self.scratch)
-                parts[part] = checksum_file(self.path(key, part))
-        if out.block is not None:
-            parts["block.arrow"] = checksum_file(out.block)
+            parts[part] = None if table is None else checksum_file(self.path(key, part))
+        for part, file in files.items():
+            parts[part] = None if file is None else checksum_file(file)
         record = json.dumps({"parts": parts}, sort_keys=True).encode()
         with atomic_path(self.path(key, "json"), durable=False, temp_dir=self.scratch) as tmp:
             tmp.write_bytes(record)
+
+    def verdicts(self, key: str, n: int) -> Verdicts | None:
+        """A global step's verdicts over `n` alive rows, cached under `key`; else None."""
+        tables = self.load_tables(key)
+        if tables is None or tables.get("verdicts.arrow") is None:
+            return None
+        found = tables["verdicts.arrow"]
+        columns = tables.get("columns.arrow")
+        if columns is not None and columns.num_rows != n:
+            return None
+        rows = found.column("row").to_numpy()
+        return Verdicts(
+            n,
+            rows,
+            found.column("reason").combine_chunks(),
+            found.column("detail").combine_chunks(),
+            columns,
+        )
+
+    def save_verdicts(self, key: str, verdicts: Verdicts) -> None:
+        found = pa.table(
+            {
+                "row": pa.array(verdicts.rows, pa.int64()),
+                "reason": verdicts.reason,
+                "detail": verdicts.detail,
+            }
+        )
+        self.save_tables(key, {"verdicts.arrow": found, "columns.arrow": verdicts.columns}, {})
 
     def outputs(self, key: str, exists: Callable[[str], bool]) -> dict[str, Any] | None:
         """The write phase's record under `key` (its splits and ledger entries), when every
