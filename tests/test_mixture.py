@@ -433,3 +433,24 @@ def test_time_values_parse_alike_vectorized_and_one_by_one():
     expected = [_epoch(v.strip()) if v else math.nan for v in values]
     assert dated.tolist() == [not math.isnan(e) for e in expected]
     assert after.tolist() == [True, False, False, True, True, True, False, False]
+
+
+def test_a_sample_keeps_its_rows_when_a_row_is_added(tmp_path):
+    """Rows are drawn in the order of a seeded hash of their id: one more row in a sampled
+    source changes the fate of at most that row and the one it displaces (a permutation
+    drawn per build would reshuffle the whole sample)."""
+    write_jsonl(
+        tmp_path / "a.jsonl", [chat(f"a question {i}", f"a answer {i}") for i in range(300)]
+    )
+    many = [chat(f"b question {i}", f"b answer {i}") for i in range(900)]
+    write_jsonl(tmp_path / "b.jsonl", many)
+    sources = [
+        {"name": "a", "path": "a.jsonl", "weight": 0.5},
+        {"name": "b", "path": "b.jsonl", "weight": 0.5},
+    ]
+    first = build(write_config(tmp_path, sources), tmp_path / "s1")
+    write_jsonl(tmp_path / "b.jsonl", many + [chat("b question new", "b answer new")])
+    second = build(write_config(tmp_path, sources), tmp_path / "s2")
+    sampled = [{r["id"] for r in b.rows if r["source"] == "b"} for b in (first, second)]
+    assert len(sampled[0]) == len(sampled[1]) == 300
+    assert len(sampled[0] - sampled[1]) <= 1 and len(sampled[1] - sampled[0]) <= 1

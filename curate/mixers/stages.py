@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from curate.config import MixtureConfig
 from curate.mixers.split import assign_splits
-from curate.mixers.weights import not_sampled_detail, plan_mixture
+from curate.mixers.weights import id_numbers, not_sampled_detail, plan_mixture
 from curate.rows import SPLIT_NAMES
 from curate.runner import apply_verdicts
 from curate.steps import IndexStage, ReportView, Verdicts
@@ -54,6 +54,7 @@ class MixtureStage(IndexStage):
             config.build.seed,
             sizes,
             tokens,
+            id_numbers(index["id"].gather(alive)),
         )
         copies = np.zeros(index.height, dtype=np.int64)
         copies[alive] = plan.copies

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from curate.config import POSITIVE_ROLES, MixtureSection, SourceSection
 from curate.errors import UserError
@@ -113,8 +114,14 @@ def plan_mixture(
     seed: int,
     sizes: np.ndarray | None = None,
     tokens: np.ndarray | None = None,
+    keys: np.ndarray | None = None,
 ) -> MixturePlan:
     """`source_rank`: the source index of every alive row, in canonical order.
+
+    `keys`: per alive row, a 64-bit number from its id (`id_numbers`); each source's rows
+    are drawn in the order of a seeded hash of it, so that a row keeps its fate when others
+    are added or removed (a rebuild after review changes the rows decided, not a reshuffled
+    sample). Without it, rows are keyed by their position.
 
     `sizes` (with `unit = "tokens"`): each alive row's size in the budget's count; shares,
     `total` and caps are then in tokens, and a source's draw takes rows in its seeded order
@@ -139,10 +146,13 @@ def plan_mixture(
     wants = whole_amounts(tree, total, caps, sources, mixture, unit)
     floored = {r for r, lim in mixture.roles.items() if lim.min_share}
     copies = np.zeros(len(source_rank), dtype=np.int64)
+    if keys is None:
+        keys = np.arange(len(source_rank), dtype=np.uint64)
     for i, src in enumerate(sources):
         rows = np.nonzero(source_rank == i)[0]
         if len(rows) and wants[i]:
-            copies[rows] = _draw(size[rows], wants[i], caps[i], seed, src, src.role in floored)
+            order = _seeded_order(keys[rows], seed, src.name)
+            copies[rows] = _draw(size[rows], wants[i], caps[i], order, src.role in floored)
     from curate.mixers.report import mixture_report
 
     report = mixture_report(
@@ -237,16 +247,40 @@ def unmet_floors(
     return out
 
 
-def _draw(
-    size: np.ndarray, want: int, cap: int, seed: int, src: SourceSection, floored: bool
-) -> np.ndarray:
-    """Copies per row of one source: whole repeats, then rows in seeded order while they
+def id_numbers(ids: pl.Series) -> np.ndarray:
+    """Each row id (16 hex digits, `#k` for a later copy of a repeated row) as a 64-bit
+    number, the copy number mixed in; an id that is not hex counts as 0 (its position then
+    breaks the tie)."""
+    halves = [
+        ids.str.slice(a, 8).str.to_integer(base=16, strict=False).fill_null(0).cast(pl.UInt64)
+        for a in (0, 8)
+    ]
+    copy = ids.str.extract(r"#(\d+)$").cast(pl.UInt64, strict=False).fill_null(0)
+    with np.errstate(over="ignore"):
+        number = (halves[0].to_numpy() << np.uint64(32)) | halves[1].to_numpy()
+        return number ^ (copy.to_numpy() * np.uint64(0x9E3779B97F4A7C15))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _seeded_order(keys: np.ndarray, seed: int, source: str) -> np.ndarray:
+    parts = np.array([seed % 2**64, zlib.crc32(source.encode())], dtype=np.uint64)
+    salt = _mix(parts[:1]) ^ _mix(_mix(parts[1:]))
+    return np.argsort(_mix(keys.astype(np.uint64) ^ salt), kind="stable")
+
+
+def _draw(size: np.ndarray, want: int, cap: int, draw: np.ndarray, floored: bool) -> np.ndarray:
+    """Copies per row of one source: whole repeats, then rows in `draw` order while they
     fit in the remainder (for a floored role, until they cover it: its share never falls
     short of its floor for want of a row that does not fit exactly)."""
     a = int(size.sum())
-    draw = np.random.Generator(np.random.PCG64([seed, zlib.crc32(src.name.encode())])).permutation(
-        len(size)
-    )
     base, extra = divmod(want, a)
     per_row = np.full(len(size), base, dtype=np.int64)
     cumulative = np.cumsum(size[draw])
