@@ -103,6 +103,12 @@ def test_decide_overrides_and_stats_end_to_end(tmp_path, cli):
     warnings = r.json()["warnings"]
     assert any("1 decided ids are not in this build" in w for w in warnings)
     assert any("1 keep decisions refused" in w for w in warnings)
+    # the restored row still counts against its rule; the reviewers' own reject is no rule
+    later = cli("review", second.id, "--store", store, "--stats", "--json").json()
+    later_by_rule = {(s["reason"], s["source"]): s for s in later}
+    assert later_by_rule[("near_duplicate", "a")]["overturned"] == 1
+    assert later_by_rule[("near_duplicate", "a")]["rejected"] == 1
+    assert not any(reason == "override_reject" for reason, _ in later_by_rule)
 
 
 def test_a_restored_row_still_meets_the_later_steps(tmp_path, cli):

@@ -74,15 +74,28 @@ def stats(
     files = [Path(p) for p in paths] if paths else [decisions_path(manifest)]
     standing = latest([d for f in files if f.exists() for d in read(f)])
     where = rows_where(manifest, list(standing))
-    reviewed = {
-        i: (w["reason"], w["source"])
-        for i, w in where.items()
-        if w["reason"] is not None and standing[i].reason_reviewed in (None, w["reason"])
+    # rows a keep decision restored in this build: their rule rejected them, a reviewer
+    # overturned it; they count against the rule here too, not only in the build reviewed
+    overridden = {
+        o["id"]: o["reason"] for o in manifest.data.get("overrides", {}).get("overridden", [])
     }
-    rejected = {  # not_sampled is the mixture's draw, not a rule's verdict
+    reviewed = {}
+    for i, w in where.items():
+        reason = overridden.get(i, w["reason"])
+        if reason not in (None, *NOT_RULES) and standing[i].reason_reviewed in (None, reason):
+            reviewed[i] = (reason, w["source"])
+    rejected = {
         (reason, src["name"]): n
         for src in manifest.data["sources"]
         for reason, n in src["rejected"].items()
-        if reason != "not_sampled"
+        if reason not in NOT_RULES
     }
+    for i, reason in overridden.items():
+        if i in where:
+            key = (reason, where[i]["source"])
+            rejected[key] = rejected.get(key, 0) + 1
     return rule_stats(rejected, reviewed, standing, threshold)
+
+
+# Not rules whose precision reviews measure: the mixture's draw, and reviewers' own rejects.
+NOT_RULES = ("not_sampled", "override_reject")
