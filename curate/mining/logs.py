@@ -1,0 +1,251 @@
+"""Production logs as rows `curate mine` can judge: one schema whatever shape they came in.
+
+Shapes, detected per row:
+- flat rows: `prompt` (text) or `messages` (chat turns; a last assistant turn is the answer
+  when there is no `response`), `response` (text, or a list of several answers) or
+  `responses`, and signals: `request_id`, `latency_ms`, `user_feedback`, `automated_score`,
+  `expected_format`, `finish_reason`, `model` / `adapter`, `timestamp`, `tags`;
+- OpenAI chat-completion logs as log proxies export them: `{"input": {request: messages, …},
+  "output": {chat.completion: choices[i].message, finish_reason, model, …}, "tags": …}`,
+  every choice an answer.
+A signal may sit at the top level or in `tags` / `metadata`, as log proxies store them.
+
+A row that cannot be read (not JSON, no prompt, no answer, a signal of the wrong type) is
+returned apart with its `path:line`, the field and the raw text, never dropped silently.
+Files: JSONL, gzip'd JSONL, Parquet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from curate.rows import MESSAGES
+
+LOG_SCHEMA = pa.schema(
+    [
+        ("log_id", pa.string()),  # 16 hex digits of the sha256 of the row's canonical JSON
+        ("request_id", pa.string()),
+        ("messages", MESSAGES),  # the prompt: every turn before the answer
+        ("responses", pa.list_(pa.string())),  # one answer, or several for one prompt
+        ("latency_ms", pa.float64()),
+        ("feedback", pa.string()),  # thumbs_up | thumbs_down | null
+        ("score", pa.float64()),  # automated score in [0, 1]
+        ("expected_format", pa.string()),  # "json", or a JSON-schema file name
+        ("finish_reason", pa.string()),
+        ("model", pa.string()),  # model or adapter version
+        ("timestamp", pa.string()),
+        ("tags", pa.string()),  # JSON object
+        ("origin", pa.string()),  # path:line
+    ]
+)
+BAD_SCHEMA = pa.schema(
+    [("origin", pa.string()), ("field", pa.string()), ("error", pa.string()), ("raw", pa.string())]
+)
+FEEDBACK = {
+    "thumbs_up": "thumbs_up",
+    "up": "thumbs_up",
+    "positive": "thumbs_up",
+    "thumbs_down": "thumbs_down",
+    "down": "thumbs_down",
+    "negative": "thumbs_down",
+}
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class LogError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class Logs:
+    """The rows read (LOG_SCHEMA) and the rows that could not be (BAD_SCHEMA)."""
+
+    rows: pa.Table
+    bad: pa.Table
+
+
+def read_logs(paths: list[Path], names: list[str] | None = None) -> Logs:
+    """Every row of `paths` (shown as `names`, e.g. relative to the config) in file order."""
+    good: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for path, name in zip(paths, names or [str(p) for p in paths], strict=True):
+        for line, raw, obj in _records(path):
+            origin = f"{name}:{line}"
+            try:
+                if isinstance(obj, _NotJson):
+                    raise LogError("", obj.message)
+                if not isinstance(obj, dict):
+                    raise LogError("", f"a log row is a JSON object, not {type(obj).__name__}")
+                good.append({**normalize(obj), "origin": origin})
+            except LogError as exc:
+                bad.append({"origin": origin, "field": exc.field, "error": str(exc), "raw": raw})
+    return Logs(
+        pa.Table.from_pylist(good, schema=LOG_SCHEMA), pa.Table.from_pylist(bad, schema=BAD_SCHEMA)
+    )
+
+
+def _records(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(line number, raw text, parsed value or an error marker) per row of a log file."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield i, json.dumps(row, default=str, ensure_ascii=False), _decoded(row)
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        for i, text in enumerate(fh, start=1):
+            text = text.rstrip("\n")
+            if not text.strip():
+                continue
+            try:
+                yield i, text, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield i, text, _NotJson(f"not JSON: {exc.msg} at column {exc.colno}")
+
+
+class _NotJson:
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    """Parquet logs often keep nested fields as JSON text: decode those that are."""
+    out = dict(row)
+    for key in ("input", "output", "messages", "tags", "metadata", "responses"):
+        value = out.get(key)
+        if isinstance(value, str) and value[:1] in "[{":
+            with contextlib.suppress(json.JSONDecodeError):  # text after all: kept as is
+                out[key] = json.loads(value)
+    return out
+
+
+def normalize(obj: dict[str, Any]) -> dict[str, Any]:
+    """One log row in LOG_SCHEMA (less `origin`), or a LogError naming the field."""
+    proxy = isinstance(obj.get("input"), dict) and isinstance(obj.get("output"), dict)
+    messages, responses, finish = _openai(obj) if proxy else _flat(obj)
+    bags = [obj, *(b for b in (obj.get("tags"), obj.get("metadata")) if isinstance(b, dict))]
+    if proxy:
+        bags.append(obj["output"])
+
+    def signal(*keys: str) -> Any:
+        for bag in bags:
+            for key in keys:
+                if bag.get(key) is not None:
+                    return bag[key]
+        return None
+
+    tags = {k: v for b in bags[1:] if b is not obj.get("output") for k, v in b.items()}
+    return {
+        "log_id": hashlib.sha256(
+            json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+        ).hexdigest()[:16],
+        "request_id": _text(signal("request_id", "id"), "request_id"),
+        "messages": messages,
+        "responses": responses,
+        "latency_ms": _number(signal("latency_ms", "latency"), "latency_ms"),
+        "feedback": _feedback(signal("user_feedback", "feedback")),
+        "score": _score(signal("automated_score", "score")),
+        "expected_format": _text(signal("expected_format"), "expected_format"),
+        "finish_reason": finish or _text(signal("finish_reason"), "finish_reason"),
+        "model": _text(signal("adapter", "model"), "model"),
+        "timestamp": _text(signal("timestamp", "created_at", "created"), "timestamp"),
+        "tags": json.dumps(tags, sort_keys=True, ensure_ascii=False, default=str) if tags else None,
+    }
+
+
+def _openai(obj: dict[str, Any]) -> tuple[list[dict[str, str]], list[str], str | None]:
+    messages = _turns(obj["input"].get("messages"), "input.messages")
+    choices = obj["output"].get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise LogError("output.choices", "output.choices: no choice to read the answer from")
+    responses = []
+    for i, choice in enumerate(choices):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if content is not None and not isinstance(content, str):
+            raise LogError(f"output.choices[{i}].message.content", "the answer is not text")
+        responses.append(content or "")
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    return messages, responses, _text(first.get("finish_reason"), "finish_reason")
+
+
+def _flat(obj: dict[str, Any]) -> tuple[list[dict[str, str]], list[str], None]:
+    if obj.get("messages") is not None:
+        messages = _turns(obj["messages"], "messages")
+    elif isinstance(obj.get("prompt"), str):
+        messages = [{"role": "user", "content": obj["prompt"]}]
+    else:
+        raise LogError("prompt", "no prompt: neither `messages` nor `prompt` (nor `input`)")
+    answer = obj.get("responses", obj.get("response", obj.get("completion")))
+    if answer is None and messages and messages[-1]["role"] == "assistant":
+        answer, messages = messages[-1]["content"], messages[:-1]
+    if isinstance(answer, str):
+        return messages, [answer], None
+    if isinstance(answer, list) and answer and all(isinstance(a, str) for a in answer):
+        return messages, answer, None
+    raise LogError("response", "no answer: `response` is missing or not text (or a list of texts)")
+
+
+def _turns(value: Any, field: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise LogError(field, f"{field}: a non-empty list of turns is expected")
+    turns = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES:
+            raise LogError(f"{field}[{i}].role", f"{field}[{i}]: a turn needs a role in {ROLES}")
+        content = turn.get("content")
+        if isinstance(content, list):  # content parts: their text, in order
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if content is not None and not isinstance(content, str):
+            raise LogError(f"{field}[{i}].content", f"{field}[{i}].content is not text")
+        turns.append({"role": turn["role"], "content": content or ""})
+    return turns
+
+
+def _text(value: Any, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise LogError(field, f"{field}: text expected, not {type(value).__name__}")
+
+
+def _number(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise LogError(field, f"{field}: a number expected, not {type(value).__name__}")
+    try:
+        return float(value)
+    except ValueError:
+        raise LogError(field, f"{field}: {value!r} is not a number") from None
+
+
+def _score(value: Any) -> float | None:
+    score = _number(value, "automated_score")
+    if score is not None and not 0 <= score <= 1:
+        raise LogError("automated_score", f"automated_score: {score} is outside [0, 1]")
+    return score
+
+
+def _feedback(value: Any) -> str | None:
+    if value is None:
+        return None
+    found = FEEDBACK.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if found is None:
+        raise LogError(
+            "user_feedback", f"user_feedback: {value!r} is not thumbs_up, thumbs_down or null"
+        )
+    return found
