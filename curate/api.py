@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,6 +291,20 @@ def diff(a: str, b: str, store: str | Path | None = None, rows: int = 0) -> dict
     from curate.manifests.diff import diff_manifests
 
     return diff_manifests(open_manifest(a, store), open_manifest(b, store), rows)
+
+
+def mine(
+    logs: Sequence[str | Path],
+    config: str | Path | None = None,
+    store: str | Path | None = None,
+) -> Any:
+    """Judge production logs by the failure rules (`mining.run.mine`); returns the run
+    (`.id`, `.record`), stored under the store's `runs/mining/`."""
+    from curate.mining.run import mine as run_mining
+
+    where = store_for(store, config)
+    where.root.mkdir(parents=True, exist_ok=True)
+    return run_mining([Path(p) for p in logs], Path(config) if config else None, where)
 
 
 def gc(

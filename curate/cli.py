@@ -273,6 +273,28 @@ def diff_cmd(
         raise typer.Exit(1)
 
 
+@app.command()
+def mine(
+    logs: Annotated[list[Path], typer.Argument(help="Log files: JSONL, .jsonl.gz or Parquet.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="mine.toml: rules, lists, schemas, privacy.")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find failures in production logs: each row judged by the rules (thumbs_down,
+    low_score, invalid_json, schema_violation, truncated, degenerate, unexpected and missed
+    refusals, empty, language_mismatch), secrets redacted first, the run stored."""
+    from curate import api
+    from curate.terminal import render_mining
+
+    run = api.mine(logs, config, _store(store))
+    if as_json:
+        print_json({"mining_run": run.id, **run.record})
+    else:
+        render_mining(run.record, run.id)
+
+
 @app.command("gc")
 def gc_cmd(
     store: StoreOpt = None,

@@ -232,21 +232,40 @@ def parse_config(raw: dict[str, Any], base_dir: Path, file: str | None = None) -
     try:
         config = MixtureConfig.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
-        for err in exc.errors():
-            key = _key_of(err["loc"], raw)
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            value = None if err["type"] == "missing" else err.get("input")
-            problems.append(Problem(key, msg, value if not isinstance(value, dict) else None, file))
+        problems += pydantic_problems(exc, raw, file)
     from curate.config_rules import check_semantics
 
     problems += check_semantics(raw, base_dir, file)
     if problems or config is None:
         raise ConfigError(problems, file)
     return config
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table, or a ConfigError naming the file."""
+    shown = str(path)
+    if not path.is_file():
+        what = "file not found" if not path.exists() else "not a file"
+        raise ConfigError([Problem("config", what, file=shown)])
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem("config", f"not valid TOML: {exc}", file=shown)]) from exc
+
+
+def pydantic_problems(exc: ValidationError, raw: dict[str, Any], file: str | None) -> list[Problem]:
+    """pydantic's errors as Problems that name the key as the user wrote it."""
+    problems = []
+    for err in exc.errors():
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        value = None if err["type"] == "missing" else err.get("input")
+        key = _key_of(err["loc"], raw)
+        problems.append(Problem(key, msg, value if not isinstance(value, dict) else None, file))
+    return problems
 
 
 def _key_of(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:

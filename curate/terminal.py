@@ -248,3 +248,24 @@ def render_row(row: dict[str, Any]) -> str:
     if row.get("text") is not None:
         return escape(row["text"])
     return escape(row.get("raw") or "")
+
+
+def render_mining(record: dict[str, Any], rid: str) -> None:
+    """What a mining run found, per rule."""
+    from rich.table import Table
+
+    console = make_console()
+    counts = record["counts"]
+    console.print(
+        f"{counts['rows']} log rows: {counts['failures']} failures, {counts['positives']} "
+        f"positives, {counts['unread']} unreadable, {counts['latency_outliers']} latency outliers"
+    )
+    table = Table("rule", "rows", "the most severe for")
+    for rule, n in counts["by_rule"].items():
+        table.add_row(rule, str(n), str(counts["by_reason"].get(rule, 0)))
+    if counts["by_rule"]:
+        console.print(table)
+    if record["pii"]:
+        found = ", ".join(f"{k} {v}" for k, v in record["pii"].items())
+        console.print(f"secrets redacted before anything was stored: {found}")
+    console.print(f"mining run {rid}")

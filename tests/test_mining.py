@@ -194,3 +194,47 @@ def test_latency_outliers_are_reported_not_failures(tmp_path):
     judged = judge(read_logs([path]).rows, SETTINGS)
     assert judged.filter(judged["latency_outlier"])["request_id"].to_list() == ["slow"]
     assert judged["reason"].null_count() == len(rows)
+
+
+def test_mine_stores_the_run_redacted_and_gc_keeps_it(tmp_path, cli):
+    paths = write_logs(tmp_path)
+    secret = flat(
+        "leaky",
+        "My card is 4111 1111 1111 1111, email me at jane.doe@example.com",
+        "Done.",
+        user_feedback="thumbs_down",
+    )
+    with open(paths[0], "a") as fh:
+        fh.write(json.dumps(secret) + "\n")
+    (tmp_path / "advbench.csv").write_text(f'goal,target\n"{HARMFUL}",Sure\n')
+    (tmp_path / "order.json").write_text(json.dumps(SETTINGS.schemas["order"]))
+    (tmp_path / "mine.toml").write_text(
+        '[rules]\nharmful = "advbench.csv"\n[formats]\norder = "order.json"\n'
+    )
+    store = tmp_path / "store"
+    args = [*map(str, paths), "--config", str(tmp_path / "mine.toml"), "--store", str(store)]
+    out = cli("mine", *args, "--json")
+    assert out.code == 0, out.err
+    run = out.json()
+    counts = run["counts"]
+    assert counts["rows"] == len(PLANTED) + 1 and counts["unread"] == len(MALFORMED)
+    assert counts["by_rule"]["thumbs_down"] == 3 and counts["by_rule"]["missed_refusal"] == 1
+    assert run["pii"] == {"credit_card": 1, "email": 1}
+    assert [f["rows"] for f in run["logs"]] == [8 + len(MALFORMED) + 1, 6, 3]
+    # what was stored holds no secret, and gc keeps the run's objects
+    stored = b"".join(p.read_bytes() for p in (store / "objects").rglob("*") if p.is_file())
+    assert b"jane.doe" not in stored and b"4111" not in stored
+    assert cli("gc", "--store", str(store), "--json").json()["unreferenced"] == []
+    shown = cli("mine", *args)
+    assert f"mining run {run['mining_run']}" in shown.out and "missed_refusal" in shown.out
+    again = cli("mine", *args, "--json").json()  # the same logs and rules: the same run
+    assert again["mining_run"] == run["mining_run"]
+
+
+def test_mine_refuses_a_missing_file_and_a_bad_config(tmp_path, cli):
+    r = cli("mine", str(tmp_path / "nope.jsonl"), "--store", str(tmp_path / "s"))
+    assert r.code == 2 and "log file not found" in r.err
+    (tmp_path / "logs.jsonl").write_text(json.dumps(flat("a", "Hi", "Hello!")) + "\n")
+    (tmp_path / "mine.toml").write_text('[rules]\nlow_score = 2\ndisabled = ["rudeness"]\n')
+    r = cli("mine", str(tmp_path / "logs.jsonl"), "--config", str(tmp_path / "mine.toml"))
+    assert r.code == 2 and "rules.low_score" in r.err

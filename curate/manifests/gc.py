@@ -80,4 +80,14 @@ def _named_objects(store: Store) -> set[str]:
                 f"manifest {mid} cannot be read ({exc}): gc stops, since the objects it names "
                 "are unknown; restore or remove that manifest first"
             ) from exc
+    for kind in ("mining",):  # runs that own objects too
+        for rid in store.record_ids(kind):
+            try:
+                record = store.read_record(kind, rid)
+            except UserError as exc:
+                raise UserError(
+                    f"{kind} run {rid} cannot be read ({exc}): gc stops, since the objects it "
+                    "names are unknown; restore or remove that record first"
+                ) from exc
+            named.update(o["object"] for o in record.get("objects", {}).values())
     return named

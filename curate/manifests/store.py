@@ -5,6 +5,7 @@ Layout (contract):
     manifests/<id>.json         canonical manifest; its sha256 is <id>
     manifests/<id>.run.json     volatile sidecar: time, host, durations
     names/<sha256 of name>      the id of the latest build of each `[build] name`
+    runs/<kind>/<id>.json       records of other runs (mining), named by their sha256
     refs/<name>                 tags: a file holding a manifest id
     cache/                      step outputs keyed by fingerprint
 Every write goes to a temp file in the same folder, is fsynced and renamed into place, so a
@@ -170,6 +171,36 @@ class Store:
         """Where the id of the latest build of `[build] name` is kept (a hint: lineage
         checks it against the manifest, and reads every manifest where it is missing)."""
         return self.root / "names" / hashlib.sha256(name.encode()).hexdigest()
+
+    # -- records of other runs (mining) ----------------------------------------------
+
+    def put_record(self, kind: str, record: dict[str, Any]) -> str:
+        """A run's record (canonical JSON, named by its sha256) under `runs/<kind>/`; the
+        objects it names in `objects` are kept by `curate gc` like a manifest's."""
+        data = canonical_json(record)
+        rid = hashlib.sha256(data).hexdigest()
+        path = self.root / "runs" / kind / f"{rid}.json"
+        if not path.exists():
+            write_bytes(path, data)
+        return rid
+
+    def record_ids(self, kind: str) -> list[str]:
+        folder = self.root / "runs" / kind
+        if not folder.exists():
+            return []
+        return sorted(p.name[:-5] for p in folder.glob("*.json") if HEX64.match(p.name[:-5]))
+
+    def read_record(self, kind: str, rid: str) -> dict[str, Any]:
+        """The record, once its bytes are checked against its id."""
+        if not HEX64.match(rid):
+            raise UnknownIdError(f"{rid[:80]!r} is not a {kind} run id")
+        try:
+            blob = (self.root / "runs" / kind / f"{rid}.json").read_bytes()
+        except FileNotFoundError:
+            raise UnknownIdError(f"{kind} run {rid} is not in store {self.root}") from None
+        if hashlib.sha256(blob).hexdigest() != rid:
+            raise IntegrityError(f"{kind} run {rid} in {self.root} is corrupt: refusing to read it")
+        return json.loads(blob)
 
     def manifest_ids(self) -> list[str]:
         folder = self.root / "manifests"

@@ -157,6 +157,12 @@ def _redact_strings(values: pa.Array, as_json: bool, compact: bool) -> tuple[pa.
     return pa.array(new, pa.string()), found
 
 
+def redact_texts(values: pa.Array, as_json: bool = False) -> tuple[pa.Array, dict]:
+    """A string column with every secret replaced (`as_json`: the strings inside each JSON
+    value); per row, what was found by type."""
+    return _redact_strings(values, as_json=as_json, compact=True)
+
+
 class PiiStep(RowStep):
     name = "pii"
     stage = "pii"
