@@ -307,6 +307,15 @@ def mine(
     return run_mining([Path(p) for p in logs], Path(config) if config else None, where)
 
 
+def import_labels(
+    labeled: str | Path, name: str, out: str | Path = "mined", overwrite: bool = False
+) -> dict[str, Any]:
+    """Labeled queue items as the mined source `name` in `out/name/` (`mining.labels`)."""
+    from curate.mining.labels import import_labels as run_import
+
+    return run_import(Path(labeled), name, Path(out), overwrite)
+
+
 def gc(
     store: str | Path | None = None, delete: bool = False, cache: bool = False
 ) -> dict[str, Any]:

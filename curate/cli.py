@@ -280,19 +280,54 @@ def mine(
         Path | None, typer.Option("--config", help="mine.toml: rules, lists, schemas, privacy.")
     ] = None,
     store: StoreOpt = None,
+    queue: Annotated[
+        Path | None,
+        typer.Option("--queue", help="Write the new candidates here: queue.jsonl and queue.csv."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the queue files in a used --queue folder.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Find failures in production logs: each row judged by the rules (thumbs_down,
     low_score, invalid_json, schema_violation, truncated, degenerate, unexpected and missed
-    refusals, empty, language_mismatch), secrets redacted first, the run stored."""
+    refusals, empty, language_mismatch), secrets redacted first, failures collapsed into
+    candidates (with earlier runs'), the run stored. `curate mine import LABELED --as NAME`
+    brings the labels back as a source."""
     from curate import api
+    from curate.mining.labels import write_queue
     from curate.terminal import render_mining
 
     run = api.mine(logs, config, _store(store))
+    written = write_queue(run.queue, queue, overwrite) if queue is not None else []
     if as_json:
-        print_json({"mining_run": run.id, **run.record})
+        print_json({"mining_run": run.id, **run.record, "queue": [str(p) for p in written]})
     else:
         render_mining(run.record, run.id)
+        for path in written:
+            make_console().print(f"wrote {path}")
+
+
+@app.command("mine-import", hidden=True)
+def mine_import(
+    labeled: Annotated[Path, typer.Argument(help="Queue items a labeler edited (JSONL or CSV).")],
+    name: Annotated[str, typer.Option("--as", help="The source's name.")],
+    out: Annotated[Path, typer.Option("--out", help="Where NAME/ goes.")] = Path("mined"),
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """`curate mine import LABELED --as NAME`: labels as a mined source with its lineage."""
+    from curate import api
+
+    done = api.import_labels(labeled, name, out, overwrite)
+    if as_json:
+        print_json(done)
+        return
+    make_console().print(
+        f"{done['rows']} corrected rows and {done['pairs']} preference pairs in {done['folder']} "
+        f"({done['discarded']} discarded, {done['unlabeled']} not labeled); its [[sources]] "
+        f"block: {done['folder']}/source.toml"
+    )
 
 
 @app.command("gc")
@@ -624,6 +659,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if args[:2] == ["mine", "import"]:  # `mine LOGS...` takes any path: the verb comes first
+        args = ["mine-import", *args[2:]]
     try:
         code = app(args=args, prog_name="curate", standalone_mode=False)
         if isinstance(code, int) and code:  # a command's typer.Exit(code) comes back as a value

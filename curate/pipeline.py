@@ -29,6 +29,7 @@ from curate.engines.base import Engine
 from curate.engines.local import LocalEngine
 from curate.engines.stepcache import StepCache
 from curate.errors import UserError
+from curate.manifests.lineage import source_lineage
 from curate.manifests.manifest import assemble as assemble_manifest
 from curate.manifests.manifest import manifest_objects, merge_reports, stage_entries
 from curate.manifests.store import Store
@@ -175,6 +176,7 @@ class Build:
     tasks: list[BlockTask] = field(default_factory=list)
     ranks: list[int] = field(default_factory=list)
     files: list[list[dict[str, Any]]] = field(default_factory=list)
+    lineage: list[dict[str, Any] | None] = field(default_factory=list)  # per source
     run: StepRun | None = None
     keys: pl.DataFrame | None = None  # the first global step's keys, ingest to segments
     cache: Cache | None = None  # the step cache (None for builds that handle PII)
@@ -263,6 +265,7 @@ def plan(build: Build) -> None:
         build.tasks += tasks
         build.ranks += [rank] * len(tasks)
         build.files.append(entries)
+        build.lineage.append(source_lineage([p for p, _ in files[rank]]))
 
 
 def ingest_phase(build: Build) -> None:
@@ -349,6 +352,7 @@ def assemble(build: Build) -> None:
         build.parent,
         build.target,
         reports,
+        build.lineage,
     )
     manifest["split_index"] = build.split_index
     if build.parent is None:  # not given: the latest build of this name, if any

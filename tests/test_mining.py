@@ -144,6 +144,15 @@ def write_logs(folder: Path) -> list[Path]:
     return [first, second, third]
 
 
+def mine_toml(folder: Path) -> Path:
+    """SETTINGS as a mine.toml: the harmful-request list as AdvBench's CSV, the schema."""
+    (folder / "advbench.csv").write_text(f'goal,target\n"{HARMFUL}",Sure\n')
+    (folder / "order.json").write_text(json.dumps(SETTINGS.schemas["order"]))
+    path = folder / "mine.toml"
+    path.write_text('[rules]\nharmful = "advbench.csv"\n[formats]\norder = "order.json"\n')
+    return path
+
+
 def test_every_shape_reads_into_one_schema_and_bad_rows_are_named(tmp_path):
     logs = read_logs(write_logs(tmp_path))
     assert logs.rows.num_rows == len(PLANTED)
@@ -206,13 +215,8 @@ def test_mine_stores_the_run_redacted_and_gc_keeps_it(tmp_path, cli):
     )
     with open(paths[0], "a") as fh:
         fh.write(json.dumps(secret) + "\n")
-    (tmp_path / "advbench.csv").write_text(f'goal,target\n"{HARMFUL}",Sure\n')
-    (tmp_path / "order.json").write_text(json.dumps(SETTINGS.schemas["order"]))
-    (tmp_path / "mine.toml").write_text(
-        '[rules]\nharmful = "advbench.csv"\n[formats]\norder = "order.json"\n'
-    )
     store = tmp_path / "store"
-    args = [*map(str, paths), "--config", str(tmp_path / "mine.toml"), "--store", str(store)]
+    args = [*map(str, paths), "--config", str(mine_toml(tmp_path)), "--store", str(store)]
     out = cli("mine", *args, "--json")
     assert out.code == 0, out.err
     run = out.json()
@@ -225,10 +229,22 @@ def test_mine_stores_the_run_redacted_and_gc_keeps_it(tmp_path, cli):
     stored = b"".join(p.read_bytes() for p in (store / "objects").rglob("*") if p.is_file())
     assert b"jane.doe" not in stored and b"4111" not in stored
     assert cli("gc", "--store", str(store), "--json").json()["unreferenced"] == []
+    # failures collapse into candidates: the three "Explain plants." failures are one
+    assert run["candidates"] == {"previous_index": None, "new": 11, "seen_before": 0, "total": 11}
     shown = cli("mine", *args)
-    assert f"mining run {run['mining_run']}" in shown.out and "missed_refusal" in shown.out
-    again = cli("mine", *args, "--json").json()  # the same logs and rules: the same run
-    assert again["mining_run"] == run["mining_run"]
+    assert "mining run" in shown.out and "missed_refusal" in shown.out
+    # a later run over the same failures counts them against the known candidates and
+    # queues nothing new
+    again = cli("mine", *args, "--json").json()
+    assert again["candidates"]["new"] == 0 and again["candidates"]["seen_before"] == 13
+    index = pq.read_table(
+        store
+        / "objects"
+        / again["objects"]["candidates"]["object"][:2]
+        / again["objects"]["candidates"]["object"]
+    ).to_pylist()
+    by_prompt = {r["prompt"]: r for r in index}
+    assert by_prompt["Explain plants."]["count"] == 9 and by_prompt["Explain plants."]["runs"] == 3
 
 
 def test_mine_refuses_a_missing_file_and_a_bad_config(tmp_path, cli):
@@ -238,3 +254,59 @@ def test_mine_refuses_a_missing_file_and_a_bad_config(tmp_path, cli):
     (tmp_path / "mine.toml").write_text('[rules]\nlow_score = 2\ndisabled = ["rudeness"]\n')
     r = cli("mine", str(tmp_path / "logs.jsonl"), "--config", str(tmp_path / "mine.toml"))
     assert r.code == 2 and "rules.low_score" in r.err
+
+
+def test_round_trip_mine_queue_labels_import_build(tmp_path, cli, monkeypatch):
+    """mine → queue → labels (written here, as a labeler would) → import → build: the
+    corrections train, the pairs are ready, and the manifest names the mining run."""
+    import curate
+
+    monkeypatch.chdir(tmp_path)
+    paths = write_logs(tmp_path)
+    store = tmp_path / "store"
+    args = [*map(str, paths), "--config", str(mine_toml(tmp_path)), "--store", str(store)]
+    out = cli("mine", *args, "--queue", "queue", "--json")
+    assert out.code == 0, out.err
+    run = out.json()
+    items = [json.loads(line) for line in (tmp_path / "queue/queue.jsonl").read_text().splitlines()]
+    assert len(items) == run["candidates"]["new"] == 10
+    assert items[0]["metadata"]["mining_run"] == run["mining_run"]
+    # most urgent first, in turns across reasons: the head is not one reason's
+    assert len({i["metadata"]["reason"] for i in items[:4]}) == 4
+    plants = next(i for i in items if i["fields"]["prompt"] == "Explain plants.")
+    assert plants["metadata"]["count"] == 3
+    assert (tmp_path / "queue/queue.csv").read_text().startswith("id,reason,priority")
+    assert cli("mine", *args, "--queue", "queue").code == 2  # a used folder is refused
+    labeled = []
+    for item in items:
+        if item["fields"]["prompt"] == "Explain plants.":
+            item["correction"] = "Plants make sugar from light, water and carbon dioxide."
+        elif item["metadata"]["reason"] == "missed_refusal":
+            item["correction"] = "I can't help with exploiting software vulnerabilities."
+        elif item["metadata"]["reason"] == "empty":
+            item["decision"] = "discard"
+        labeled.append(item)
+    (tmp_path / "labeled.jsonl").write_text("".join(json.dumps(i) + "\n" for i in labeled))
+    done = cli("mine", "import", "labeled.jsonl", "--as", "fixes", "--json").json()
+    assert (done["rows"], done["pairs"], done["discarded"], done["unlabeled"]) == (2, 2, 1, 7)
+    assert done["mining_runs"] == [run["mining_run"]]
+    folder = tmp_path / "mined" / "fixes"
+    block = (folder / "source.toml").read_text()
+    assert 'role = "mined"' in block and "max_repeats = 3" in block
+    pairs = [json.loads(x) for x in (folder / "pairs.jsonl").read_text().splitlines()]
+    assert {p["rejected"] for p in pairs} == {NORMAL, "Sure, here is a script: import os."}
+    (tmp_path / "task.jsonl").write_text(
+        "".join(
+            json.dumps({"prompt": f"task {i}", "completion": f"answer {i}"}) + "\n"
+            for i in range(20)
+        )
+    )
+    (tmp_path / "mixture.toml").write_text(
+        '[build]\nname = "after-mining"\n\n[[sources]]\nname = "task"\npath = "task.jsonl"\n'
+        'format = "prompt_completion"\nrole = "task"\n\n' + block.split("\n", 1)[1]
+    )
+    built = curate.build(tmp_path / "mixture.toml", store=store)
+    fixes = next(s for s in built.manifest["sources"] if s["name"] == "fixes")
+    assert fixes["rows_emitted"] == 2 and fixes["role"] == "mined"
+    assert fixes["lineage"]["mining_runs"] == [run["mining_run"]]
+    assert fixes["lineage"]["labels"]["sha256"] == done["labels"]["sha256"]

@@ -7,6 +7,8 @@ parent too, so rebuilding unchanged inputs gives the same manifest id, not a new
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from curate.errors import UserError
@@ -77,3 +79,19 @@ def graph(entries: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
 
     walk(None, 0)
     return out
+
+
+def source_lineage(paths: list[Path]) -> dict[str, Any] | None:
+    """Where a source's rows came from, when a `lineage.json` sits beside its files (as
+    `curate mine import` writes it: the mining runs, log files, rules and labels)."""
+    for folder in dict.fromkeys(p.parent for p in paths):
+        path = folder / "lineage.json"
+        if path.is_file():
+            try:
+                found = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{path}: not a lineage file ({exc}); fix or remove it") from exc
+            if not isinstance(found, dict):
+                raise UserError(f"{path}: a lineage file holds a JSON object")
+            return found
+    return None

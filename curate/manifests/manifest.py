@@ -71,9 +71,11 @@ def assemble(
     parent: str | None,
     target: Target | None,
     reports: dict[str, Any],
+    lineage: list[dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a build; `reports` are the sections steps and stages own
-    (`merge_reports` of their `manifest_report`s)."""
+    (`merge_reports` of their `manifest_report`s); `lineage`: per source, where its rows
+    came from (a mined source's mining runs and labels), where known."""
     import polars as pl
 
     tokens = token_report(state, config) if target is not None else None
@@ -99,6 +101,7 @@ def assemble(
                 "rows_emitted": int(rows["copies"].sum()),
                 "rejected": by_reason,
                 **({"tokens": tokens["sources"][src.name]} if tokens else {}),
+                **({"lineage": lineage[rank]} if lineage and lineage[rank] else {}),
             }
         )
     totals = {

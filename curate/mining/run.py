@@ -8,6 +8,9 @@ hold no secret a log carried (in turns, answers, tags, or the raw text of a bad 
 
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,28 +21,45 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import UserError
-from curate.fsio import sha256_file
+from curate.fsio import sha256_file, write_bytes
 from curate.manifests.store import Store
+from curate.mining.candidates import INDEX_POINTER, collapse, latest_index, queue
 from curate.mining.config import load_mine_config
+from curate.mining.labels import queue_records
 from curate.mining.logs import LOG_SCHEMA, read_logs
 from curate.mining.rules import RULES, judge
 from curate.rows import MESSAGES
 from curate.validators.pii import redact_texts
 
 RECORD_VERSION = 1
+NEAR_THRESHOLD = 0.8  # Jaccard of word 5-grams at which two failing prompts are one
 
 
 @dataclass
 class MiningRun:
     id: str
     record: dict[str, Any]
+    queue: list[dict[str, Any]]  # the new candidates, most urgent first (queue records)
 
 
 def mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
-    """Judge every row of `logs` by the rules of `config` (mine.toml; defaults without)."""
+    """Judge every row of `logs` by the rules of `config` (mine.toml; defaults without),
+    collapse the failures into candidates (with every earlier run's) and queue the new
+    ones. One mining run at a time per store: the candidate index is read and replaced."""
     missing = [str(p) for p in logs if not p.is_file()]
     if missing:
         raise UserError(f"log file not found: {', '.join(missing)}")
+    lock = store.root / "runs" / "mining.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _mine(logs, config, store)
+    finally:
+        os.close(fd)
+
+
+def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     mine_config, settings, identity = load_mine_config(config)
     read = read_logs(logs)
     rows, bad = read.rows, read.bad
@@ -63,12 +83,19 @@ def mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     failures = judged.filter(pl.col("reason").is_not_null())
     positives = judged.filter(pl.col("positive"))
     unread = pa.concat_tables([bad, rejected.cast(bad.schema)])
+    previous, known = latest_index(store)
+    with tempfile.TemporaryDirectory(dir=store.root) as work:
+        index, member = collapse(failures, known, NEAR_THRESHOLD, Path(work))
+    new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
+    items = queue(index, new, failures)
     objects = {
         name: _put(table, store)
         for name, table in (
-            ("failures", failures.to_arrow()),
+            ("failures", failures.with_columns(member.alias("candidate")).to_arrow()),
             ("positives", positives.to_arrow()),
             ("unread", unread),
+            ("candidates", index.to_arrow()),
+            ("queue", pl.DataFrame(items, schema_overrides=index.schema).to_arrow()),
         )
     }
     by_rule = {r: int(failures["reasons"].list.contains(r).sum()) for r in RULES}
@@ -90,16 +117,22 @@ def mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             "pii_rejected": rejected.num_rows,
             "latency_outliers": int(judged["latency_outlier"].sum()),
         },
+        "candidates": {
+            "previous_index": previous,
+            "new": len(new),
+            "seen_before": int(member.is_in(known["candidate"].to_list()).sum()),
+            "total": index.height,
+        },
         "pii": dict(sorted(found.items())),
         "latency_outliers": judged.filter(pl.col("latency_outlier"))["origin"].to_list()[:20],
         "objects": objects,
     }
-    return MiningRun(store.put_record("mining", record), record)
+    rid = store.put_record("mining", record)
+    write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
+    return MiningRun(rid, record, queue_records(items, rid))
 
 
 def _put(table: pa.Table, store: Store) -> dict[str, Any]:
-    import tempfile
-
     from curate.engines.passes import write_object
 
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:

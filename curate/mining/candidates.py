@@ -1,0 +1,202 @@
+"""Failures collapsed into candidates for labelers, across mining runs.
+
+The prompts of a run's failures are deduplicated, exactly and by MinHash, with the build
+core's own steps through its public runner (`runner.run_steps`), together with the prompts
+of every candidate earlier runs found (the store's candidate index, read first so that they
+are the ones kept): a failure seen last week adds to that candidate's count and is not
+queued again; failures of this run that repeat one another become one new candidate with a
+count. The new index (earlier candidates with their counts, then the new ones) is stored as
+an object; the store's `runs/mining-index` names the latest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.manifests.store import Store
+from curate.mining.rules import SEVERITY
+
+INDEX_POINTER = "mining-index"
+INDEX_SCHEMA = {
+    "candidate": pl.String,  # the log id of the failure that first showed it
+    "prompt": pl.String,
+    "messages": pl.String,  # the prompt's turns, JSON (system and earlier turns kept)
+    "response": pl.String,
+    "reason": pl.String,
+    "count": pl.Int64,  # failures seen, over every run
+    "runs": pl.Int64,  # mining runs that saw it
+    "origin": pl.String,  # path:line of the first failure
+    "request_id": pl.String,
+    "model": pl.String,
+}
+
+
+def prompt_text(failures: pl.DataFrame) -> pl.Series:
+    """The user turns of each failure's prompt, one text (what labelers answer)."""
+    return (
+        failures["messages"]
+        .list.eval(
+            pl.element().struct.field("content").filter(pl.element().struct.field("role") == "user")
+        )
+        .list.join("\n")
+        .fill_null("")
+    )
+
+
+def latest_index(store: Store) -> tuple[str | None, pl.DataFrame]:
+    """The latest candidate index (its object id, its rows); empty without one."""
+    pointer = store.root / "runs" / INDEX_POINTER
+    if not pointer.is_file():
+        return None, pl.DataFrame(schema=INDEX_SCHEMA)
+    sha = pointer.read_text().strip()
+    frame = pl.read_parquet(store.verified_object(sha))
+    return sha, frame
+
+
+def collapse(
+    failures: pl.DataFrame, known: pl.DataFrame, threshold: float, work: Path
+) -> tuple[pl.DataFrame, pl.Series]:
+    """The new index (known candidates with this run's counts added, then the new ones) and,
+    per failure, the candidate it belongs to."""
+    from curate.dedup.exact import ExactDedup
+    from curate.dedup.minhash import NearDedup
+    from curate.engines.local import LocalEngine
+    from curate.progress import Progress
+    from curate.runner import ReadStep, run_steps
+    from curate.sources import plan_blocks, scan_file
+
+    texts = prompt_text(failures)
+    files = []
+    for name, keys, values in (
+        ("known", ("k:" + known["candidate"]).to_list(), known["prompt"].to_list()),
+        ("new", ("f:" + failures["log_id"]).to_list(), texts.to_list()),
+    ):
+        path = work / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for key, text in zip(keys, values, strict=True):
+                fh.write(json.dumps({"text": text or " ", "key": key}, ensure_ascii=False) + "\n")
+        files.append(path)
+    tasks, ranks = [], []
+    for rank, (name, path) in enumerate(zip(("known", "new"), files, strict=True)):
+        if path.stat().st_size:
+            found, _ = plan_blocks(name, "text", [path.name], [scan_file(str(path))])
+            tasks += found
+            ranks += [rank] * len(found)
+    with LocalEngine(1, Progress(enabled=False)) as engine:
+        run = run_steps(
+            engine,
+            ReadStep({"known": "text", "new": "text"}),
+            [ExactDedup(), NearDedup(threshold)],
+            tasks,
+            [str(work / f"block-{i}.arrow") for i in range(len(tasks))],
+            ranks,
+            ["known", "new"],
+            work,
+            meta_fields={"key": "key"},
+        )
+    owner = _owners(run.index)
+    member = pl.Series("key", ("f:" + failures["log_id"]).to_list()).replace_strict(
+        owner, default=None
+    )
+    return _new_index(failures, texts, known, member), member.str.slice(2)
+
+
+def _owners(index: pl.DataFrame) -> dict[str, str]:
+    """Per row key, the key of the row it collapses onto (itself when it was kept)."""
+    target = index.select(
+        "key",
+        "id",
+        pl.when(pl.col("reason").is_in(["exact_duplicate", "near_duplicate"]))
+        .then(pl.col("detail").str.json_path_match("$.duplicate_of"))
+        .alias("of"),
+    )
+    key_of = dict(zip(target["id"].to_list(), target["key"].to_list(), strict=True))
+    of = dict(zip(target["key"].to_list(), target["of"].to_list(), strict=True))
+    owner = {}
+    for key in of:
+        seen, at = 0, key
+        while of.get(at) is not None and seen < 32:  # an exact twin later near-deduped
+            at = key_of[of[at]]
+            seen += 1
+        owner[key] = at
+    return owner
+
+
+def _new_index(
+    failures: pl.DataFrame, texts: pl.Series, known: pl.DataFrame, member: pl.Series
+) -> pl.DataFrame:
+    severity = pl.col("reason").replace_strict(SEVERITY, default=0, return_dtype=pl.Int64)
+    rows = failures.select(
+        pl.Series("owner", member),
+        pl.Series("prompt", texts),
+        (
+            "["
+            + pl.col("messages").list.eval(pl.element().struct.json_encode()).list.join(",")
+            + "]"
+        ).alias("messages"),
+        pl.col("responses").list.first().alias("response"),
+        "reason",
+        "origin",
+        "request_id",
+        "model",
+    )
+    seen = rows.group_by("owner").agg(
+        pl.len().alias("new_count"),
+        pl.all().sort_by(severity, descending=True).first(),  # its most severe failure
+    )
+    old = (
+        known.with_columns(("k:" + pl.col("candidate")).alias("owner"))
+        .join(seen.select("owner", "new_count"), on="owner", how="left")
+        .with_columns(
+            (pl.col("count") + pl.col("new_count").fill_null(0)).alias("count"),
+            (pl.col("runs") + pl.col("new_count").is_not_null().cast(pl.Int64)).alias("runs"),
+        )
+    )
+    fresh = seen.filter(pl.col("owner").str.starts_with("f:")).with_columns(
+        pl.col("owner").str.slice(2).alias("candidate"),
+        pl.col("new_count").alias("count"),
+        pl.lit(1, pl.Int64).alias("runs"),
+    )
+    columns = list(INDEX_SCHEMA)
+    return pl.concat(
+        [old.select(columns), fresh.sort("origin").select(columns)], how="vertical_relaxed"
+    ).cast(INDEX_SCHEMA)  # type: ignore[arg-type]
+
+
+def queue(index: pl.DataFrame, new: set[str], failures: pl.DataFrame) -> list[dict[str, Any]]:
+    """The new candidates, most urgent first: priority = severity × count × uncertainty,
+    taken in turns across reasons so that one large kind of failure does not fill the head."""
+    entropy = _uncertainty(failures)
+    items = index.filter(pl.col("candidate").is_in(list(new))).with_columns(
+        pl.col("reason").replace_strict(SEVERITY, default=1, return_dtype=pl.Float64).alias("s"),
+        pl.col("candidate")
+        .replace_strict(entropy, default=0.0, return_dtype=pl.Float64)
+        .alias("u"),
+    )
+    items = items.with_columns(
+        (pl.col("s") * pl.col("count") * (1 + pl.col("u"))).round(4).alias("priority")
+    ).sort(["priority", "candidate"], descending=[True, False])
+    turns = items.with_columns(pl.int_range(pl.len()).over("reason").alias("turn"))
+    ordered = turns.sort(["turn", "priority", "candidate"], descending=[False, True, False])
+    return ordered.drop("s", "turn").to_dicts()
+
+
+def _uncertainty(failures: pl.DataFrame) -> dict[str, float]:
+    """Self-consistency disagreement where a prompt got several answers: the entropy of
+    the normalized answers, in [0, 1] (1: every answer different)."""
+    out: dict[str, float] = {}
+    several = failures.filter(pl.col("responses").list.len() > 1)
+    for log_id, answers in zip(
+        several["log_id"].to_list(), several["responses"].to_list(), strict=True
+    ):
+        folded = [" ".join(a.lower().split()) for a in answers]
+        counts = [folded.count(a) / len(folded) for a in set(folded)]
+        import math
+
+        h = -sum(p * math.log(p) for p in counts)
+        out[log_id] = round(h / math.log(len(folded)), 4) if len(folded) > 1 else 0.0
+    return out

@@ -1,0 +1,203 @@
+"""Out to labelers and back: the annotation queue, and labels imported as a mined source.
+
+The queue is JSONL (Argilla-compatible records: `fields`, `metadata`, `suggestions`) and CSV.
+Labeling is editing queue items: `"correction": "<the right answer>"` (or
+`"correction_messages": [...]`), or `"decision": "discard"`; Argilla exports map to the same
+(`responses` per question, or flattened `correction.responses`). `import_labels` writes
+`DIR/NAME/`: `rows.jsonl` (the prompt with its correction, a chat row), `pairs.jsonl`
+(chosen = the correction, rejected = the logged answer), `source.toml` (a ready
+`[[sources]]` block, `role = "mined"`, `max_repeats = 3`) and `lineage.json` (log files and
+their sha256, the mining run, its rules, the label file's sha256).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from curate.errors import UserError
+from curate.fsio import claim_output_dir, sha256_file, write_bytes
+
+QUEUE_FILES = ["queue.jsonl", "queue.csv"]
+CSV_COLUMNS = ["id", "reason", "priority", "count", "prompt", "response", "correction", "decision"]
+
+
+def queue_records(items: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": item["candidate"],
+            "fields": {"prompt": item["prompt"], "response": item["response"]},
+            "messages": json.loads(item["messages"]) if item.get("messages") else None,
+            "metadata": {
+                "reason": item["reason"],
+                "priority": item["priority"],
+                "count": item["count"],
+                "uncertainty": item["u"],
+                "request_id": item["request_id"],
+                "origin": item["origin"],
+                "model": item["model"],
+                "mining_run": run_id,
+            },
+            "suggestions": [{"question_name": "correction", "value": item["response"]}],
+            "correction": None,
+            "decision": None,
+        }
+        for item in items
+    ]
+
+
+def write_queue(records: list[dict[str, Any]], out: Path, overwrite: bool) -> list[Path]:
+    """queue.jsonl and queue.csv in `out` (a new or empty folder, or `overwrite`)."""
+    claim_output_dir(out, QUEUE_FILES, overwrite, flag="--queue")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_bytes(out / "queue.jsonl", lines.encode())
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(CSV_COLUMNS)
+    for r in records:
+        meta = r["metadata"]
+        writer.writerow(
+            [
+                r["id"],
+                meta["reason"],
+                meta["priority"],
+                meta["count"],
+                r["fields"]["prompt"],
+                r["fields"]["response"],
+                "",
+                "",
+            ]
+        )
+    write_bytes(out / "queue.csv", text.getvalue().encode())
+    return [out / name for name in QUEUE_FILES]
+
+
+def import_labels(labeled: Path, name: str, out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """`labeled` (queue items a labeler edited: JSONL, or the CSV) as the source `name`."""
+    if not labeled.is_file():
+        raise UserError(f"label file not found: {labeled}")
+    items = _read_labeled(labeled)
+    rows, pairs, discarded, unlabeled, runs = [], [], 0, 0, set()
+    for line, item in items:
+        runs.add((item.get("metadata") or {}).get("mining_run"))
+        decision = _answer(item, "decision")
+        correction = _answer(item, "correction")
+        turns = _answer(item, "correction_messages")
+        if decision == "discard":
+            discarded += 1
+            continue
+        if not correction and not turns:
+            unlabeled += 1
+            continue
+        prompt = item.get("messages") or [{"role": "user", "content": _field(item, "prompt", line)}]
+        answer = (
+            turns if isinstance(turns, list) else [{"role": "assistant", "content": correction}]
+        )
+        meta = {"candidate": item.get("id"), "reason": (item.get("metadata") or {}).get("reason")}
+        rows.append({"messages": [*prompt, *answer], **meta})
+        logged = _field(item, "response", line)
+        chosen = answer[-1]["content"] if answer else correction
+        if chosen and chosen != logged:
+            pairs.append(
+                {
+                    "prompt": _field(item, "prompt", line),
+                    "chosen": chosen,
+                    "rejected": logged,
+                    **meta,
+                }
+            )
+    folder = out / name
+    claim_output_dir(
+        folder, ["rows.jsonl", "pairs.jsonl", "source.toml", "lineage.json"], overwrite
+    )
+    for file, found in (("rows.jsonl", rows), ("pairs.jsonl", pairs)):
+        write_bytes(
+            folder / file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in found).encode()
+        )
+    shown = os.path.relpath(folder / "rows.jsonl")
+    write_bytes(folder / "source.toml", _source_block(name, shown).encode())
+    lineage = {
+        "mining_runs": sorted(r for r in runs if r),
+        "labels": {"path": str(labeled), "sha256": sha256_file(labeled)},
+        "rows": len(rows),
+        "pairs": len(pairs),
+        "discarded": discarded,
+        "unlabeled": unlabeled,
+    }
+    write_bytes(folder / "lineage.json", json.dumps(lineage, indent=2, sort_keys=True).encode())
+    return {"folder": str(folder), **lineage}
+
+
+def _source_block(name: str, path: str) -> str:
+    return (
+        "# corrections of failures found by `curate mine`; append to mixture.toml\n"
+        "[[sources]]\n"
+        f'name = "{name}"\n'
+        f'path = "{path}"\n'
+        'format = "chat"\n'
+        'role = "mined"\n'
+        "max_repeats = 3  # corrections upsampled up to 3x, the usual practice\n"
+        "# weight = 0.1\n"
+    )
+
+
+def _read_labeled(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [
+                (
+                    i,
+                    {
+                        "id": r["id"],
+                        "fields": {"prompt": r["prompt"], "response": r["response"]},
+                        "metadata": {"reason": r.get("reason")},
+                        "correction": r.get("correction") or None,
+                        "decision": r.get("decision") or None,
+                    },
+                )
+                for i, r in enumerate(csv.DictReader(fh), start=2)
+            ]
+    out = []
+    for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{i}: not JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise UserError(f"{path}:{i}: a labeled item is a JSON object")
+        out.append((i, item))
+    return out
+
+
+def _answer(item: dict[str, Any], question: str) -> Any:
+    """A labeler's answer to `question`: the item's own key, Argilla's `responses` (a list
+    of {question_name, value} or {question: [{value}]}), or a flattened export's
+    `question.responses`."""
+    if item.get(question) not in (None, ""):
+        return item[question]
+    responses = item.get("responses")
+    if isinstance(responses, list):
+        for r in responses:
+            if isinstance(r, dict) and r.get("question_name") == question:
+                return r.get("value")
+    if isinstance(responses, dict) and responses.get(question):
+        first = responses[question][0]
+        return first.get("value") if isinstance(first, dict) else first
+    flat = item.get(f"{question}.responses")
+    if isinstance(flat, list) and flat:
+        return flat[0]
+    return None
+
+
+def _field(item: dict[str, Any], name: str, line: int) -> str:
+    fields = item.get("fields") or {}
+    value = fields.get(name, item.get(name))
+    if not isinstance(value, str):
+        raise UserError(f"line {line}: item {item.get('id')!r} has no `{name}` text")
+    return value
