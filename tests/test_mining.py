@@ -310,3 +310,23 @@ def test_round_trip_mine_queue_labels_import_build(tmp_path, cli, monkeypatch):
     assert fixes["rows_emitted"] == 2 and fixes["role"] == "mined"
     assert fixes["lineage"]["mining_runs"] == [run["mining_run"]]
     assert fixes["lineage"]["labels"]["sha256"] == done["labels"]["sha256"]
+
+
+def test_failures_that_overlap_an_eval_set_are_never_queued(tmp_path, cli):
+    paths = write_logs(tmp_path)
+    french = PLANTED["french"][0]["prompt"]
+    (tmp_path / "quiz.jsonl").write_text(json.dumps({"question": french, "answer": "x"}) + "\n")
+    config = mine_toml(tmp_path)
+    config.write_text(
+        config.read_text()
+        + '[contamination]\nngram = 8\n[[evals]]\nname = "quiz"\npath = "quiz.jsonl"\n'
+        'fields = ["question"]\n'
+    )
+    store = str(tmp_path / "store")
+    queue = tmp_path / "q"
+    args = [*map(str, paths), "--config", str(config), "--store", store, "--queue", str(queue)]
+    run = cli("mine", *args, "--json").json()
+    assert run["contamination"]["dropped"] == 1 and run["contamination"]["by_eval"] == {"quiz": 1}
+    assert run["candidates"]["new"] == 9  # of 10 without the eval set
+    queued = (queue / "queue.jsonl").read_text()
+    assert french not in queued and "Explain plants." in queued

@@ -19,6 +19,7 @@ import polars as pl
 
 from curate.manifests.store import Store
 from curate.mining.rules import SEVERITY
+from curate.steps import Step
 
 INDEX_POINTER = "mining-index"
 INDEX_SCHEMA = {
@@ -58,10 +59,15 @@ def latest_index(store: Store) -> tuple[str | None, pl.DataFrame]:
 
 
 def collapse(
-    failures: pl.DataFrame, known: pl.DataFrame, threshold: float, work: Path
-) -> tuple[pl.DataFrame, pl.Series]:
-    """The new index (known candidates with this run's counts added, then the new ones) and,
-    per failure, the candidate it belongs to."""
+    failures: pl.DataFrame,
+    known: pl.DataFrame,
+    threshold: float,
+    work: Path,
+    contamination: Step | None = None,
+) -> tuple[pl.DataFrame, pl.Series, pl.DataFrame]:
+    """The new index (known candidates with this run's counts added, then the new ones),
+    per failure the candidate it belongs to (null: its prompt overlaps an eval set), and
+    the rows `contamination` (the build's step, over the eval sets) rejected: key, detail."""
     from curate.dedup.exact import ExactDedup
     from curate.dedup.minhash import NearDedup
     from curate.engines.local import LocalEngine
@@ -90,7 +96,11 @@ def collapse(
         run = run_steps(
             engine,
             ReadStep({"known": "text", "new": "text"}),
-            [ExactDedup(), NearDedup(threshold)],
+            [
+                *([contamination] if contamination is not None else []),
+                ExactDedup(),
+                NearDedup(threshold),
+            ],
             tasks,
             [str(work / f"block-{i}.arrow") for i in range(len(tasks))],
             ranks,
@@ -102,7 +112,9 @@ def collapse(
     member = pl.Series("key", ("f:" + failures["log_id"]).to_list()).replace_strict(
         owner, default=None
     )
-    return _new_index(failures, texts, known, member), member.str.slice(2)
+    leaked = run.index.filter(pl.col("reason") == "contaminated").select("key", "detail")
+    kept = known.filter(~("k:" + pl.col("candidate")).is_in(leaked["key"].to_list()))
+    return _new_index(failures, texts, kept, member), member.str.slice(2), leaked
 
 
 def _owners(index: pl.DataFrame) -> dict[str, str]:
@@ -116,8 +128,11 @@ def _owners(index: pl.DataFrame) -> dict[str, str]:
     )
     key_of = dict(zip(target["id"].to_list(), target["key"].to_list(), strict=True))
     of = dict(zip(target["key"].to_list(), target["of"].to_list(), strict=True))
+    leaked = set(index.filter(pl.col("reason") == "contaminated")["key"].to_list())
     owner = {}
     for key in of:
+        if key in leaked:
+            continue  # never a candidate, never queued
         seen, at = 0, key
         while of.get(at) is not None and seen < 32:  # an exact twin later near-deduped
             at = key_of[of[at]]
@@ -144,9 +159,13 @@ def _new_index(
         "request_id",
         "model",
     )
-    seen = rows.group_by("owner").agg(
-        pl.len().alias("new_count"),
-        pl.all().sort_by(severity, descending=True).first(),  # its most severe failure
+    seen = (
+        rows.filter(pl.col("owner").is_not_null())
+        .group_by("owner")
+        .agg(
+            pl.len().alias("new_count"),
+            pl.all().sort_by(severity, descending=True).first(),  # its most severe failure
+        )
     )
     old = (
         known.with_columns(("k:" + pl.col("candidate")).alias("owner"))

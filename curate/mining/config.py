@@ -16,6 +16,11 @@ order = "schemas/order.json"
 
 [privacy]
 pii = "redact"                   # redact (default) | reject | off
+
+[[evals]]                        # as in mixture.toml: failures whose prompt overlaps an
+name = "gsm8k-test"              # eval item are dropped from the queue and reported
+path = "evals/gsm8k/test.jsonl"
+fields = ["question"]
 ```
 """
 
@@ -28,7 +33,15 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from curate.config import ConfigError, Problem, _Model, pydantic_problems, read_toml
+from curate.config import (
+    ConfigError,
+    ContaminationSection,
+    EvalSection,
+    Problem,
+    _Model,
+    pydantic_problems,
+    read_toml,
+)
 from curate.mining.rules import RULES, RuleSettings
 
 
@@ -51,6 +64,8 @@ class MineConfig(_Model):
     rules: RulesSection = RulesSection()
     formats: dict[str, str] = {}
     privacy: PrivacySection = PrivacySection()
+    evals: list[EvalSection] = []  # candidates overlapping these are never queued
+    contamination: ContaminationSection = ContaminationSection()
 
 
 def load_mine_config(path: Path | None) -> tuple[MineConfig, RuleSettings, dict[str, Any]]:

@@ -84,8 +84,9 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     positives = judged.filter(pl.col("positive"))
     unread = pa.concat_tables([bad, rejected.cast(bad.schema)])
     previous, known = latest_index(store)
+    step = _contamination(mine_config, config, store)
     with tempfile.TemporaryDirectory(dir=store.root) as work:
-        index, member = collapse(failures, known, NEAR_THRESHOLD, Path(work))
+        index, member, leaked = collapse(failures, known, NEAR_THRESHOLD, Path(work), step)
     new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
     items = queue(index, new, failures)
     objects = {
@@ -117,6 +118,15 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             "pii_rejected": rejected.num_rows,
             "latency_outliers": int(judged["latency_outlier"].sum()),
         },
+        "contamination": {
+            "params": step.params() if step is not None else None,
+            "dropped": leaked.height,
+            "by_eval": dict(
+                sorted(
+                    leaked["detail"].str.json_path_match("$.eval_set").value_counts().iter_rows()
+                )
+            ),
+        },
         "candidates": {
             "previous_index": previous,
             "new": len(new),
@@ -130,6 +140,19 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     rid = store.put_record("mining", record)
     write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
     return MiningRun(rid, record, queue_records(items, rid))
+
+
+def _contamination(mine_config: Any, config: Path | None, store: Store) -> Any:
+    """The build's contamination step over mine.toml's eval sets (None without any)."""
+    if not mine_config.evals or config is None:
+        return None
+    from curate.contamination.index import ContaminationStep, load_eval
+
+    base = config.resolve().parent
+    sets = [load_eval(e.name, base / e.path, e.fields) for e in mine_config.evals]
+    settings = mine_config.contamination
+    cache = str(store.root / "cache" / "contamination")
+    return ContaminationStep(sets, settings.ngram, settings.threshold, cache)
 
 
 def _put(table: pa.Table, store: Store) -> dict[str, Any]:
