@@ -195,14 +195,15 @@ def test_each_rule_fires_exactly_on_its_planted_rows(tmp_path):
     assert detail["loop"]["degenerate"]["top_ngram"] == "the cat sat on"
 
 
-def test_latency_outliers_are_reported_not_failures(tmp_path):
+def test_latency_outliers_are_reported_not_failures(tmp_path, cli):
     rows = [flat(f"r{i}", "Hi", "Hello!", latency_ms=200 + i % 7) for i in range(40)]
     rows.append(flat("slow", "Hi", "Hello!", latency_ms=9000))
     path = tmp_path / "logs.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    judged = judge(read_logs([path]).rows, SETTINGS)
-    assert judged.filter(judged["latency_outlier"])["request_id"].to_list() == ["slow"]
-    assert judged["reason"].null_count() == len(rows)
+    run = cli("mine", str(path), "--store", str(tmp_path / "store"), "--json").json()
+    assert run["counts"]["latency_outliers"] == 1 and run["counts"]["failures"] == 0
+    assert run["latency_outliers"] == [f"{path}:41"]
+    assert run["latency_ms"]["p50"] == 203.0
 
 
 def test_mine_stores_the_run_redacted_and_gc_keeps_it(tmp_path, cli):

@@ -76,6 +76,9 @@ def collapse(
     from curate.sources import plan_blocks, scan_file
 
     texts = prompt_text(failures)
+    if failures.height == 0:  # nothing new to collapse, nothing to check
+        none = pl.DataFrame(schema={"key": pl.String, "detail": pl.String})
+        return known, pl.Series("candidate", [], pl.String), none
     files = []
     for name, keys, values in (
         ("known", ("k:" + known["candidate"]).to_list(), known["prompt"].to_list()),

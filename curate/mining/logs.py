@@ -18,7 +18,6 @@ Files: JSONL, gzip'd JSONL, Parquet.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from curate.errors import UserError
 from curate.rows import MESSAGES
 
 LOG_SCHEMA = pa.schema(
@@ -75,44 +75,97 @@ class Logs:
     bad: pa.Table
 
 
-def read_logs(paths: list[Path], names: list[str] | None = None) -> Logs:
-    """Every row of `paths` (shown as `names`, e.g. relative to the config) in file order."""
+@dataclass(frozen=True)
+class LogBlock:
+    """A slice of one log file to read on its own: bytes [start, stop) of a JSONL file (or
+    of its plain copy) whose first line is `first_line`, or rows [start, stop) of a Parquet
+    file."""
+
+    path: str  # the file to read
+    shown: str  # the file as origins name it
+    kind: str  # jsonl | parquet
+    start: int
+    stop: int
+    first_line: int
+
+
+def plan_logs(paths: list[Path], scratch: str) -> tuple[list[LogBlock], list[str]]:
+    """The blocks of every log file (a compressed one read from a plain copy in `scratch`),
+    and each file's sha256."""
+    from curate.sources import scan_file
+
+    blocks, shas = [], []
+    for path in paths:
+        read, kind, sha, _, ranges = scan_file(str(path), scratch)
+        if kind not in ("jsonl", "parquet"):
+            raise UserError(f"{path}: logs are JSONL (.jsonl, .jsonl.gz) or Parquet")
+        shas.append(sha)
+        blocks += [LogBlock(read, str(path), kind, a, b, line) for a, b, line in ranges]
+    return blocks, shas
+
+
+def read_logs(paths: list[Path], scratch: str | None = None) -> Logs:
+    """Every row of `paths` in file order (one process; `curate mine` reads blocks in
+    parallel with `read_block`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        blocks, _ = plan_logs(paths, scratch or tmp)
+        parts = [read_block(b) for b in blocks]
+    return Logs(
+        pa.concat_tables([p.rows for p in parts]) if parts else LOG_SCHEMA.empty_table(),
+        pa.concat_tables([p.bad for p in parts]) if parts else BAD_SCHEMA.empty_table(),
+    )
+
+
+def read_block(block: LogBlock) -> Logs:
+    """The rows of one block, normalized, and those that could not be."""
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
-    for path, name in zip(paths, names or [str(p) for p in paths], strict=True):
-        for line, raw, obj in _records(path):
-            origin = f"{name}:{line}"
-            try:
-                if isinstance(obj, _NotJson):
-                    raise LogError("", obj.message)
-                if not isinstance(obj, dict):
-                    raise LogError("", f"a log row is a JSON object, not {type(obj).__name__}")
-                good.append({**normalize(obj), "origin": origin})
-            except LogError as exc:
-                bad.append({"origin": origin, "field": exc.field, "error": str(exc), "raw": raw})
+    for line, raw, obj in _records(block):
+        origin = f"{block.shown}:{line}"
+        try:
+            if isinstance(obj, _NotJson):
+                raise LogError("", obj.message)
+            if not isinstance(obj, dict):
+                raise LogError("", f"a log row is a JSON object, not {type(obj).__name__}")
+            good.append({**normalize(obj), "origin": origin})
+        except LogError as exc:
+            bad.append({"origin": origin, "field": exc.field, "error": str(exc), "raw": raw})
     return Logs(
         pa.Table.from_pylist(good, schema=LOG_SCHEMA), pa.Table.from_pylist(bad, schema=BAD_SCHEMA)
     )
 
 
-def _records(path: Path) -> Iterator[tuple[int, str, Any]]:
-    """(line number, raw text, parsed value or an error marker) per row of a log file."""
-    if path.suffix == ".parquet":
+def _records(block: LogBlock) -> Iterator[tuple[int, str, Any]]:
+    """(line number, raw text, parsed value or an error marker) per row of a block."""
+    if block.kind == "parquet":
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+        file = pq.ParquetFile(block.path)
+        groups, at, first = [], 0, None  # the row groups holding rows [start, stop)
+        for g in range(file.num_row_groups):
+            n = file.metadata.row_group(g).num_rows
+            if at < block.stop and at + n > block.start:
+                groups.append(g)
+                first = at if first is None else first
+            at += n
+        table = file.read_row_groups(groups).slice(block.start - (first or 0))
+        table = table.slice(0, block.stop - block.start)
+        for i, row in enumerate(table.to_pylist(), start=block.first_line):
             yield i, json.dumps(row, default=str, ensure_ascii=False), _decoded(row)
         return
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        for i, text in enumerate(fh, start=1):
-            text = text.rstrip("\n")
-            if not text.strip():
-                continue
-            try:
-                yield i, text, json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield i, text, _NotJson(f"not JSON: {exc.msg} at column {exc.colno}")
+    with open(block.path, "rb") as fh:
+        fh.seek(block.start)
+        data = fh.read(block.stop - block.start)
+    for i, raw in enumerate(data.split(b"\n"), start=block.first_line):
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if not text.strip():
+            continue
+        try:
+            yield i, text, json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield i, text, _NotJson(f"not JSON: {exc.msg} at column {exc.colno}")
 
 
 class _NotJson:

@@ -86,7 +86,8 @@ class RuleSettings:
 
 def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
     """Per log row: `reasons` (every rule that fired), `reason` (the most severe),
-    `detail` (JSON: what each rule saw), `positive` and `latency_outlier`."""
+    `detail` (JSON: what each rule saw) and `positive`. (Latency outliers need every row's
+    latency: `latency_limit` over them.)"""
     frame = pl.from_arrow(logs)
     assert isinstance(frame, pl.DataFrame)
     n = frame.height
@@ -146,7 +147,6 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
         verdict["reason"],
         pl.Series("detail", detail, dtype=pl.String),
         pl.Series("positive", good_signal & ~failed),
-        pl.Series("latency_outlier", _latency_outliers(frame["latency_ms"], settings)),
     )
 
 
@@ -298,15 +298,12 @@ def _languages(
     return out, found
 
 
-def _latency_outliers(latency: pl.Series, settings: RuleSettings) -> np.ndarray:
-    values = latency.drop_nulls()
-    if values.len() < 3:
-        return np.zeros(len(latency), dtype=bool)
-    array = values.to_numpy().astype(np.float64)
-    median = float(np.median(array))
-    mad = float(np.median(np.abs(array - median)))
-    limit = median + settings.latency_mads * max(mad, 1e-9)
-    return (latency > limit).fill_null(False).to_numpy()
+def latency_limit(values: np.ndarray, mads: float) -> float:
+    """Latencies above median + `mads` median absolute deviations are outliers (robust: a
+    few very slow calls do not move the limit, as they would a mean and deviation)."""
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
+    return median + mads * max(mad, 1e-9)
 
 
 def _detail(

@@ -20,14 +20,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.engines.local import LocalEngine
 from curate.errors import UserError
-from curate.fsio import sha256_file, write_bytes
+from curate.fsio import write_bytes
 from curate.manifests.store import Store
 from curate.mining.candidates import INDEX_POINTER, collapse, latest_index, queue
 from curate.mining.config import load_mine_config
 from curate.mining.labels import queue_records
-from curate.mining.logs import LOG_SCHEMA, read_logs
-from curate.mining.rules import RULES, judge
+from curate.mining.logs import LOG_SCHEMA, LogBlock, plan_logs, read_block
+from curate.mining.rules import RULES, RuleSettings, judge, latency_limit
+from curate.progress import Progress
 from curate.rows import MESSAGES
 from curate.validators.pii import redact_texts
 
@@ -61,63 +63,47 @@ def mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
 
 def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     mine_config, settings, identity = load_mine_config(config)
-    read = read_logs(logs)
-    rows, bad = read.rows, read.bad
-    pii = mine_config.privacy.pii
-    found: dict[str, int] = {}
-    rejected = pa.table({n: pa.array([], pa.string()) for n in ("origin", "field", "error", "raw")})
-    if pii != "off":
-        rows, hit = _redact(rows, found)
-        bad = bad.set_column(3, "raw", redact_texts(bad.column("raw").combine_chunks())[0])
-        if pii == "reject" and hit.any():
-            rejected = pa.table(
-                {
-                    "origin": rows.column("origin").filter(pa.array(hit)),
-                    "field": pa.repeat("", int(hit.sum())),
-                    "error": pa.repeat("pii", int(hit.sum())),
-                    "raw": pa.nulls(int(hit.sum()), pa.string()),
-                }
-            )
-            rows = rows.filter(pa.array(~hit))
-    judged = judge(rows, settings)
-    failures = judged.filter(pl.col("reason").is_not_null())
-    positives = judged.filter(pl.col("positive"))
-    unread = pa.concat_tables([bad, rejected.cast(bad.schema)])
-    previous, known = latest_index(store)
     step = _contamination(mine_config, config, store)
-    with tempfile.TemporaryDirectory(dir=store.root) as work:
-        index, member, leaked = collapse(failures, known, NEAR_THRESHOLD, Path(work), step)
-    new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
-    items = queue(index, new, failures)
-    objects = {
-        name: _put(table, store)
-        for name, table in (
-            ("failures", failures.with_columns(member.alias("candidate")).to_arrow()),
-            ("positives", positives.to_arrow()),
-            ("unread", unread),
-            ("candidates", index.to_arrow()),
-            ("queue", pl.DataFrame(items, schema_overrides=index.schema).to_arrow()),
-        )
-    }
-    by_rule = {r: int(failures["reasons"].list.contains(r).sum()) for r in RULES}
+    previous, known = latest_index(store)
+    # scratch in the store: plain copies of compressed logs (unredacted) go with it
+    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
+        work = Path(tmp)
+        blocks, shas = plan_logs(logs, str(work))
+        items = [(b, settings, mine_config.privacy.pii, str(work), i) for i, b in enumerate(blocks)]
+        with LocalEngine(None, Progress(enabled=False)) as engine:
+            parts = engine.map(
+                judge_block, items, "judge", weights=[b.stop - b.start for b in blocks]
+            )
+        failures = _concat_parts(work, "failures", parts)
+        index, member, leaked = collapse(failures, known, NEAR_THRESHOLD, work, step)
+        new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
+        items_queued = queue(index, new, failures)
+        objects = {
+            "failures": _put(failures.with_columns(member.alias("candidate")).to_arrow(), store),
+            "positives": _put(_concat_parts(work, "positives", parts).to_arrow(), store),
+            "unread": _put(_concat_parts(work, "unread", parts).to_arrow(), store),
+            "candidates": _put(index.to_arrow(), store),
+            "queue": _put(
+                pl.DataFrame(items_queued, schema_overrides=index.schema).to_arrow(), store
+            ),
+        }
+    latency, outliers = _latency(parts, settings.latency_mads)
+    counts = _sum_counts(parts)
     record = {
         "kind": "mining",
         "version": RECORD_VERSION,
         "logs": [
-            {"path": str(p), "sha256": sha256_file(p), "rows": int(n)}
-            for p, n in zip(logs, _rows_per_file(rows, bad, logs), strict=True)
+            {
+                "path": str(p),
+                "sha256": sha,
+                "rows": sum(x["per_file"].get(str(p), 0) for x in parts),
+            }
+            for p, sha in zip(logs, shas, strict=True)
         ],
         "config": identity,
-        "counts": {
-            "rows": judged.height,
-            "failures": failures.height,
-            "by_rule": {r: n for r, n in by_rule.items() if n},
-            "by_reason": dict(sorted(failures["reason"].value_counts().iter_rows())),
-            "positives": positives.height,
-            "unread": unread.num_rows,
-            "pii_rejected": rejected.num_rows,
-            "latency_outliers": int(judged["latency_outlier"].sum()),
-        },
+        "counts": {**counts, "latency_outliers": len(outliers)},
+        "latency_ms": latency,
+        "latency_outliers": outliers[:20],
         "contamination": {
             "params": step.params() if step is not None else None,
             "dropped": leaked.height,
@@ -133,13 +119,104 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             "seen_before": int(member.is_in(known["candidate"].to_list()).sum()),
             "total": index.height,
         },
-        "pii": dict(sorted(found.items())),
-        "latency_outliers": judged.filter(pl.col("latency_outlier"))["origin"].to_list()[:20],
+        "pii": _sum_found(parts),
         "objects": objects,
     }
     rid = store.put_record("mining", record)
     write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
-    return MiningRun(rid, record, queue_records(items, rid))
+    return MiningRun(rid, record, queue_records(items_queued, rid))
+
+
+def judge_block(
+    block: LogBlock, settings: RuleSettings, pii: str, work: str, number: int
+) -> dict[str, Any]:
+    """One block of logs read, redacted and judged (in a worker): its failures, positives
+    and unreadable rows written to `work`, its counts and latencies returned."""
+    logs = read_block(block)
+    rows, bad = logs.rows, logs.bad
+    found: dict[str, int] = {}
+    rejected = 0
+    if pii != "off":
+        rows, hit = _redact(rows, found)
+        bad = bad.set_column(3, "raw", redact_texts(bad.column("raw").combine_chunks())[0])
+        if pii == "reject" and hit.any():
+            refused = rows.filter(pa.array(hit)).select(["origin"])
+            n = refused.num_rows
+            bad = pa.concat_tables(
+                [
+                    bad,
+                    refused.append_column("field", pa.array([""] * n, pa.string()))
+                    .append_column("error", pa.array(["pii"] * n, pa.string()))
+                    .append_column("raw", pa.nulls(n, pa.string())),
+                ]
+            )
+            rows, rejected = rows.filter(pa.array(~hit)), n
+    judged = judge(rows, settings)
+    failures = judged.filter(pl.col("reason").is_not_null())
+    out = Path(work)
+    failures.write_parquet(out / f"failures-{number:06d}.parquet")
+    judged.filter(pl.col("positive")).write_parquet(out / f"positives-{number:06d}.parquet")
+    pl.from_arrow(bad).write_parquet(out / f"unread-{number:06d}.parquet")  # type: ignore[union-attr]
+    return {
+        "number": number,
+        "rows": judged.height,
+        "failures": failures.height,
+        "by_rule": {r: int(failures["reasons"].list.contains(r).sum()) for r in RULES},
+        "by_reason": dict(failures["reason"].value_counts().iter_rows()),
+        "positives": int(judged["positive"].sum()),
+        "unread": bad.num_rows,
+        "pii_rejected": rejected,
+        "pii": found,
+        "per_file": {block.shown: judged.height + bad.num_rows},
+        "latency": judged["latency_ms"].to_numpy(),
+        "origins": judged["origin"],
+    }
+
+
+def _concat_parts(work: Path, kind: str, parts: list[dict[str, Any]]) -> pl.DataFrame:
+    files = [work / f"{kind}-{p['number']:06d}.parquet" for p in parts]
+    frames = [pl.read_parquet(f) for f in files]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+
+
+def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    by_rule: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for p in parts:
+        for r, n in p["by_rule"].items():
+            by_rule[r] = by_rule.get(r, 0) + n
+        for r, n in p["by_reason"].items():
+            by_reason[r] = by_reason.get(r, 0) + n
+    return {
+        "rows": sum(p["rows"] for p in parts),
+        "failures": sum(p["failures"] for p in parts),
+        "by_rule": {r: by_rule[r] for r in RULES if by_rule.get(r)},
+        "by_reason": dict(sorted(by_reason.items())),
+        "positives": sum(p["positives"] for p in parts),
+        "unread": sum(p["unread"] for p in parts),
+        "pii_rejected": sum(p["pii_rejected"] for p in parts),
+    }
+
+
+def _sum_found(parts: list[dict[str, Any]]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for p in parts:
+        for kind, n in p["pii"].items():
+            found[kind] = found.get(kind, 0) + n
+    return dict(sorted(found.items()))
+
+
+def _latency(parts: list[dict[str, Any]], mads: float) -> tuple[dict[str, Any], list[str]]:
+    """Latency percentiles over every row, and the rows above median + `mads` MADs."""
+    values = np.concatenate([p["latency"] for p in parts]) if parts else np.empty(0)
+    known = values[~np.isnan(values)] if len(values) else values
+    if len(known) < 3:
+        return {}, []
+    limit = latency_limit(known, mads)
+    origins = pl.concat([p["origins"] for p in parts])
+    outliers = origins.filter(pl.Series(np.nan_to_num(values, nan=-np.inf) > limit)).to_list()
+    p50, p95, p99 = (float(np.percentile(known, q)) for q in (50, 95, 99))
+    return {"p50": p50, "p95": p95, "p99": p99, "outlier_above": round(limit, 3)}, outliers
 
 
 def _contamination(mine_config: Any, config: Path | None, store: Store) -> Any:
@@ -162,14 +239,6 @@ def _put(table: pa.Table, store: Store) -> dict[str, Any]:
         entry = write_object(table, Path(tmp) / "object.parquet", str(store.root))
     store.sync_objects([entry["object"]])
     return entry
-
-
-def _rows_per_file(rows: pa.Table, bad: pa.Table, logs: list[Path]) -> list[int]:
-    origins = pl.concat(
-        [pl.Series(rows.column("origin").to_pylist()), pl.Series(bad.column("origin").to_pylist())]
-    )
-    files = origins.str.replace(r":\d+$", "")
-    return [int((files == str(p)).sum()) for p in logs]
 
 
 def _redact(rows: pa.Table, found: dict[str, int]) -> tuple[pa.Table, np.ndarray]:
