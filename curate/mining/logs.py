@@ -32,7 +32,7 @@ from curate.rows import MESSAGES
 
 LOG_SCHEMA = pa.schema(
     [
-        ("log_id", pa.string()),  # 16 hex digits of the sha256 of the row's canonical JSON
+        ("log_id", pa.string()),  # 16 hex digits of the sha256 of the row's text
         ("request_id", pa.string()),
         ("messages", MESSAGES),  # the prompt: every turn before the answer
         ("responses", pa.list_(pa.string())),  # one answer, or several for one prompt
@@ -129,7 +129,7 @@ def read_block(block: LogBlock) -> Logs:
                 raise LogError("", obj.message)
             if not isinstance(obj, dict):
                 raise LogError("", f"a log row is a JSON object, not {type(obj).__name__}")
-            good.append({**normalize(obj), "origin": origin})
+            good.append({**normalize(obj, raw), "origin": origin})
         except LogError as exc:
             bad.append({"origin": origin, "field": exc.field, "error": str(exc), "raw": raw})
     return Logs(
@@ -184,8 +184,9 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def normalize(obj: dict[str, Any]) -> dict[str, Any]:
-    """One log row in LOG_SCHEMA (less `origin`), or a LogError naming the field."""
+def normalize(obj: dict[str, Any], raw: str) -> dict[str, Any]:
+    """One log row (`raw`: its text) in LOG_SCHEMA (less `origin`), or a LogError naming
+    the field."""
     proxy = isinstance(obj.get("input"), dict) and isinstance(obj.get("output"), dict)
     messages, responses, finish = _openai(obj) if proxy else _flat(obj)
     bags = [obj, *(b for b in (obj.get("tags"), obj.get("metadata")) if isinstance(b, dict))]
@@ -201,9 +202,7 @@ def normalize(obj: dict[str, Any]) -> dict[str, Any]:
 
     tags = {k: v for b in bags[1:] if b is not obj.get("output") for k, v in b.items()}
     return {
-        "log_id": hashlib.sha256(
-            json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
-        ).hexdigest()[:16],
+        "log_id": hashlib.sha256(raw.encode()).hexdigest()[:16],
         "request_id": _text(signal("request_id", "id"), "request_id"),
         "messages": messages,
         "responses": responses,

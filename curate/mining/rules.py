@@ -251,24 +251,35 @@ def _formats(
 
 
 def _degenerate(answer: pl.Series, settings: RuleSettings) -> tuple[np.ndarray, dict[int, Any]]:
-    """Repetition loops, by the same measure as builds' `degenerate` check."""
+    """Repetition loops, by the same measure as builds' `degenerate` check (the share of
+    an answer's word n-grams that repeat an earlier one), measured for every answer at once;
+    the loop's most repeated n-gram is found for the answers that loop only."""
     from curate.validators.quality import DegenerationStep
 
-    step = DegenerationStep(
-        settings.degenerate_ngram, settings.degenerate_max_repeated, settings.degenerate_min_words
+    k = settings.degenerate_ngram
+    words = (  # the words Python's str.split() gives, as the step counts them
+        answer.str.to_lowercase()
+        .str.replace_all(r"\s+", " ")
+        .str.split(" ")
+        .list.eval(pl.element().filter(pl.element() != ""))
     )
-    long = np.nonzero(
-        (answer.str.count_matches(r"\S+") >= settings.degenerate_min_words).to_numpy()
-    )[0]
-    out = np.zeros(len(answer), dtype=bool)
+    grams = words.list.eval(
+        pl.concat_str([pl.element().shift(-i) for i in range(k)], separator=" ").drop_nulls()
+    )
+    total = grams.list.len()
+    repeated = 1 - grams.list.n_unique() / total
+    long = words.list.len() >= settings.degenerate_min_words
+    fired = (long & (repeated >= settings.degenerate_max_repeated)).fill_null(False).to_numpy()
+    step = DegenerationStep(k, settings.degenerate_max_repeated, settings.degenerate_min_words)
     found: dict[int, Any] = {}
-    texts = answer.gather(long).to_list() if len(long) else []
-    for i, text in zip(long, texts, strict=True):
+    rows = np.nonzero(fired)[0]
+    for i, text in zip(rows.tolist(), answer.gather(rows).to_list(), strict=True):
         loop = step.loop_in(text)
-        if loop is not None:
-            out[i] = True
-            found[int(i)] = loop
-    return out, found
+        if loop is None:  # where the regex and Python disagree on whitespace, the step rules
+            fired[i] = False
+        else:
+            found[i] = loop
+    return fired, found
 
 
 def _languages(
