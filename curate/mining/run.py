@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +65,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     step = _contamination(mine_config, config, store)
     previous, known = latest_index(store)
     # scratch in the store: plain copies of compressed logs (unredacted) go with it
-    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
-        work = Path(tmp)
+    with store.temp_dir("mine-") as work:  # swept if this run is killed
         blocks, shas = plan_logs(logs, str(work))
         items = [(b, settings, mine_config.privacy.pii, str(work), i) for i, b in enumerate(blocks)]
         with LocalEngine(None, Progress(enabled=False)) as engine:
@@ -235,8 +233,8 @@ def _contamination(mine_config: Any, config: Path | None, store: Store) -> Any:
 def _put(table: pa.Table, store: Store) -> dict[str, Any]:
     from curate.engines.passes import write_object
 
-    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
-        entry = write_object(table, Path(tmp) / "object.parquet", str(store.root))
+    with store.temp_dir("mine-object-") as tmp:
+        entry = write_object(table, tmp / "object.parquet", str(store.root))
     store.sync_objects([entry["object"]])
     return entry
 
