@@ -331,3 +331,25 @@ def test_failures_that_overlap_an_eval_set_are_never_queued(tmp_path, cli):
     assert run["candidates"]["new"] == 9  # of 10 without the eval set
     queued = (queue / "queue.jsonl").read_text()
     assert french not in queued and "Explain plants." in queued
+
+
+def test_a_twin_that_is_itself_a_duplicate_leads_to_the_kept_row():
+    import polars as pl
+
+    from curate.mining.candidates import _owners
+
+    index = pl.DataFrame(
+        {
+            "key": ["f:a", "f:b", "f:c", "f:d", "f:e"],
+            "id": ["A", "B", "C", "D", "E"],
+            "reason": [None, "exact_duplicate", "near_duplicate", "contaminated", None],
+            "detail": [
+                None,
+                '{"duplicate_of": "C"}',
+                '{"duplicate_of": "A", "jaccard": 0.9}',
+                '{"eval_set": "quiz"}',
+                None,
+            ],
+        }
+    )
+    assert _owners(index) == {"f:a": "f:a", "f:b": "f:a", "f:c": "f:a", "f:e": "f:e"}

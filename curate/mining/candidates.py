@@ -121,27 +121,32 @@ def collapse(
 
 
 def _owners(index: pl.DataFrame) -> dict[str, str]:
-    """Per row key, the key of the row it collapses onto (itself when it was kept)."""
-    target = index.select(
+    """Per row key, the key of the row it collapses onto (itself when it was kept); rows
+    that leaked from an eval set have none. A twin can itself be a later row's duplicate
+    (exact first, then near): links are followed by joins until none moves."""
+    links = index.select(
         "key",
         "id",
+        "reason",
         pl.when(pl.col("reason").is_in(["exact_duplicate", "near_duplicate"]))
         .then(pl.col("detail").str.json_path_match("$.duplicate_of"))
         .alias("of"),
     )
-    key_of = dict(zip(target["id"].to_list(), target["key"].to_list(), strict=True))
-    of = dict(zip(target["key"].to_list(), target["of"].to_list(), strict=True))
-    leaked = set(index.filter(pl.col("reason") == "contaminated")["key"].to_list())
-    owner = {}
-    for key in of:
-        if key in leaked:
-            continue  # never a candidate, never queued
-        seen, at = 0, key
-        while of.get(at) is not None and seen < 32:  # an exact twin later near-deduped
-            at = key_of[of[at]]
-            seen += 1
-        owner[key] = at
-    return owner
+    by_id = links.select(pl.col("id").alias("of"), pl.col("key").alias("of_key"))
+    links = links.join(by_id, on="of", how="left").with_columns(
+        pl.coalesce("of_key", "key").alias("owner")
+    )
+    for _ in range(32):
+        step = links.join(
+            links.select(pl.col("key").alias("owner"), pl.col("owner").alias("next")),
+            on="owner",
+            how="left",
+        )
+        if step.filter(pl.col("next") != pl.col("owner")).height == 0:
+            break
+        links = step.with_columns(pl.col("next").alias("owner")).drop("next")
+    kept = links.filter(pl.col("reason").fill_null("") != "contaminated")
+    return dict(zip(kept["key"].to_list(), kept["owner"].to_list(), strict=True))
 
 
 def _new_index(
