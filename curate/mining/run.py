@@ -167,7 +167,9 @@ def judge_block(
         "pii": found,
         "per_file": {block.shown: judged.height + bad.num_rows},
         "latency": judged["latency_ms"].to_numpy(),
-        "origins": judged["origin"],
+        # per row its line (4 bytes; the origin text is made for the few outliers only)
+        "shown": block.shown,
+        "lines": judged["origin"].str.extract(r":(\d+)$").cast(pl.Int32).to_numpy(),
     }
 
 
@@ -211,8 +213,11 @@ def _latency(parts: list[dict[str, Any]], mads: float) -> tuple[dict[str, Any], 
     if len(known) < 3:
         return {}, []
     limit = latency_limit(known, mads)
-    origins = pl.concat([p["origins"] for p in parts])
-    outliers = origins.filter(pl.Series(np.nan_to_num(values, nan=-np.inf) > limit)).to_list()
+    above = np.nan_to_num(values, nan=-np.inf) > limit
+    where = (
+        [(p["shown"], line) for p in parts for line in p["lines"].tolist()] if above.any() else []
+    )
+    outliers = [f"{where[i][0]}:{where[i][1]}" for i in np.nonzero(above)[0]]
     p50, p95, p99 = (float(np.percentile(known, q)) for q in (50, 95, 99))
     return {"p50": p50, "p95": p95, "p99": p99, "outlier_above": round(limit, 3)}, outliers
 
