@@ -213,11 +213,13 @@ def _latency(parts: list[dict[str, Any]], mads: float) -> tuple[dict[str, Any], 
     if len(known) < 3:
         return {}, []
     limit = latency_limit(known, mads)
-    above = np.nan_to_num(values, nan=-np.inf) > limit
-    where = (
-        [(p["shown"], line) for p in parts for line in p["lines"].tolist()] if above.any() else []
-    )
-    outliers = [f"{where[i][0]}:{where[i][1]}" for i in np.nonzero(above)[0]]
+    above = np.nonzero(np.nan_to_num(values, nan=-np.inf) > limit)[0]
+    ends = np.cumsum([len(p["lines"]) for p in parts])
+    outliers = []
+    for i in above.tolist():  # the few outliers: their block, then their line in it
+        b = int(np.searchsorted(ends, i, side="right"))
+        at = i - (int(ends[b - 1]) if b else 0)
+        outliers.append(f"{parts[b]['shown']}:{parts[b]['lines'][at]}")
     p50, p95, p99 = (float(np.percentile(known, q)) for q in (50, 95, 99))
     return {"p50": p50, "p95": p95, "p99": p99, "outlier_above": round(limit, 3)}, outliers
 
