@@ -353,3 +353,34 @@ def test_a_twin_that_is_itself_a_duplicate_leads_to_the_kept_row():
         }
     )
     assert _owners(index) == {"f:a": "f:a", "f:b": "f:a", "f:c": "f:a", "f:e": "f:e"}
+
+
+def test_the_one_pass_decode_reads_exactly_what_python_reads(tmp_path):
+    """Flat rows decoded a block at once give the rows (and errors) reading each row in
+    Python gives, for the planted rows and for lines whose types polars would coerce."""
+    import polars as pl
+
+    from curate.mining.decode import eligible
+    from curate.mining.logs import plan_logs, read_block
+
+    odd = [
+        flat("n1", "Hi", "Hello.", request_id=42),  # a number where text is read
+        flat("n2", "Hi", "Hello.", user_feedback=True),  # refused by Python
+        flat("n3", "Hi", "Hello.", automated_score="0.5"),  # a number as text
+        flat("n4", "Hi", "Hello.", automated_score=1.5),  # out of range
+        flat("n5", "Hi", "Hello.", user_feedback="UP "),  # an alias, spaced
+        flat("n6", "Hi", "Hello.", user_feedback="meh"),
+        flat("n7", "Hi", ["Hello.", "Hey."]),
+        {"prompt": 7, "response": "Hello."},
+        flat("n8", 'She said "hi"\nthen left', "Fine.\tOK", latency=12, timestamp=1700000000),
+    ]
+    path = tmp_path / "mixed.jsonl"
+    rows = [r for r, _ in PLANTED.values()] + odd
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (block,) = plan_logs([path], str(tmp_path))[0]
+    lines = pl.Series(path.read_text().splitlines())
+    assert eligible(lines).sum() >= 10  # most flat rows take the one-pass path
+    fast, slow = read_block(block), read_block(block, fast=False)
+    assert fast.rows.to_pylist() == slow.rows.to_pylist()
+    assert fast.bad.to_pylist() == slow.bad.to_pylist()
+    assert {r["origin"].rsplit(":", 1)[1] for r in fast.bad.to_pylist()} == {"19", "21", "23", "25"}

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from curate.errors import UserError
@@ -118,12 +120,41 @@ def read_logs(paths: list[Path], scratch: str | None = None) -> Logs:
     )
 
 
-def read_block(block: LogBlock) -> Logs:
-    """The rows of one block, normalized, and those that could not be."""
+def read_block(block: LogBlock, fast: bool = True) -> Logs:
+    """The rows of one block, normalized, and those that could not be. Flat rows are
+    decoded all at once (`decode.decode_flat`; `fast=False` reads every row in Python, the
+    same rows out), the others one by one."""
+    if block.kind == "parquet":
+        return _normalized(_parquet_records(block), block.shown)
+    with open(block.path, "rb") as fh:
+        fh.seek(block.start)
+        data = fh.read(block.stop - block.start)
+    texts = [raw.decode("utf-8", errors="replace").rstrip("\r") for raw in data.split(b"\n")]
+    numbered = [(i, t) for i, t in enumerate(texts, start=block.first_line) if t.strip()]
+    if not fast or not numbered:
+        return _normalized(_parsed(numbered), block.shown)
+    from curate.mining.decode import decode_flat, eligible
+
+    lines = pl.Series([t for _, t in numbered], dtype=pl.String)
+    ok = eligible(lines).to_numpy()
+    origins = pl.Series([f"{block.shown}:{i}" for i, _ in numbered], dtype=pl.String)
+    decoded = decode_flat(lines.filter(ok), origins.filter(ok)) if ok.any() else None
+    if decoded is None:
+        return _normalized(_parsed(numbered), block.shown)
+    quick, again = decoded
+    redo = ~ok
+    redo[np.nonzero(ok)[0][again.to_numpy()]] = True
+    rest = _normalized(_parsed([n for n, r in zip(numbered, redo, strict=True) if r]), block.shown)
+    rows = pa.concat_tables([quick, rest.rows])
+    line = pl.Series(rows.column("origin")).str.extract(r":(\d+)$").cast(pl.Int64)
+    return Logs(rows.take(pa.array(line.arg_sort().to_numpy())), rest.bad)
+
+
+def _normalized(records: Iterator[tuple[int, str, Any]], shown: str) -> Logs:
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
-    for line, raw, obj in _records(block):
-        origin = f"{block.shown}:{line}"
+    for line, raw, obj in records:
+        origin = f"{shown}:{line}"
         try:
             if isinstance(obj, _NotJson):
                 raise LogError("", obj.message)
@@ -137,31 +168,27 @@ def read_block(block: LogBlock) -> Logs:
     )
 
 
-def _records(block: LogBlock) -> Iterator[tuple[int, str, Any]]:
-    """(line number, raw text, parsed value or an error marker) per row of a block."""
-    if block.kind == "parquet":
-        import pyarrow.parquet as pq
+def _parquet_records(block: LogBlock) -> Iterator[tuple[int, str, Any]]:
+    """(record number, its JSON text, the record) per row of a Parquet block."""
+    import pyarrow.parquet as pq
 
-        file = pq.ParquetFile(block.path)
-        groups, at, first = [], 0, None  # the row groups holding rows [start, stop)
-        for g in range(file.num_row_groups):
-            n = file.metadata.row_group(g).num_rows
-            if at < block.stop and at + n > block.start:
-                groups.append(g)
-                first = at if first is None else first
-            at += n
-        table = file.read_row_groups(groups).slice(block.start - (first or 0))
-        table = table.slice(0, block.stop - block.start)
-        for i, row in enumerate(table.to_pylist(), start=block.first_line):
-            yield i, json.dumps(row, default=str, ensure_ascii=False), _decoded(row)
-        return
-    with open(block.path, "rb") as fh:
-        fh.seek(block.start)
-        data = fh.read(block.stop - block.start)
-    for i, raw in enumerate(data.split(b"\n"), start=block.first_line):
-        text = raw.decode("utf-8", errors="replace").rstrip("\r")
-        if not text.strip():
-            continue
+    file = pq.ParquetFile(block.path)
+    groups, at, first = [], 0, None  # the row groups holding rows [start, stop)
+    for g in range(file.num_row_groups):
+        n = file.metadata.row_group(g).num_rows
+        if at < block.stop and at + n > block.start:
+            groups.append(g)
+            first = at if first is None else first
+        at += n
+    table = file.read_row_groups(groups).slice(block.start - (first or 0))
+    table = table.slice(0, block.stop - block.start)
+    for i, row in enumerate(table.to_pylist(), start=block.first_line):
+        yield i, json.dumps(row, default=str, ensure_ascii=False), _decoded(row)
+
+
+def _parsed(numbered: list[tuple[int, str]]) -> Iterator[tuple[int, str, Any]]:
+    """(line number, text, parsed value or an error marker) per non-empty line."""
+    for i, text in numbered:
         try:
             yield i, text, json.loads(text)
         except json.JSONDecodeError as exc:
