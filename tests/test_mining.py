@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curate.mining.logs import read_logs
 from curate.mining.rules import RuleSettings, judge
@@ -384,3 +387,34 @@ def test_the_one_pass_decode_reads_exactly_what_python_reads(tmp_path):
     assert fast.rows.to_pylist() == slow.rows.to_pylist()
     assert fast.bad.to_pylist() == slow.bad.to_pylist()
     assert {r["origin"].rsplit(":", 1)[1] for r in fast.bad.to_pylist()} == {"19", "21", "23", "25"}
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab cé\t\n\u00a0Z", min_size=0, max_size=120), min_size=1, max_size=8)
+)
+def test_the_repetition_kernel_measures_what_python_measures(texts):
+    """Word count and repeated share of every answer, as `str.split` and a Counter of word
+    4-grams give them (the rule's definition), whitespace of every kind included."""
+    from collections import Counter
+
+    import numpy as np
+    import polars as pl
+
+    from curate.mining.kernels import repeated_shares
+
+    folded = pl.Series(texts).str.to_lowercase().str.replace_all(r"\s+", " ").to_arrow()
+    folded = folded.cast(pa.large_string())
+    _, offsets, data = folded.buffers()
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(1, np.uint8)
+    shares, counts = repeated_shares(raw, np.frombuffer(offsets, np.int64), 4)
+    for text, share, count in zip(texts, shares, counts, strict=True):
+        words = text.lower().split()
+        assert count == len(words)
+        total = len(words) - 3
+        expected = (
+            1 - len(Counter(tuple(words[i : i + 4]) for i in range(total))) / total
+            if total > 0
+            else 0.0
+        )
+        assert share == pytest.approx(expected)

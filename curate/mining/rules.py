@@ -117,7 +117,7 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
     fired["invalid_json"], fired["schema_violation"], valid_format, details["format"] = _formats(
         frame, answer, settings
     )
-    fired["degenerate"], details["degenerate"] = _degenerate(answer, settings)
+    fired["degenerate"], details["degenerate"] = _degenerate(answer, folded, settings)
     if settings.languages and "language_mismatch" in on:
         fired["language_mismatch"], details["language"] = _languages(prompt, answer, settings)
     else:
@@ -250,32 +250,33 @@ def _formats(
     return invalid, violation, valid, found
 
 
-def _degenerate(answer: pl.Series, settings: RuleSettings) -> tuple[np.ndarray, dict[int, Any]]:
+def _degenerate(
+    answer: pl.Series, folded: pl.Series, settings: RuleSettings
+) -> tuple[np.ndarray, dict[int, Any]]:
     """Repetition loops, by the same measure as builds' `degenerate` check (the share of
-    an answer's word n-grams that repeat an earlier one), measured for every answer at once;
-    the loop's most repeated n-gram is found for the answers that loop only."""
+    an answer's word n-grams that repeat an earlier one), measured for every answer at once
+    by a compiled kernel; the answers it flags are measured again by the step (which also
+    names the loop's most repeated n-gram)."""
+    from curate.mining.kernels import repeated_shares
     from curate.validators.quality import DegenerationStep
 
     k = settings.degenerate_ngram
-    words = (  # the words Python's str.split() gives, as the step counts them
-        answer.str.to_lowercase()
-        .str.replace_all(r"\s+", " ")
-        .str.split(" ")
-        .list.eval(pl.element().filter(pl.element() != ""))
-    )
-    grams = words.list.eval(
-        pl.concat_str([pl.element().shift(-i) for i in range(k)], separator=" ").drop_nulls()
-    )
-    total = grams.list.len()
-    repeated = 1 - grams.list.n_unique() / total
-    long = words.list.len() >= settings.degenerate_min_words
-    fired = (long & (repeated >= settings.degenerate_max_repeated)).fill_null(False).to_numpy()
+    # lowercased, whitespace runs made single spaces (quotes folded too: that can only merge
+    # words, so flag more, and the step measures every flagged answer again)
+    text = folded.to_arrow().cast(pa.large_string())
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    _, offsets, data = text.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(1, np.uint8)
+    shares, counts = repeated_shares(raw, offsets, k)
+    fired = (counts >= settings.degenerate_min_words) & (shares >= settings.degenerate_max_repeated)
     step = DegenerationStep(k, settings.degenerate_max_repeated, settings.degenerate_min_words)
     found: dict[int, Any] = {}
     rows = np.nonzero(fired)[0]
-    for i, text in zip(rows.tolist(), answer.gather(rows).to_list(), strict=True):
-        loop = step.loop_in(text)
-        if loop is None:  # where the regex and Python disagree on whitespace, the step rules
+    for i, said in zip(rows.tolist(), answer.gather(rows).to_list(), strict=True):
+        loop = step.loop_in(said)
+        if loop is None:  # a hash collision, or whitespace the regex and Python see apart
             fired[i] = False
         else:
             found[i] = loop
