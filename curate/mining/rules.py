@@ -172,9 +172,11 @@ def _truncated(frame: pl.DataFrame, answer: pl.Series, settings: RuleSettings) -
 def _harmful(prompt: pl.Series, settings: RuleSettings) -> np.ndarray:
     """Prompts that hold at least `harmful_match` of a listed harmful request's word
     3-grams (containment, so that a request wrapped in other words still matches): one
-    join of every prompt's 3-grams with the list's."""
+    join of the 3-grams of the prompts that hold any listed 3-gram as text (a substring
+    search over all prompts at once) with the list's."""
+    out = np.zeros(len(prompt), dtype=bool)
     if not settings.harmful:
-        return np.zeros(len(prompt), dtype=bool)
+        return out
     listed = pl.DataFrame({"text": list(settings.harmful)}).with_row_index("item")
     listed = (
         listed.with_columns(_trigrams(pl.col("text")).alias("gram"))
@@ -182,9 +184,18 @@ def _harmful(prompt: pl.Series, settings: RuleSettings) -> np.ndarray:
         .filter(pl.col("gram") != "")
     )
     need = listed.group_by("item").agg(pl.col("gram").n_unique().alias("need"))
+    # a prompt can hold a listed 3-gram only where its words, one space apart, hold it
+    spaced = (
+        prompt.str.to_lowercase()
+        .str.replace_all("[\u2018\u2019]", "'")
+        .str.replace_all(r"[^\w']+", " ")
+    )
+    maybe = spaced.str.contains_any(listed["gram"].unique().to_list()).to_numpy()
+    if not maybe.any():
+        return out
     asked = (
-        pl.DataFrame({"text": prompt})
-        .with_row_index("row")
+        pl.DataFrame({"text": prompt, "row": np.arange(len(prompt))})
+        .filter(pl.Series(maybe))
         .with_columns(_trigrams(pl.col("text")).alias("gram"))
         .explode("gram")
         .filter(pl.col("gram") != "")
@@ -197,7 +208,6 @@ def _harmful(prompt: pl.Series, settings: RuleSettings) -> np.ndarray:
         .join(need, on="item")
         .filter(pl.col("len") >= settings.harmful_match * pl.col("need"))
     )
-    out = np.zeros(len(prompt), dtype=bool)
     out[found["row"].unique().to_numpy()] = True
     return out
 
