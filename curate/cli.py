@@ -308,6 +308,25 @@ def mine(
             make_console().print(f"wrote {path}")
 
 
+@app.command("mine-report", hidden=True)
+def mine_report(
+    run: Annotated[str, typer.Argument(help="A mining run id or unique prefix (8+ hex digits).")],
+    store: StoreOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Largest candidates shown.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """`curate mine report RUN`: failures per rule, model version and day; top candidates."""
+    from curate import api
+    from curate.mining.report import mining_report
+    from curate.terminal import render_mining_report
+
+    report = mining_report(api.store_for(_store(store)), run, top)
+    if as_json:
+        print_json(report)
+    else:
+        render_mining_report(report)
+
+
 @app.command("mine-import", hidden=True)
 def mine_import(
     labeled: Annotated[Path, typer.Argument(help="Queue items a labeler edited (JSONL or CSV).")],
@@ -659,8 +678,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
-    if args[:2] == ["mine", "import"]:  # `mine LOGS...` takes any path: the verb comes first
-        args = ["mine-import", *args[2:]]
+    if args[:2] in (["mine", "import"], ["mine", "report"]):  # `mine LOGS...` takes any path
+        args = [f"mine-{args[1]}", *args[2:]]
     try:
         code = app(args=args, prog_name="curate", standalone_mode=False)
         if isinstance(code, int) and code:  # a command's typer.Exit(code) comes back as a value

@@ -269,3 +269,25 @@ def render_mining(record: dict[str, Any], rid: str) -> None:
         found = ", ".join(f"{k} {v}" for k, v in record["pii"].items())
         console.print(f"secrets redacted before anything was stored: {found}")
     console.print(f"mining run {rid}")
+
+
+def render_mining_report(report: dict[str, Any]) -> None:
+    """A mining run's failures per rule, model version and day, and its top candidates."""
+    from rich.table import Table
+
+    console = make_console()
+    render_mining({"counts": report["counts"], "pii": {}}, report["mining_run"])
+    for key, title in (("by_model", "model"), ("by_day", "day")):
+        rows = report[key]
+        if not rows:
+            continue
+        columns = list(rows[0])
+        table = Table(*columns, title=f"failures per {title}")
+        for row in rows:
+            table.add_row(*[str(row[c]) for c in columns])
+        console.print(table)
+    top = Table("candidate", "reason", "count", "runs", "prompt", title="largest candidates")
+    for c in report["top_candidates"]:
+        top.add_row(c["candidate"], c["reason"], str(c["count"]), str(c["runs"]), c["prompt"][:80])
+    if report["top_candidates"]:
+        console.print(top)

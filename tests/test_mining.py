@@ -418,3 +418,45 @@ def test_the_repetition_kernel_measures_what_python_measures(texts):
             else 0.0
         )
         assert share == pytest.approx(expected)
+
+
+def test_mine_report_counts_per_model_and_day(tmp_path, cli):
+    rows = [
+        flat(
+            "a1",
+            "Explain plants.",
+            NORMAL,
+            user_feedback="thumbs_down",
+            model="v1",
+            timestamp="2026-11-20T09:00:00Z",
+        ),
+        flat(
+            "a2",
+            "Explain plants.",
+            NORMAL,
+            user_feedback="thumbs_down",
+            model="v2",
+            timestamp="2026-11-21T09:00:00Z",
+        ),
+        flat("a3", "Say something.", " ", model="v2", timestamp="2026-11-21T10:00:00Z"),
+        flat("a4", "Say hi.", "Hi!", model="v2", timestamp="2026-11-21T11:00:00Z"),
+    ]
+    path = tmp_path / "logs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = str(tmp_path / "store")
+    run = cli("mine", str(path), "--store", store, "--json").json()["mining_run"]
+    report = cli("mine", "report", run[:12], "--store", store, "--json").json()
+    assert report["mining_run"] == run
+    assert report["by_model"] == [
+        {"model": "v2", "empty": 1, "thumbs_down": 1, "failures": 2},
+        {"model": "v1", "empty": 0, "thumbs_down": 1, "failures": 1},
+    ]
+    assert [(d["day"], d["failures"]) for d in report["by_day"]] == [
+        ("2026-11-20", 1),
+        ("2026-11-21", 2),
+    ]
+    top = report["top_candidates"][0]
+    assert (top["prompt"], top["count"]) == ("Explain plants.", 2)
+    shown = cli("mine", "report", run[:12], "--store", store)
+    assert "failures per model" in shown.out and "largest candidates" in shown.out
+    assert cli("mine", "report", "deadbeefdeadbeef", "--store", store).code == 2

@@ -1,0 +1,73 @@
+"""`curate mine report RUN`: what a mining run found, per rule, per model version and over
+time, and its largest candidates with an example each — read from the run's record and
+its stored objects (each checked against its sha256)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from curate.errors import UnknownIdError
+from curate.manifests.store import HEX64, Store
+
+
+def resolve_run(store: Store, ref: str) -> str:
+    """A mining run's full id from a unique prefix (8+ hex digits) or the whole id."""
+    found = [r for r in store.record_ids("mining") if r.startswith(ref.strip())]
+    if len(ref.strip()) >= 8 and len(found) == 1:
+        return found[0]
+    if HEX64.match(ref.strip()) and found:
+        return found[0]
+    what = "is ambiguous" if len(found) > 1 else "is not a mining run"
+    raise UnknownIdError(
+        f"{ref!r} {what} in store {store.root} (runs: {', '.join(r[:12] for r in store.record_ids('mining')[-5:]) or 'none'})"
+    )
+
+
+def mining_report(store: Store, ref: str, top: int = 10) -> dict[str, Any]:
+    rid = resolve_run(store, ref)
+    record = store.read_record("mining", rid)
+    failures = pl.read_parquet(store.verified_object(record["objects"]["failures"]["object"]))
+    index = pl.read_parquet(store.verified_object(record["objects"]["candidates"]["object"]))
+    day = pl.col("timestamp").str.slice(0, 10)
+    return {
+        "mining_run": rid,
+        "counts": record["counts"],
+        "by_model": _table(failures, pl.col("model").fill_null("(none)"), "model"),
+        "by_day": _table(
+            failures.filter(pl.col("timestamp").is_not_null()), day, "day", sort_by_key=True
+        ),
+        "top_candidates": index.filter(pl.col("candidate").is_in(failures["candidate"].to_list()))
+        .sort(["count", "candidate"], descending=[True, False])
+        .head(top)
+        .select("candidate", "reason", "count", "runs", "prompt", "response", "origin")
+        .to_dicts(),
+        "candidates": record["candidates"],
+        "contamination": record["contamination"],
+        "latency_ms": record.get("latency_ms", {}),
+    }
+
+
+def _table(
+    failures: pl.DataFrame, key: pl.Expr, name: str, sort_by_key: bool = False
+) -> list[dict[str, Any]]:
+    """Failures per `key` and reason: one row per key value, a column per reason."""
+    if failures.height == 0:
+        return []
+    counts = (
+        failures.group_by(key.alias(name), "reason")
+        .len()
+        .pivot(on="reason", index=name, values="len")
+        .fill_null(0)
+    )
+    reasons = sorted(c for c in counts.columns if c != name)
+    counts = counts.select(name, *reasons).with_columns(
+        pl.sum_horizontal(reasons).alias("failures")
+    )
+    order = (
+        counts.sort(name)
+        if sort_by_key
+        else counts.sort(["failures", name], descending=[True, False])
+    )
+    return order.to_dicts()
