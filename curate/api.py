@@ -281,9 +281,35 @@ def log(store: str | Path | None = None) -> list[dict[str, Any]]:
                 "rows_rejected": data["counts"]["rows_rejected"],
                 "parent": data.get("parent"),
                 "tags": sorted(tags.get(mid, [])),
+                "mined": _mined_sources(where, data),
             }
         )
     return sorted(entries, key=lambda e: (e["created"] or "", e["id"]), reverse=True)
+
+
+def _mined_sources(store: Store, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per source whose rows came from `curate mine`: its labels file, the mining runs and
+    the log files they read (logs → mining run → labels → this build)."""
+    out = []
+    for src in manifest["sources"]:
+        lineage = src.get("lineage")
+        if not lineage or not lineage.get("mining_runs"):
+            continue
+        logs: list[str] = []
+        for rid in lineage["mining_runs"]:
+            try:
+                logs += [f["path"] for f in store.read_record("mining", rid)["logs"]]
+            except UserError:
+                logs.append(f"(mining run {rid[:12]} not in this store)")
+        out.append(
+            {
+                "source": src["name"],
+                "labels": lineage.get("labels", {}).get("sha256"),
+                "mining_runs": lineage["mining_runs"],
+                "logs": logs,
+            }
+        )
+    return out
 
 
 def diff(a: str, b: str, store: str | Path | None = None, rows: int = 0) -> dict[str, Any]:

@@ -209,6 +209,14 @@ def log_cmd(
                 markup=False,
                 highlight=False,
             )
+            for m in e["mined"]:  # where a mined source's rows came from
+                runs = ", ".join(r[:12] for r in m["mining_runs"])
+                make_console().print(
+                    f"{'  ' * (depth + 1)}   ↳ {m['source']} ← labels {str(m['labels'])[:12]} "
+                    f"← mining run {runs} ← logs {', '.join(m['logs'])}",
+                    markup=False,
+                    highlight=False,
+                )
         return
     table = Table("name", "created", "rows in", "rows out", "rejected", "tags")
     table.columns.insert(0, Column("id", no_wrap=True, min_width=16))

@@ -314,6 +314,10 @@ def test_round_trip_mine_queue_labels_import_build(tmp_path, cli, monkeypatch):
     assert fixes["rows_emitted"] == 2 and fixes["role"] == "mined"
     assert fixes["lineage"]["mining_runs"] == [run["mining_run"]]
     assert fixes["lineage"]["labels"]["sha256"] == done["labels"]["sha256"]
+    # logs → mining run → labels → this build, in the store's history
+    graph = " ".join(cli("log", "--graph", "--store", str(store)).out.split())  # unwrapped
+    assert f"↳ fixes ← labels {done['labels']['sha256'][:12]}" in graph
+    assert f"mining run {run['mining_run'][:12]} ← logs {paths[0]}" in graph
 
 
 def test_failures_that_overlap_an_eval_set_are_never_queued(tmp_path, cli):
