@@ -211,18 +211,8 @@ def is_hf_dataset_dir(path: Path) -> bool:
 def load_config(path: str | Path) -> MixtureConfig:
     """Read and validate mixture.toml; raise one ConfigError naming every problem."""
     path = Path(path)
-    shown = str(path)
-    if not path.exists():
-        raise ConfigError([Problem("config", "file not found", file=shown)])
-    if not path.is_file():
-        raise ConfigError(
-            [Problem("config", "not a file (give the path of a mixture.toml)", file=shown)]
-        )
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem("config", f"not valid TOML: {exc}", file=shown)]) from exc
-    return parse_config(raw, base_dir=path.resolve().parent, file=shown)
+    raw = read_toml(path, "give the path of a mixture.toml")
+    return parse_config(raw, base_dir=path.resolve().parent, file=str(path))
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path, file: str | None = None) -> MixtureConfig:
@@ -241,11 +231,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path, file: str | None = None) -
     return config
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, hint: str = "give the path of a TOML file") -> dict[str, Any]:
     """A TOML file's table, or a ConfigError naming the file."""
     shown = str(path)
     if not path.is_file():
-        what = "file not found" if not path.exists() else "not a file"
+        what = "file not found" if not path.exists() else f"not a file ({hint})"
         raise ConfigError([Problem("config", what, file=shown)])
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))

@@ -464,3 +464,24 @@ def test_mine_report_counts_per_model_and_day(tmp_path, cli):
     shown = cli("mine", "report", run[:12], "--store", store)
     assert "failures per model" in shown.out and "largest candidates" in shown.out
     assert cli("mine", "report", "deadbeefdeadbeef", "--store", store).code == 2
+
+
+def test_gc_cannot_run_while_a_mining_run_writes(tmp_path, monkeypatch):
+    """A mining run holds the store's objects lock until its record names its objects."""
+    import curate.mining.run as run
+    from curate.manifests.store import Store
+
+    seen = []
+
+    def probe(logs, config, store):
+        try:
+            with store.lock("objects", exclusive=True, wait=False):
+                seen.append("free")
+        except BlockingIOError:
+            seen.append("held")
+
+    monkeypatch.setattr(run, "_mine", probe)
+    path = tmp_path / "logs.jsonl"
+    path.write_text(json.dumps(flat("a", "Hi", "Hello!")) + "\n")
+    run.mine([path], None, Store(tmp_path / "store"))
+    assert seen == ["held"]

@@ -10,9 +10,7 @@ objects of a build still running.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,40 +27,36 @@ RECOMPUTABLE = ("blocks", "steps", "decompressed")
 def collect(store: Store, delete: bool = False, cache: bool = False) -> dict[str, Any]:
     """{"manifests", "objects", "unreferenced": [sha...], "bytes", "deleted", "cache"}:
     with `cache`, also the recomputable caches (`RECOMPUTABLE`), by kind: bytes they hold."""
-    lock = store.root / "locks" / "objects"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"a build is writing to the store {store.root}; run `curate gc` when it is done"
-            ) from None
-        named = _named_objects(store)
-        found = sorted(
-            p for p in (store.root / "objects").glob("*/*") if p.is_file() and HEX64.match(p.name)
-        )
-        garbage = [p for p in found if p.name not in named]
-        size = sum(p.stat().st_size for p in garbage)
-        caches = (
-            {kind: _size(store.root / "cache" / kind) for kind in RECOMPUTABLE} if cache else {}
-        )
-        if delete:
-            for path in garbage:
-                path.unlink()
-            for kind in caches:  # no build runs (the lock): nothing reads them now
-                shutil.rmtree(store.root / "cache" / kind, ignore_errors=True)
-        return {
-            "manifests": len(store.manifest_ids()),
-            "objects": len(found),
-            "unreferenced": [p.name for p in garbage],
-            "bytes": size,
-            "deleted": delete,
-            "cache": caches,
-        }
-    finally:
-        os.close(fd)
+        with store.lock("objects", exclusive=True, wait=False):
+            return _collect(store, delete, cache)
+    except BlockingIOError:
+        raise UserError(
+            f"a build is writing to the store {store.root}; run `curate gc` when it is done"
+        ) from None
+
+
+def _collect(store: Store, delete: bool, cache: bool) -> dict[str, Any]:
+    named = _named_objects(store)
+    found = sorted(
+        p for p in (store.root / "objects").glob("*/*") if p.is_file() and HEX64.match(p.name)
+    )
+    garbage = [p for p in found if p.name not in named]
+    size = sum(p.stat().st_size for p in garbage)
+    caches = {kind: _size(store.root / "cache" / kind) for kind in RECOMPUTABLE} if cache else {}
+    if delete:
+        for path in garbage:
+            path.unlink()
+        for kind in caches:  # no build runs (the lock): nothing reads them now
+            shutil.rmtree(store.root / "cache" / kind, ignore_errors=True)
+    return {
+        "manifests": len(store.manifest_ids()),
+        "objects": len(found),
+        "unreferenced": [p.name for p in garbage],
+        "bytes": size,
+        "deleted": delete,
+        "cache": caches,
+    }
 
 
 def _size(folder: Path) -> int:

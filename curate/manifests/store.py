@@ -133,15 +133,22 @@ class Store:
         actual = sha256_file(path)
         return None if actual == sha else f"object {sha} is corrupt: its bytes hash to {actual}"
 
+    def writing(self) -> AbstractContextManager[None]:
+        """Held (shared) while a command writes objects a manifest or run record will name:
+        `gc` takes it exclusively, so it never removes the objects of a command still
+        running."""
+        return self.lock("objects")
+
     @contextmanager
-    def writing(self) -> Iterator[None]:
-        """Held (shared) while a command writes objects a manifest will name: `gc` takes it
-        exclusively, so it never removes the objects of a build still running."""
-        lock = self.root / "locks" / "objects"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    def lock(self, name: str, exclusive: bool = False, wait: bool = True) -> Iterator[None]:
+        """An advisory lock `locks/NAME` (flock: released when its holder dies); without
+        `wait`, a BlockingIOError when another process holds it."""
+        path = self.root / "locks" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
             yield
         finally:
             os.close(fd)

@@ -73,7 +73,7 @@ def load_mine_config(path: Path | None) -> tuple[MineConfig, RuleSettings, dict[
     read), and what of it identifies a mining run (the files' contents included)."""
     if path is None:
         return MineConfig(), RuleSettings(), {}
-    raw = read_toml(path)
+    raw = read_toml(path, "give the path of a mine.toml")
     shown = str(path)
     try:
         config = MineConfig.model_validate(raw)

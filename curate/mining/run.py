@@ -8,8 +8,6 @@ hold no secret a log carried (in turns, answers, tags, or the raw text of a bad 
 
 from __future__ import annotations
 
-import fcntl
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,14 +48,9 @@ def mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     missing = [str(p) for p in logs if not p.is_file()]
     if missing:
         raise UserError(f"log file not found: {', '.join(missing)}")
-    lock = store.root / "runs" / "mining.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    # the objects lock too: `gc` must not take the run's objects before its record names them
+    with store.lock("mining", exclusive=True), store.writing():
         return _mine(logs, config, store)
-    finally:
-        os.close(fd)
 
 
 def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
@@ -259,7 +252,7 @@ def _redact(rows: pa.Table, found: dict[str, int]) -> tuple[pa.Table, np.ndarray
     messages = rows.column("messages").combine_chunks()
     items = messages.flatten()
     content, per = redact_texts(pc.fill_null(items.field("content"), ""))
-    count(per, _owners(messages))
+    count(per, _item_rows(messages))
     messages = pa.ListArray.from_arrays(
         messages.offsets,
         pa.StructArray.from_arrays([items.field("role"), content], names=["role", "content"]),
@@ -267,7 +260,7 @@ def _redact(rows: pa.Table, found: dict[str, int]) -> tuple[pa.Table, np.ndarray
     )
     responses = rows.column("responses").combine_chunks()
     answers, per = redact_texts(pc.fill_null(responses.flatten(), ""))
-    count(per, _owners(responses))
+    count(per, _item_rows(responses))
     responses = pa.ListArray.from_arrays(responses.offsets, answers)
     tags, per = redact_texts(rows.column("tags").combine_chunks(), as_json=True)
     count(per)
@@ -277,7 +270,7 @@ def _redact(rows: pa.Table, found: dict[str, int]) -> tuple[pa.Table, np.ndarray
     return out.cast(LOG_SCHEMA), hit
 
 
-def _owners(lists: pa.ListArray) -> np.ndarray:
+def _item_rows(lists: pa.ListArray) -> np.ndarray:
     """Per item of a list column, the row it belongs to."""
     offsets = lists.offsets.to_numpy()
     return np.repeat(np.arange(len(lists)), np.diff(offsets))
