@@ -321,14 +321,23 @@ def mine_report(
     run: Annotated[str, typer.Argument(help="A mining run id or unique prefix (8+ hex digits).")],
     store: StoreOpt = None,
     top: Annotated[int, typer.Option("--top", help="Largest candidates shown.")] = 10,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="A manifest id or tag: per week, how far production prompts drifted from "
+            "its training rows (length, embedding centroid distance).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """`curate mine report RUN`: failures per rule, model version and day; top candidates."""
+    """`curate mine report RUN`: failures per rule, cluster, model version, day and week;
+    top clusters and candidates; drift against a training manifest."""
     from curate import api
     from curate.mining.report import mining_report
     from curate.terminal import render_mining_report
 
-    report = mining_report(api.store_for(_store(store)), run, top)
+    report = mining_report(api.store_for(_store(store)), run, top, against)
     if as_json:
         print_json(report)
     else:

@@ -286,8 +286,58 @@ def render_mining_report(report: dict[str, Any]) -> None:
         for row in rows:
             table.add_row(*[str(row[c]) for c in columns])
         console.print(table)
+    _render_weeks(report, console)
     top = Table("candidate", "reason", "count", "runs", "prompt", title="largest candidates")
     for c in report["top_candidates"]:
         top.add_row(c["candidate"], c["reason"], str(c["count"]), str(c["runs"]), c["prompt"][:80])
     if report["top_candidates"]:
         console.print(top)
+
+
+def _render_weeks(report: dict[str, Any], console: Any) -> None:
+    """Failure clusters, traffic per week and, when asked, its drift from a training set."""
+    from rich.table import Table
+
+    clusters = Table("cluster", "label", "failures", "candidates", "trend", "weeks")
+    clusters.title = "failure clusters"
+    for c in report["top_clusters"]:
+        weeks = ", ".join(f"{w}: {n}" for w, n in c["weeks"].items())
+        clusters.add_row(
+            c["cluster"],
+            c["label"],
+            str(c["failures"]),
+            str(c["candidates"]),
+            c["trend"] or "",
+            weeks,
+        )
+    if report["top_clusters"]:
+        console.print(clusters)
+    elif report["clusters"].get("skipped"):
+        console.print(f"[yellow]no failure clusters: {report['clusters']['skipped']}[/]")
+    weeks = Table("week", "rows", "failures", "rate", "mean prompt chars", title="traffic per week")
+    for w in report["by_week"]:
+        weeks.add_row(
+            w["week"],
+            str(w["rows"]),
+            str(w["failures"]),
+            f"{w['failure_rate']:.1%}",
+            str(w["mean_prompt_chars"]),
+        )
+    if report["by_week"]:
+        console.print(weeks)
+    drift = report.get("drift")
+    if drift:
+        table = Table("week", "prompts sampled", "median prompt chars", "centroid distance")
+        table.title = (
+            f"drift from {drift['manifest'][:12]} (training: median "
+            f"{drift['training_median_prompt_chars']:.0f} chars, {drift['training_rows_sampled']} "
+            f"rows sampled; noise floor {drift['noise']})"
+        )
+        for w in drift["weeks"]:
+            table.add_row(
+                w["week"],
+                str(w["sampled"]),
+                f"{w['median_prompt_chars']:.0f}",
+                str(w["centroid_distance"]),
+            )
+        console.print(table)

@@ -133,6 +133,12 @@ _LOADED: dict[str, Any] = {}
 def _encoder(path: str) -> Any:
     """The model at `path`, loaded once per process."""
     if path not in _LOADED:
+        import logging as std_logging
+
+        # bitsandbytes' CPU backend (imported with sentence-transformers) warns that an
+        # optional kernel package is missing: nothing an embedding model uses, and the
+        # line would break the progress output
+        std_logging.getLogger("bitsandbytes").setLevel(std_logging.ERROR)
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
@@ -250,6 +256,36 @@ class EmbeddingCache:
         seal(target)
 
 
+def embed_cached(text: pa.Array, model: EmbeddingModel, cache: EmbeddingCache | None) -> np.ndarray:
+    """Embeddings of `text` (one row per text), from `cache` where it holds them; the
+    texts it lacks are embedded and added to it."""
+    keys = sha256_hex(text, 32)
+    n = len(text)
+    found = np.zeros(n, dtype=bool)
+    cached = np.zeros((0, 0), dtype=np.float32)
+    if cache is not None:
+        found, cached = cache.lookup(keys)
+    missing = np.nonzero(~found)[0]
+    fresh = (
+        embed(text.take(pa.array(missing)).to_pylist(), model.path)
+        if len(missing)
+        else np.zeros((0, model.dim), dtype=np.float32)
+    )
+    if fresh.shape[1] != model.dim:
+        raise UserError(
+            f"dedup.semantic.model: {model.name} gives {fresh.shape[1]}-dimensional "
+            f"embeddings where its config says {model.dim}"
+        )
+    vectors = np.zeros((n, model.dim), dtype=np.float32)
+    if found.any():
+        vectors[found] = cached
+    if len(missing):
+        vectors[missing] = fresh
+        if cache is not None:
+            cache.add(keys.take(pa.array(missing)), fresh)
+    return vectors
+
+
 def _prefixes(keys: pa.Array) -> np.ndarray:
     """The first 64 bits of each hex key, as integers."""
     return np.array([int(k[:16], 16) for k in keys.to_pylist()], dtype=np.uint64)
@@ -294,36 +330,13 @@ class SemanticDedup(GlobalStep):
 
     def keys(self, batch: pa.Table) -> pa.Table:
         text = pc.fill_null(row_text(batch), "")
-        keys = sha256_hex(text, 32)
-        n = batch.num_rows
         cache = (
             EmbeddingCache(Path(self.cache_dir) / self.model.sha256[:16], self.started)
             if self.cache_dir
             else None
         )
-        found = np.zeros(n, dtype=bool)
-        cached = np.zeros((0, 0), dtype=np.float32)
-        if cache is not None:
-            found, cached = cache.lookup(keys)
-        missing = np.nonzero(~found)[0]
-        fresh = (
-            embed(text.take(pa.array(missing)).to_pylist(), self.model.path)
-            if len(missing)
-            else np.zeros((0, self.model.dim), dtype=np.float32)
-        )
-        if fresh.shape[1] != self.model.dim:
-            raise UserError(
-                f"dedup.semantic.model: {self.model.name} gives {fresh.shape[1]}-dimensional "
-                f"embeddings where its config says {self.model.dim}"
-            )
+        vectors = embed_cached(text, self.model, cache)
         dim = self.model.dim
-        vectors = np.zeros((n, dim), dtype=np.float32)
-        if found.any():
-            vectors[found] = cached
-        if len(missing):
-            vectors[missing] = fresh
-            if cache is not None:
-                cache.add(keys.take(pa.array(missing)), fresh)
         return pa.table(
             {
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),

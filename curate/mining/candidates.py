@@ -194,36 +194,40 @@ def _new_index(
     ).cast(INDEX_SCHEMA)  # type: ignore[arg-type]
 
 
-def queue(index: pl.DataFrame, new: set[str], failures: pl.DataFrame) -> list[dict[str, Any]]:
-    """The new candidates, most urgent first: priority = severity × count × uncertainty,
-    taken in turns across reasons so that one large kind of failure does not fill the head."""
-    entropy = _uncertainty(failures)
-    items = index.filter(pl.col("candidate").is_in(list(new))).with_columns(
-        pl.col("reason").replace_strict(SEVERITY, default=1, return_dtype=pl.Float64).alias("s"),
-        pl.col("candidate")
-        .replace_strict(entropy, default=0.0, return_dtype=pl.Float64)
-        .alias("u"),
+def queue(
+    index: pl.DataFrame, new: set[str], failures: pl.DataFrame, clustered: pl.DataFrame | None
+) -> list[dict[str, Any]]:
+    """The new candidates, most urgent first: priority = severity × cluster size (the
+    failures its cluster holds, over every run; its own count when not clustered) ×
+    (1 + uncertainty), taken in turns across clusters (across reasons when clustering is
+    off) so that one large kind of failure does not fill the head of the queue."""
+    doubt = (
+        failures.filter(pl.col("candidate").is_not_null())
+        .group_by("candidate")
+        .agg(pl.col("u").max(), pl.col("json_valid").min(), pl.col("answers").max())
+    )
+    if clustered is None:
+        clustered = pl.DataFrame(
+            schema={"candidate": pl.String, "cluster": pl.String, "label": pl.String}
+        )
+    items = (
+        index.join(clustered, on="candidate", how="left")
+        .with_columns(pl.col("count").sum().over("cluster").alias("cluster_size"))
+        .filter(pl.col("candidate").is_in(list(new)))
+        .join(doubt, on="candidate", how="left")
+        .with_columns(
+            pl.col("reason")
+            .replace_strict(SEVERITY, default=1, return_dtype=pl.Float64)
+            .alias("s"),
+            pl.col("u").fill_null(0.0),
+            pl.coalesce("cluster_size", "count").alias("cluster_size"),
+            # unclustered: each candidate its own turn key (clustering off: its reason)
+            pl.coalesce("cluster", "candidate" if clustered.height else "reason").alias("turns"),
+        )
     )
     items = items.with_columns(
-        (pl.col("s") * pl.col("count") * (1 + pl.col("u"))).round(4).alias("priority")
+        (pl.col("s") * pl.col("cluster_size") * (1 + pl.col("u"))).round(4).alias("priority")
     ).sort(["priority", "candidate"], descending=[True, False])
-    turns = items.with_columns(pl.int_range(pl.len()).over("reason").alias("turn"))
+    turns = items.with_columns(pl.int_range(pl.len()).over("turns").alias("turn"))
     ordered = turns.sort(["turn", "priority", "candidate"], descending=[False, True, False])
-    return ordered.drop("s", "turn").to_dicts()
-
-
-def _uncertainty(failures: pl.DataFrame) -> dict[str, float]:
-    """Self-consistency disagreement where a prompt got several answers: the entropy of
-    the normalized answers, in [0, 1] (1: every answer different)."""
-    out: dict[str, float] = {}
-    several = failures.filter(pl.col("responses").list.len() > 1)
-    for log_id, answers in zip(
-        several["log_id"].to_list(), several["responses"].to_list(), strict=True
-    ):
-        folded = [" ".join(a.lower().split()) for a in answers]
-        counts = [folded.count(a) / len(folded) for a in set(folded)]
-        import math
-
-        h = -sum(p * math.log(p) for p in counts)
-        out[log_id] = round(h / math.log(len(folded)), 4) if len(folded) > 1 else 0.0
-    return out
+    return ordered.drop("s", "turn", "turns").to_dicts()

@@ -17,6 +17,12 @@ order = "schemas/order.json"
 [privacy]
 pii = "redact"                   # redact (default) | reject | off
 
+[clusters]                       # failure clusters over the candidates' prompts
+enabled = true                   # default: on when sentence-transformers is installed
+model = "all-MiniLM-L6-v2 folder or hub id"  # default: all-MiniLM-L6-v2 (offline package)
+cosine = 0.4                     # mean cosine at which two groups of prompts are one
+max_candidates = 5000            # the most severe × frequent candidates a run clusters
+
 [[evals]]                        # as in mixture.toml: failures whose prompt overlaps an
 name = "gsm8k-test"              # eval item are dropped from the queue and reported
 path = "evals/gsm8k/test.jsonl"
@@ -42,6 +48,7 @@ from curate.config import (
     pydantic_problems,
     read_toml,
 )
+from curate.errors import UserError
 from curate.mining.rules import RULES, RuleSettings
 
 
@@ -60,10 +67,18 @@ class PrivacySection(_Model):
     pii: Literal["off", "redact", "reject"] = "redact"
 
 
+class ClustersSection(_Model):
+    enabled: bool | None = None  # None: when sentence-transformers can be imported
+    model: str | None = None
+    cosine: float = Field(0.4, gt=0, lt=1)
+    max_candidates: int = Field(5000, ge=1, le=50_000)  # linkage holds n² / 2 distances
+
+
 class MineConfig(_Model):
     rules: RulesSection = RulesSection()
     formats: dict[str, str] = {}
     privacy: PrivacySection = PrivacySection()
+    clusters: ClustersSection = ClustersSection()
     evals: list[EvalSection] = []  # candidates overlapping these are never queued
     contamination: ContaminationSection = ContaminationSection()
 
@@ -115,6 +130,26 @@ def load_mine_config(path: Path | None) -> tuple[MineConfig, RuleSettings, dict[
     )
     identity = {**config.model_dump(), "lists": lists, "schemas": schemas}
     return config, settings, identity
+
+
+def cluster_model(section: ClustersSection, base: Path) -> tuple[Any, str | None]:
+    """(the embedding model clusters use, or None; why there is none when off by default).
+    Asked for explicitly (`enabled = true`, or a `model`), a missing library is an error."""
+    from curate.dedup.semantic import resolve_model
+
+    if section.enabled is False:
+        return None, "off in mine.toml"
+    asked = section.enabled is True or section.model is not None
+    import importlib.util
+
+    if importlib.util.find_spec("sentence_transformers") is None:  # found, not imported: fast
+        if asked:
+            raise UserError(
+                "clusters need sentence-transformers: pip install 'curate[semantic]', or set "
+                "[clusters] enabled = false"
+            )
+        return None, "sentence-transformers is not installed (pip install 'curate[semantic]')"
+    return resolve_model(section.model, base), None
 
 
 def _phrases(path: Path) -> tuple[str, ...]:

@@ -23,7 +23,17 @@ from curate.errors import UserError
 from curate.fsio import claim_output_dir, sha256_file, write_bytes
 
 QUEUE_FILES = ["queue.jsonl", "queue.csv"]
-CSV_COLUMNS = ["id", "reason", "priority", "count", "prompt", "response", "correction", "decision"]
+CSV_COLUMNS = [
+    "id",
+    "reason",
+    "priority",
+    "count",
+    "cluster_label",
+    "prompt",
+    "response",
+    "correction",
+    "decision",
+]
 
 
 def queue_records(items: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
@@ -36,7 +46,12 @@ def queue_records(items: list[dict[str, Any]], run_id: str) -> list[dict[str, An
                 "reason": item["reason"],
                 "priority": item["priority"],
                 "count": item["count"],
+                "cluster": item.get("cluster"),
+                "cluster_label": item.get("label"),
+                "cluster_size": item.get("cluster_size"),
                 "uncertainty": item["u"],
+                "answers": item.get("answers"),
+                "json_valid_rate": item.get("json_valid"),
                 "request_id": item["request_id"],
                 "origin": item["origin"],
                 "model": item["model"],
@@ -66,6 +81,7 @@ def write_queue(records: list[dict[str, Any]], out: Path, overwrite: bool) -> li
                 meta["reason"],
                 meta["priority"],
                 meta["count"],
+                meta.get("cluster_label") or "",
                 r["fields"]["prompt"],
                 r["fields"]["response"],
                 "",

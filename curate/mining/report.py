@@ -4,11 +4,13 @@ its stored objects (each checked against its sha256)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from curate.errors import UnknownIdError
+from curate.dedup.semantic import DEFAULT_HUB_ID
+from curate.errors import UnknownIdError, UserError
 from curate.manifests.store import HEX64, Store
 
 
@@ -25,7 +27,11 @@ def resolve_run(store: Store, ref: str) -> str:
     )
 
 
-def mining_report(store: Store, ref: str, top: int = 10) -> dict[str, Any]:
+def mining_report(
+    store: Store, ref: str, top: int = 10, against: str | None = None
+) -> dict[str, Any]:
+    """What run `ref` found; with `against` (a manifest id or tag), how its traffic drifted
+    per week from that build's training rows."""
     rid = resolve_run(store, ref)
     record = store.read_record("mining", rid)
     failures = pl.read_parquet(store.verified_object(record["objects"]["failures"]["object"]))
@@ -43,10 +49,40 @@ def mining_report(store: Store, ref: str, top: int = 10) -> dict[str, Any]:
         .head(top)
         .select("candidate", "reason", "count", "runs", "prompt", "response", "origin")
         .to_dicts(),
+        "clusters": {k: v for k, v in record["clusters"].items() if k != "top"},
+        "top_clusters": record["clusters"]["top"][:top],
+        "by_week": record["by_week"],
+        "consistency": record["consistency"],
         "candidates": record["candidates"],
         "contamination": record["contamination"],
         "latency_ms": record.get("latency_ms", {}),
+        "drift": _drift(store, record, against) if against else None,
     }
+
+
+def _drift(store: Store, record: dict[str, Any], against: str) -> dict[str, Any]:
+    """The run's weekly prompt sample against the training rows of manifest `against`,
+    embedded with the model the run clustered with (the default model when it had none)."""
+    from curate.dedup.semantic import resolve_model
+    from curate.manifests.manifest import Manifest
+    from curate.mining.traffic import drift, training_prompts
+
+    mid = store.resolve(against)
+    manifest = Manifest(mid, store.read_manifest(mid), store)
+    training = training_prompts(manifest.shard_paths("train"))
+    if not training:
+        raise UserError(f"manifest {mid[:12]} has no training rows with a user turn to compare")
+    clusters = record["clusters"]
+    name = clusters.get("model")
+    model = resolve_model(None if name in (None, DEFAULT_HUB_ID) else name, Path.cwd())
+    if name is not None and model.sha256 != clusters.get("model_sha256"):
+        raise UserError(
+            f"the run embedded with {name} ({str(clusters.get('model_sha256'))[:12]}), which "
+            f"this machine has as {model.sha256[:12]}: its distances would not compare"
+        )
+    sample = pl.read_parquet(store.verified_object(record["objects"]["traffic"]["object"]))
+    found = drift(sample, training, model, str(store.root / "cache" / "embeddings"))
+    return {"manifest": mid, "model": model.name, **found}
 
 
 def _table(

@@ -21,8 +21,11 @@ from curate.engines.local import LocalEngine
 from curate.errors import UserError
 from curate.fsio import write_bytes
 from curate.manifests.store import Store
-from curate.mining.candidates import INDEX_POINTER, collapse, latest_index, queue
-from curate.mining.config import load_mine_config
+from curate.mining import traffic
+from curate.mining.candidates import INDEX_POINTER, collapse, latest_index, prompt_text, queue
+from curate.mining.clusters import CLUSTER_SCHEMA, ClusterSettings, cluster, summaries
+from curate.mining.config import cluster_model, load_mine_config
+from curate.mining.consistency import answer_rows, disagreement, group_key
 from curate.mining.labels import queue_records
 from curate.mining.logs import LOG_SCHEMA, LogBlock, plan_logs, read_block
 from curate.mining.rules import RULES, RuleSettings, judge, latency_limit
@@ -32,6 +35,7 @@ from curate.validators.pii import redact_texts
 
 RECORD_VERSION = 1
 NEAR_THRESHOLD = 0.8  # Jaccard of word 5-grams at which two failing prompts are one
+CLUSTERS_IN_RECORD = 50  # the largest; every cluster's members are in the clusters object
 
 
 @dataclass
@@ -65,19 +69,28 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             parts = engine.map(
                 judge_block, items, "judge", weights=[b.stop - b.start for b in blocks]
             )
-        failures = _concat_parts(work, "failures", parts)
+        failures = _with_uncertainty(_concat_parts(work, "failures", parts), work, parts)
         index, member, leaked = collapse(failures, known, NEAR_THRESHOLD, work, step)
+        failures = failures.with_columns(member.alias("candidate"))
         new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
-        items_queued = queue(index, new, failures)
+        clustered, how = _clusters(index, failures, mine_config, config, store)
+        items_queued = queue(index, new, failures, clustered if how.get("model") else None)
+        weeks, sample = traffic.merge(
+            [pl.read_parquet(work / f"weeks-{p['number']:06d}.parquet") for p in parts],
+            [pl.read_parquet(work / f"sample-{p['number']:06d}.parquet") for p in parts],
+        )
         objects = {
-            "failures": _put(failures.with_columns(member.alias("candidate")).to_arrow(), store),
+            "failures": _put(failures.to_arrow(), store),
             "positives": _put(_concat_parts(work, "positives", parts).to_arrow(), store),
             "unread": _put(_concat_parts(work, "unread", parts).to_arrow(), store),
             "candidates": _put(index.to_arrow(), store),
             "queue": _put(
                 pl.DataFrame(items_queued, schema_overrides=index.schema).to_arrow(), store
             ),
+            "clusters": _put(clustered.to_arrow(), store),
+            "traffic": _put(sample.to_arrow(), store),
         }
+        clusters = summaries(clustered, failures, index)
     latency, outliers = _latency(parts, settings.latency_mads)
     counts = _sum_counts(parts)
     record = {
@@ -111,11 +124,60 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             "total": index.height,
         },
         "pii": _sum_found(parts),
+        "consistency": {
+            "groups": int(failures["answers"].is_not_null().sum()),
+            "uncertain": int((failures["u"] > 0).sum()),
+        },
+        "clusters": {
+            **how,
+            "clustered": clustered.height,
+            "count": len(clusters),
+            "top": clusters[:CLUSTERS_IN_RECORD],
+        },
+        "by_week": traffic.by_week(weeks),
         "objects": objects,
     }
     rid = store.put_record("mining", record)
     write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
     return MiningRun(rid, record, queue_records(items_queued, rid))
+
+
+def _with_uncertainty(
+    failures: pl.DataFrame, work: Path, parts: list[dict[str, Any]]
+) -> pl.DataFrame:
+    """Failures with their prompt's answers, disagreement `u` and JSON validity rate, where
+    the prompt got several answers (in the row, or in rows of its request or prompt)."""
+    found = disagreement([work / f"answers-{p['number']:06d}.parquet" for p in parts])
+    if failures.height == 0:
+        return failures.with_columns(
+            pl.lit(None, pl.UInt32).alias("answers"),
+            pl.lit(0.0).alias("u"),
+            pl.lit(None, pl.Float64).alias("json_valid"),
+        )
+    out = failures.join(found, on="group", how="left", maintain_order="left")
+    return out.with_columns(pl.col("u").fill_null(0.0))
+
+
+def _clusters(
+    index: pl.DataFrame,
+    failures: pl.DataFrame,
+    mine_config: Any,
+    config: Path | None,
+    store: Store,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The candidates this run saw, clustered (CLUSTER_SCHEMA), and how: the model, or why
+    there was none."""
+    base = config.resolve().parent if config is not None else Path.cwd()
+    model, skipped = cluster_model(mine_config.clusters, base)
+    if model is None:
+        return pl.DataFrame(schema=CLUSTER_SCHEMA), {"model": None, "skipped": skipped}
+    section = mine_config.clusters
+    settings = ClusterSettings(
+        model, section.cosine, section.max_candidates, str(store.root / "cache" / "embeddings")
+    )
+    seen = index.filter(pl.col("candidate").is_in(failures["candidate"].drop_nulls().implode()))
+    how = {"model": model.name, "model_sha256": model.sha256, "cosine": section.cosine}
+    return cluster(seen, settings), how
 
 
 def judge_block(
@@ -143,8 +205,14 @@ def judge_block(
             )
             rows, rejected = rows.filter(pa.array(~hit)), n
     judged = judge(rows, settings)
+    prompts = prompt_text(judged)
+    judged = judged.with_columns(group_key(judged["request_id"], prompts))
     failures = judged.filter(pl.col("reason").is_not_null())
     out = Path(work)
+    answer_rows(judged).write_parquet(out / f"answers-{number:06d}.parquet")
+    weeks, sample = traffic.block_traffic(judged, prompts)
+    weeks.write_parquet(out / f"weeks-{number:06d}.parquet")
+    sample.write_parquet(out / f"sample-{number:06d}.parquet")
     failures.write_parquet(out / f"failures-{number:06d}.parquet")
     judged.filter(pl.col("positive")).write_parquet(out / f"positives-{number:06d}.parquet")
     pl.from_arrow(bad).write_parquet(out / f"unread-{number:06d}.parquet")  # type: ignore[union-attr]
