@@ -264,6 +264,13 @@ def log(store: str | Path | None = None) -> list[dict[str, Any]]:
     tags: dict[str, list[str]] = {}
     for name, mid in where.tags():
         tags.setdefault(mid, []).append(name)
+    trained: dict[str, list[dict[str, Any]]] = {}
+    for rid in where.record_ids("training"):
+        try:
+            record = where.read_record("training", rid)
+        except UserError:
+            continue  # a damaged record hides one run, not the history
+        trained.setdefault(record["manifest"], []).append(record)
     entries = []
     for mid in where.manifest_ids():
         try:
@@ -282,6 +289,7 @@ def log(store: str | Path | None = None) -> list[dict[str, Any]]:
                 "parent": data.get("parent"),
                 "tags": sorted(tags.get(mid, [])),
                 "mined": _mined_sources(where, data),
+                "trained": sorted(trained.get(mid, []), key=lambda r: (r["created"], r["run_id"])),
             }
         )
     return sorted(entries, key=lambda e: (e["created"] or "", e["id"]), reverse=True)

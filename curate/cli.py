@@ -217,6 +217,13 @@ def log_cmd(
                     markup=False,
                     highlight=False,
                 )
+            for t in e["trained"]:  # and what was trained from it
+                make_console().print(
+                    f"{'  ' * (depth + 1)}   → trained {t['run_id'][:12]}"
+                    f"{' (smoke)' if t['smoke'] else ''} {t['created']} in {t['folder']}",
+                    markup=False,
+                    highlight=False,
+                )
         return
     table = Table("name", "created", "rows in", "rows out", "rejected", "tags")
     table.columns.insert(0, Column("id", no_wrap=True, min_width=16))

@@ -201,6 +201,15 @@ def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol, cli, 
         save_steps=12,
     )
     assert run["steps"] == 24 and run["manifest"] == b.id
+    # the store's history: manifest → training run (curate log --graph draws it)
+    from curate import api
+
+    built = next(e for e in api.log(store.root) if e["id"] == b.id)
+    assert [(t["run_id"], t["folder"]) for t in built["trained"]] == [
+        (run["run_id"], str(Path(run["run_dir"]).resolve()))
+    ]
+    graph = " ".join(cli("log", "--graph", "--store", str(store.root)).out.split())
+    assert f"→ trained {run['run_id'][:12]}" in graph
     assert run["eval_loss_after"] < 0.5 * run["eval_loss_before"]
     assert run["packing"]["examples"] == b.manifest["splits"]["train"]["rows"]
     assert run["packing"]["tokens"] == b.manifest["splits"]["train"]["tokens"]

@@ -336,6 +336,19 @@ def train(
         "peak_memory_gib": _peak_memory(where),
     }
     write_release(run_dir, summary, cfg, base, manifest.data, store)
+    # the store's history names each run (wherever --out put it): manifest → training run
+    store.put_record(
+        "training",
+        {
+            "kind": "training",
+            "run_id": rid,
+            "manifest": mid,
+            "folder": str(run_dir.resolve()),
+            "smoke": smoke,
+            "steps": summary["steps"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     return summary
 
 
