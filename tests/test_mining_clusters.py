@@ -192,7 +192,14 @@ def test_report_shows_clusters_weeks_and_drift_from_a_training_manifest(tmp_path
     logs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = cli("mine", logs, "--store", store, "--json").json()
     out = cli(
-        "mine", "report", run["mining_run"][:12], "--store", store, "--against", built.manifest_id, "--json"
+        "mine",
+        "report",
+        run["mining_run"][:12],
+        "--store",
+        store,
+        "--against",
+        built.manifest_id,
+        "--json",
     )
     assert out.code == 0, out.err
     drift = out.json()["drift"]
@@ -202,7 +209,9 @@ def test_report_shows_clusters_weeks_and_drift_from_a_training_manifest(tmp_path
     assert (near["sampled"], far["sampled"]) == (4, 4)
     assert near["centroid_distance"] < drift["noise"] + 0.1 < far["centroid_distance"]
     assert far["centroid_distance"] > 3 * near["centroid_distance"]
-    shown = cli("mine", "report", run["mining_run"][:12], "--store", store, "--against", built.manifest_id)
+    shown = cli(
+        "mine", "report", run["mining_run"][:12], "--store", store, "--against", built.manifest_id
+    )
     assert shown.code == 0 and "traffic per week" in shown.out and "drift from" in shown.out
     bad = cli("mine", "report", run["mining_run"][:12], "--store", store, "--against", "feedbeef")
     assert bad.code == 2
