@@ -11,6 +11,8 @@ its process tree are measured, `--repeat` times each, the median reported.
     python bench/mine.py [--rows 1000000] [--repeat 1]
 
 Target (issue 15): curate ≥ 3× the pandas script's rows/s, and its peak RSS at 4N ≤ 1.5× at N.
+Failure clusters (MiniLM embeddings of the most urgent candidates) are off in the timed
+comparison (the script has none); one more run at N with them on prints what they add.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
             prompt = " ".join(words[rng.integers(0, len(words), rng.integers(8, 60))])
             answer = " ".join(words[rng.integers(0, len(words), rng.integers(30, 200))]) + "."
             roll = rng.random()
-            signals: dict[str, Any] = {"latency_ms": float(rng.gamma(4, 150))}
+            signals: dict[str, Any] = {
+                "latency_ms": float(rng.gamma(4, 150)),
+                # four weeks of traffic, two adapter versions (the second from day 15)
+                "timestamp": f"2026-10-{1 + i * 28 // rows:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+                "model": "adapter-v1" if i * 28 // rows < 14 else "adapter-v2",
+            }
             finish = "stop"
             if roll < 0.05:
                 signals["user_feedback"] = "thumbs_down"
@@ -62,6 +69,8 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
                 answer = "  "
             elif roll < 0.32:
                 answer = "the same words again " * 20
+            # 2% are retries: the previous request asked again (self-consistency groups)
+            request = f"r{i - 1}" if i and rng.random() < 0.02 else f"r{i}"
             if rng.random() < 0.2:
                 row = {
                     "input": {"messages": [{"role": "user", "content": prompt}]},
@@ -73,11 +82,11 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
                             }
                         ]
                     },
-                    "tags": {"request_id": f"r{i}", **signals},
+                    "tags": {"request_id": request, **signals},
                 }
             else:
                 row = {
-                    "request_id": f"r{i}",
+                    "request_id": request,
                     "prompt": prompt,
                     "response": answer,
                     "finish_reason": finish,
@@ -140,13 +149,14 @@ PANDAS_SCRIPT = textwrap.dedent(
 )
 
 
-def bench(rows: int, root: Path, repeat: int) -> dict[str, Any]:
+def bench(rows: int, root: Path, repeat: int, clustered: bool = False) -> dict[str, Any]:
     data = root / f"logs-{rows}.jsonl"
     generate(data, rows)
     (root / "advbench.txt").write_text(HARMFUL + "\n")
     config = root / "mine.toml"
     config.write_text(
         '[rules]\nharmful = "advbench.txt"\ndisabled = ["language_mismatch"]\n[privacy]\npii = "off"\n'
+        "[clusters]\nenabled = false\n"  # the script clusters nothing: timed apart below
     )
     runs: dict[str, list[tuple[float, float, str]]] = {"curate": [], "pandas": []}
     for k in range(repeat):
@@ -175,6 +185,15 @@ def bench(rows: int, root: Path, repeat: int) -> dict[str, Any]:
         runs["pandas"].append(run_measured(peer))
         shutil.rmtree(store, ignore_errors=True)
     out: dict[str, Any] = {"rows": rows}
+    if clustered:  # the same run with failure clusters on (the default): what they add
+        plain = config.read_text().replace("[clusters]\nenabled = false\n", "")
+        (root / "mine-clusters.toml").write_text(plain)
+        store = root / f"store-{rows}-clusters"
+        cmd = [*cmd[:6], str(root / "mine-clusters.toml"), "--store", str(store), "--json"]
+        sec, rss, text = run_measured(cmd, {**os.environ, "CI": "true"})
+        found = json.loads(text)["clusters"]
+        out["clusters"] = {"seconds": sec, "rss": rss, **found}
+        shutil.rmtree(store, ignore_errors=True)
     for name, measured in runs.items():
         sec, _, text = sorted(measured)[len(measured) // 2]
         found = json.loads(text)
@@ -195,7 +214,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="curate-bench-mine-"))
     try:
-        results = [bench(n, root, args.repeat) for n in (args.rows, 4 * args.rows)]
+        results = [bench(n, root, args.repeat, n == args.rows) for n in (args.rows, 4 * args.rows)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(
@@ -210,6 +229,13 @@ def main() -> None:
         print(f"{r['rows']:>9} rules: curate {r['curate']['by_rule']}")
         print(f"{'':>9}        pandas {r['pandas']['by_rule']}")
     small, large = results
+    c = small["clusters"]
+    curate_s = small["rows"] / small["curate"]["rows_s"]
+    print(
+        f"{small['rows']:>9} with failure clusters on (the default; the script has none): "
+        f"{c['seconds']:.1f} s vs {curate_s:.1f} s, {c['clustered']} candidates embedded "
+        f"({c['model']}) into {c['count']} clusters, peak {c['rss']:,.0f} MiB"
+    )
     growth = large["curate"]["rss"] / small["curate"]["rss"]
     worst = min(r["curate"]["rows_s"] / r["pandas"]["rows_s"] for r in results)
     print(

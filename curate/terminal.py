@@ -301,14 +301,14 @@ def _render_weeks(report: dict[str, Any], console: Any) -> None:
     clusters = Table("cluster", "label", "failures", "candidates", "trend", "weeks")
     clusters.title = "failure clusters"
     for c in report["top_clusters"]:
-        weeks = ", ".join(f"{w}: {n}" for w, n in c["weeks"].items())
+        per_week = ", ".join(f"{w}: {n}" for w, n in c["weeks"].items())
         clusters.add_row(
             c["cluster"],
             c["label"],
             str(c["failures"]),
             str(c["candidates"]),
             c["trend"] or "",
-            weeks,
+            per_week,
         )
     if report["top_clusters"]:
         console.print(clusters)

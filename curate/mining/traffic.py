@@ -115,7 +115,7 @@ def drift(
             {
                 "week": week,
                 "sampled": rows.height,
-                "median_prompt_chars": float(rows["chars"].median() or 0),
+                "median_prompt_chars": float(rows["chars"].cast(pl.Float64).median() or 0.0),  # type: ignore[arg-type]
                 "centroid_distance": _distance(vectors.mean(axis=0), centroid),
             }
         )
