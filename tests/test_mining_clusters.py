@@ -146,10 +146,11 @@ def test_clusters_off_queues_in_turns_across_reasons(tmp_path, cli):
     assert run["clusters"]["model"] is None and run["clusters"]["skipped"] == "off in mine.toml"
     items = [json.loads(x) for x in (tmp_path / "q/queue.jsonl").read_text().splitlines()]
     # by priority (severity × count × (1 + disagreement)), in turns across reasons
-    assert [i["metadata"]["reason"] for i in items[:3]] == [
-        "invalid_json",
-        "low_score",
-        "thumbs_down",
+    head = [(i["metadata"]["reason"], i["metadata"]["priority"]) for i in items[:3]]
+    assert head == [
+        ("low_score", 9.4764),  # 2 × 3 rows × (1 + 0.5794)
+        ("invalid_json", 7.6732),  # 4 × 1 × (1 + 0.9183)
+        ("thumbs_down", 3.0),
     ]
     assert {i["metadata"]["cluster"] for i in items} == {None}
 
@@ -237,3 +238,33 @@ def test_the_weekly_sample_does_not_depend_on_how_logs_were_split(rows, parts):
     merged = _smallest(pl.concat(pieces))
     assert merged.sort("week", "log_id").equals(whole.sort("week", "log_id"))
     assert (whole.group_by("week").len()["len"].max() or 0) <= SAMPLE_PER_WEEK
+
+
+def test_only_the_most_urgent_candidates_are_clustered_and_the_rest_still_queue(tmp_path, cli):
+    """Beyond `max_candidates`, candidates queue unclustered (their own turn, their count
+    as size); a queue of both kinds is stored whatever order they come in."""
+    rows = [
+        {"prompt": f"question number {i} about topic {i * 7919 % 1000}", "response": "no"}
+        | ({"user_feedback": "thumbs_down"} if i % 3 else {"automated_score": 0.1})
+        for i in range(150)
+    ]
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "mine.toml").write_text("[clusters]\nmax_candidates = 2\n")
+    out = cli(
+        "mine",
+        tmp_path / "logs.jsonl",
+        "--config",
+        tmp_path / "mine.toml",
+        "--store",
+        tmp_path / "s",
+        "--queue",
+        tmp_path / "q",
+        "--json",
+    )
+    assert out.code == 0, out.err
+    run = out.json()
+    items = [json.loads(x) for x in (tmp_path / "q/queue.jsonl").read_text().splitlines()]
+    assert len(items) == 150 and run["clusters"]["clustered"] == 2
+    assert sum(i["metadata"]["cluster"] is not None for i in items) == 2
+    sizes = [i["metadata"]["cluster_size"] for i in items if i["metadata"]["cluster"] is None]
+    assert sizes == [1] * 148  # each its own count, not the unclustered pooled

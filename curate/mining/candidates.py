@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -196,7 +195,7 @@ def _new_index(
 
 def queue(
     index: pl.DataFrame, new: set[str], failures: pl.DataFrame, clustered: pl.DataFrame | None
-) -> list[dict[str, Any]]:
+) -> pl.DataFrame:
     """The new candidates, most urgent first: priority = severity × cluster size (the
     failures its cluster holds, over every run; its own count when not clustered) ×
     (1 + uncertainty), taken in turns across clusters (across reasons when clustering is
@@ -212,7 +211,12 @@ def queue(
         )
     items = (
         index.join(clustered, on="candidate", how="left")
-        .with_columns(pl.col("count").sum().over("cluster").alias("cluster_size"))
+        .with_columns(
+            pl.when(pl.col("cluster").is_not_null())  # over() would pool the unclustered
+            .then(pl.col("count").sum().over("cluster"))
+            .otherwise(pl.col("count"))
+            .alias("cluster_size")
+        )
         .filter(pl.col("candidate").is_in(list(new)))
         .join(doubt, on="candidate", how="left")
         .with_columns(
@@ -220,7 +224,6 @@ def queue(
             .replace_strict(SEVERITY, default=1, return_dtype=pl.Float64)
             .alias("s"),
             pl.col("u").fill_null(0.0),
-            pl.coalesce("cluster_size", "count").alias("cluster_size"),
             # unclustered: each candidate its own turn key (clustering off: its reason)
             pl.coalesce("cluster", "candidate" if clustered.height else "reason").alias("turns"),
         )
@@ -230,4 +233,4 @@ def queue(
     ).sort(["priority", "candidate"], descending=[True, False])
     turns = items.with_columns(pl.int_range(pl.len()).over("turns").alias("turn"))
     ordered = turns.sort(["turn", "priority", "candidate"], descending=[False, True, False])
-    return ordered.drop("s", "turn", "turns").to_dicts()
+    return ordered.drop("s", "turn", "turns")

@@ -84,9 +84,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             "positives": _put(_concat_parts(work, "positives", parts).to_arrow(), store),
             "unread": _put(_concat_parts(work, "unread", parts).to_arrow(), store),
             "candidates": _put(index.to_arrow(), store),
-            "queue": _put(
-                pl.DataFrame(items_queued, schema_overrides=index.schema).to_arrow(), store
-            ),
+            "queue": _put(items_queued.to_arrow(), store),
             "clusters": _put(clustered.to_arrow(), store),
             "traffic": _put(sample.to_arrow(), store),
         }
@@ -139,7 +137,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     }
     rid = store.put_record("mining", record)
     write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
-    return MiningRun(rid, record, queue_records(items_queued, rid))
+    return MiningRun(rid, record, queue_records(items_queued.to_dicts(), rid))
 
 
 def _with_uncertainty(
