@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -256,9 +257,14 @@ class EmbeddingCache:
         seal(target)
 
 
-def embed_cached(text: pa.Array, model: EmbeddingModel, cache: EmbeddingCache | None) -> np.ndarray:
+def embed_cached(
+    text: pa.Array,
+    model: EmbeddingModel,
+    cache: EmbeddingCache | None,
+    embedder: Callable[[list[str], str], np.ndarray] | None = None,
+) -> np.ndarray:
     """Embeddings of `text` (one row per text), from `cache` where it holds them; the
-    texts it lacks are embedded and added to it."""
+    texts it lacks are embedded (by `embedder`: `embed` unless given) and added to it."""
     keys = sha256_hex(text, 32)
     n = len(text)
     found = np.zeros(n, dtype=bool)
@@ -267,7 +273,7 @@ def embed_cached(text: pa.Array, model: EmbeddingModel, cache: EmbeddingCache | 
         found, cached = cache.lookup(keys)
     missing = np.nonzero(~found)[0]
     fresh = (
-        embed(text.take(pa.array(missing)).to_pylist(), model.path)
+        (embedder or embed)(text.take(pa.array(missing)).to_pylist(), model.path)
         if len(missing)
         else np.zeros((0, model.dim), dtype=np.float32)
     )

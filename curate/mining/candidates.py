@@ -11,7 +11,6 @@ an object; the store's `runs/mining-index` names the latest.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -80,13 +79,15 @@ def collapse(
         return known, pl.Series("candidate", [], pl.String), none
     files = []
     for name, keys, values in (
-        ("known", ("k:" + known["candidate"]).to_list(), known["prompt"].to_list()),
-        ("new", ("f:" + failures["log_id"]).to_list(), texts.to_list()),
+        ("known", "k:" + known["candidate"], known["prompt"]),
+        ("new", "f:" + failures["log_id"], texts),
     ):
         path = work / f"{name}.jsonl"
-        with open(path, "w", encoding="utf-8") as fh:
-            for key, text in zip(keys, values, strict=True):
-                fh.write(json.dumps({"text": text or " ", "key": key}, ensure_ascii=False) + "\n")
+        rows = pl.DataFrame(
+            {"text": values, "key": keys}, schema={"text": pl.String, "key": pl.String}
+        )
+        # an empty prompt is one space: the reader refuses a row without text
+        rows.with_columns(pl.col("text").fill_null("").replace("", " ")).write_ndjson(path)
         files.append(path)
     tasks, ranks = [], []
     for rank, (name, path) in enumerate(zip(("known", "new"), files, strict=True)):

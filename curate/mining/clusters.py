@@ -28,6 +28,7 @@ import polars as pl
 from curate.mining.rules import SEVERITY
 
 LABEL_TERMS = 3
+EMBED_CHUNK = 256
 CLUSTER_SCHEMA = {"candidate": pl.String, "cluster": pl.String, "label": pl.String}
 # words that say nothing of a topic (English function words, and chat filler)
 STOPWORDS = frozenset(
@@ -70,7 +71,7 @@ def cluster(candidates: pl.DataFrame, settings: ClusterSettings) -> pl.DataFrame
         if settings.cache_dir
         else None
     )
-    vectors = embed_cached(chosen["prompt"].fill_null(" ").to_arrow(), model, cache)
+    vectors = embed_cached(chosen["prompt"].fill_null(" ").to_arrow(), model, cache, embed_all)
     groups = _agglomerate(vectors, settings.cosine)
     members = chosen.select("candidate", "prompt", "count").with_columns(pl.Series("group", groups))
     # the cluster's name: its member with the most failures (then the smallest id)
@@ -86,6 +87,20 @@ def cluster(candidates: pl.DataFrame, settings: ClusterSettings) -> pl.DataFrame
         .select("candidate", "cluster", pl.col("label").fill_null(""))
         .sort("candidate")
     )
+
+
+def embed_all(texts: list[str], path: str) -> np.ndarray:
+    """`semantic.embed` over every core: chunks of texts embedded in the engine's workers,
+    one thread each as builds do (so the vectors do not depend on the number of cores)."""
+    from curate.dedup.semantic import embed
+    from curate.engines.local import LocalEngine
+    from curate.progress import Progress
+
+    if len(texts) <= EMBED_CHUNK:
+        return embed(texts, path)
+    chunks = [(texts[i : i + EMBED_CHUNK], path) for i in range(0, len(texts), EMBED_CHUNK)]
+    with LocalEngine(None, Progress(enabled=False)) as engine:
+        return np.concatenate(engine.map(embed, chunks, "embed"))
 
 
 def _agglomerate(vectors: np.ndarray, cosine: float) -> np.ndarray:

@@ -21,7 +21,7 @@ pii = "redact"                   # redact (default) | reject | off
 enabled = true                   # default: on when sentence-transformers is installed
 model = "all-MiniLM-L6-v2 folder or hub id"  # default: all-MiniLM-L6-v2 (offline package)
 cosine = 0.4                     # mean cosine at which two groups of prompts are one
-max_candidates = 5000            # the most severe × frequent candidates a run clusters
+max_candidates = 2000            # the most severe × frequent candidates a run clusters
 
 [[evals]]                        # as in mixture.toml: failures whose prompt overlaps an
 name = "gsm8k-test"              # eval item are dropped from the queue and reported
@@ -71,7 +71,8 @@ class ClustersSection(_Model):
     enabled: bool | None = None  # None: when sentence-transformers can be imported
     model: str | None = None
     cosine: float = Field(0.4, gt=0, lt=1)
-    max_candidates: int = Field(5000, ge=1, le=50_000)  # linkage holds n² / 2 distances
+    # embedding is the cost (~100 prompts/s a core); linkage holds n² / 2 distances
+    max_candidates: int = Field(2000, ge=1, le=50_000)
 
 
 class MineConfig(_Model):

@@ -31,20 +31,37 @@ def group_key(request_id: pl.Series, prompts: pl.Series) -> pl.Series:
 
 
 def answer_rows(judged: pl.DataFrame) -> pl.DataFrame:
-    """One row per answer: group, folded answer's hash, parsed (null: not a JSON task)."""
-    answers = judged.select("group", "responses", "expected_format").explode("responses")
-    text = answers["responses"].fill_null("")
+    """One row per answer: group, folded answer's hash, parsed (null: not a JSON task).
+    A row's first answer comes folded by the rules (`folded`); further ones are folded here."""
+    from curate.mining.rules import fold
+
+    several = judged["responses"].list.len() > 1
+    first = judged.select(
+        "group",
+        pl.col("folded").alias("answer"),
+        pl.col("responses").list.first().fill_null("").alias("text"),
+        "expected_format",
+    )
+    rest = (
+        judged.filter(several)
+        .select("group", pl.col("responses").list.slice(1), "expected_format")
+        .explode("responses")
+        .select(
+            "group",
+            fold(pl.col("responses").fill_null("")).alias("answer"),
+            pl.col("responses").fill_null("").alias("text"),
+            "expected_format",
+        )
+    )
+    answers = pl.concat([first, rest])
     task = answers["expected_format"].is_not_null().to_numpy()
     parsed: list[bool | None] = [None] * answers.height
-    for i, value in zip(task.nonzero()[0].tolist(), text.filter(task).to_list(), strict=True):
+    texts = answers["text"].filter(task).to_list()
+    for i, value in zip(task.nonzero()[0].tolist(), texts, strict=True):
         parsed[i] = _parses(value)  # JSON tasks only: a small share of the rows
     return answers.select(
         "group",
-        text.str.to_lowercase()
-        .str.replace_all(r"\s+", " ")
-        .str.strip_chars(" .!?\n")
-        .hash(SEED)
-        .alias("answer"),
+        pl.col("answer").str.strip_chars(" .!?").hash(SEED),
         pl.Series("json_ok", parsed, dtype=pl.Boolean),
     )
 

@@ -86,7 +86,7 @@ class RuleSettings:
 
 def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
     """Per log row: `reasons` (every rule that fired), `reason` (the most severe),
-    `detail` (JSON: what each rule saw) and `positive`. (Latency outliers need every row's
+    `detail` (JSON: what each rule saw), `positive` and `folded` (the first answer folded). (Latency outliers need every row's
     latency: `latency_limit` over them.)"""
     frame = pl.from_arrow(logs)
     assert isinstance(frame, pl.DataFrame)
@@ -100,7 +100,7 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
         .list.last()
         .fill_null("")
     )
-    folded = _fold(answer)
+    folded = fold(answer)
     fired: dict[str, np.ndarray] = {}
     details: dict[str, dict[int, Any]] = {}
     on = [r for r in RULES if r not in settings.disabled]
@@ -147,11 +147,13 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
         verdict["reason"],
         pl.Series("detail", detail, dtype=pl.String),
         pl.Series("positive", good_signal & ~failed),
+        folded.alias("folded"),  # the first answer as self-consistency compares answers
     )
 
 
-def _fold(text: pl.Series) -> pl.Series:
-    """Lowercase with curly apostrophes and quotes made straight, spaces folded."""
+def fold(text: Any) -> Any:
+    """Lowercase with curly apostrophes and quotes made straight, spaces folded (a Series
+    or an expression)."""
     return (
         text.str.to_lowercase()
         .str.replace_all("[\u2018\u2019\u02bc]", "'")
