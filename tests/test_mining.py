@@ -485,3 +485,26 @@ def test_gc_cannot_run_while_a_mining_run_writes(tmp_path, monkeypatch):
     path.write_text(json.dumps(flat("a", "Hi", "Hello!")) + "\n")
     run.mine([path], None, Store(tmp_path / "store"))
     assert seen == ["held"]
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.text(alphabet=" \t\n\r\u00a0\u2003\u3000ab'’-.,é", max_size=30), max_size=20))
+def test_the_narrow_whitespace_regexes_fold_as_the_plain_ones(texts):
+    """The rules fold whitespace (and non-word runs) with patterns that skip single
+    spaces, for speed: the result must be what the plain patterns give."""
+    import polars as pl
+
+    from curate.mining.rules import fold
+
+    s = pl.Series(texts, dtype=pl.String)
+    plain = (
+        s.str.to_lowercase()
+        .str.replace_all("[\u2018\u2019\u02bc]", "'")
+        .str.replace_all("[\u201c\u201d]", '"')
+        .str.replace_all(r"\s+", " ")
+    )
+    assert fold(s).to_list() == plain.to_list()
+    assert (
+        s.str.replace_all(r"[^\w']{2,}|[^\w' ]", " ").to_list()
+        == s.str.replace_all(r"[^\w']+", " ").to_list()
+    )

@@ -158,7 +158,9 @@ def fold(text: Any) -> Any:
         text.str.to_lowercase()
         .str.replace_all("[\u2018\u2019\u02bc]", "'")
         .str.replace_all("[\u201c\u201d]", '"')
-        .str.replace_all(r"\s+", " ")
+        # every whitespace run one space: only runs that are not already one space match
+        # (`\s+` would rewrite every space, 5× slower on answers)
+        .str.replace_all(r"\s{2,}|[^\S ]", " ")
     )
 
 
@@ -166,8 +168,11 @@ def _truncated(frame: pl.DataFrame, answer: pl.Series, settings: RuleSettings) -
     """Stopped by the length limit, or a long answer whose last character ends no sentence."""
     by_limit = (frame["finish_reason"] == "length").fill_null(False).to_numpy()
     last = answer.str.strip_chars().str.slice(-1, 1)
-    words = answer.str.count_matches(r"\S+")
-    cut = (~last.is_in(list(SENTENCE_ENDS)) & (words >= settings.truncated_min_words)).to_numpy()
+    open_end = (~last.is_in(list(SENTENCE_ENDS))).to_numpy()
+    cut = np.zeros(len(answer), dtype=bool)
+    if open_end.any():  # words counted only where the end is open: most answers end a sentence
+        words = answer.filter(pl.Series(open_end)).str.count_matches(r"\S+")
+        cut[open_end] = (words >= settings.truncated_min_words).to_numpy()
     return by_limit | cut
 
 
@@ -190,7 +195,7 @@ def _harmful(prompt: pl.Series, settings: RuleSettings) -> np.ndarray:
     spaced = (
         prompt.str.to_lowercase()
         .str.replace_all("[\u2018\u2019]", "'")
-        .str.replace_all(r"[^\w']+", " ")
+        .str.replace_all(r"[^\w']{2,}|[^\w' ]", " ")  # as [^\w']+ → " ", single spaces untouched
     )
     maybe = spaced.str.contains_any(listed["gram"].unique().to_list()).to_numpy()
     if not maybe.any():

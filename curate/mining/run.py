@@ -42,7 +42,12 @@ CLUSTERS_IN_RECORD = 50  # the largest; every cluster's members are in the clust
 class MiningRun:
     id: str
     record: dict[str, Any]
-    queue: list[dict[str, Any]]  # the new candidates, most urgent first (queue records)
+    candidates: pl.DataFrame  # the new candidates, most urgent first
+
+    @property
+    def queue(self) -> list[dict[str, Any]]:
+        """The new candidates as queue records (made when asked: a run may find many)."""
+        return queue_records(self.candidates.to_dicts(), self.id)
 
 
 def mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
@@ -137,7 +142,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     }
     rid = store.put_record("mining", record)
     write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
-    return MiningRun(rid, record, queue_records(items_queued.to_dicts(), rid))
+    return MiningRun(rid, record, items_queued)
 
 
 def _with_uncertainty(
