@@ -11,6 +11,7 @@ an object; the store's `runs/mining-index` names the latest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -61,11 +62,13 @@ def collapse(
     known: pl.DataFrame,
     threshold: float,
     work: Path,
+    fetch: Callable[[pl.Series], pl.DataFrame],
     contamination: Step | None = None,
 ) -> tuple[pl.DataFrame, pl.Series, pl.DataFrame]:
     """The new index (known candidates with this run's counts added, then the new ones),
     per failure the candidate it belongs to (null: its prompt overlaps an eval set), and
-    the rows `contamination` (the build's step, over the eval sets) rejected: key, detail."""
+    the rows `contamination` (the build's step, over the eval sets) rejected: key, detail.
+    `failures` is the slim frame (`parts.slim`); `fetch` reads turns and answers by `at`."""
     from curate.dedup.exact import ExactDedup
     from curate.dedup.minhash import NearDedup
     from curate.engines.local import LocalEngine
@@ -73,7 +76,7 @@ def collapse(
     from curate.runner import ReadStep, run_steps
     from curate.sources import plan_blocks, scan_file
 
-    texts = prompt_text(failures)
+    texts = failures["prompt"] if failures.height else pl.Series("prompt", [], pl.String)
     if failures.height == 0:  # nothing new to collapse, nothing to check
         none = pl.DataFrame(schema={"key": pl.String, "detail": pl.String})
         return known, pl.Series("candidate", [], pl.String), none
@@ -117,7 +120,7 @@ def collapse(
     )
     leaked = run.index.filter(pl.col("reason") == "contaminated").select("key", "detail")
     kept = known.filter(~("k:" + pl.col("candidate")).is_in(leaked["key"].to_list()))
-    return _new_index(failures, texts, kept, member), member.str.slice(2), leaked
+    return _new_index(failures, kept, member, fetch), member.str.slice(2), leaked
 
 
 def _owners(index: pl.DataFrame) -> dict[str, str]:
@@ -150,30 +153,22 @@ def _owners(index: pl.DataFrame) -> dict[str, str]:
 
 
 def _new_index(
-    failures: pl.DataFrame, texts: pl.Series, known: pl.DataFrame, member: pl.Series
+    failures: pl.DataFrame,
+    known: pl.DataFrame,
+    member: pl.Series,
+    fetch: Callable[[pl.Series], pl.DataFrame],
 ) -> pl.DataFrame:
+    """Known candidates with this run's counts added, then the new ones: each new one is
+    its most severe failure (then the first), whose turns and answer `fetch` reads."""
     severity = pl.col("reason").replace_strict(SEVERITY, default=0, return_dtype=pl.Int64)
     rows = failures.select(
-        pl.Series("owner", member),
-        pl.Series("prompt", texts),
-        (
-            "["
-            + pl.col("messages").list.eval(pl.element().struct.json_encode()).list.join(",")
-            + "]"
-        ).alias("messages"),
-        pl.col("responses").list.first().alias("response"),
-        "reason",
-        "origin",
-        "request_id",
-        "model",
+        pl.Series("owner", member), "at", "prompt", "reason", "origin", "request_id", "model"
     )
     seen = (
         rows.filter(pl.col("owner").is_not_null())
-        .group_by("owner")
-        .agg(
-            pl.len().alias("new_count"),
-            pl.all().sort_by(severity, descending=True).first(),  # its most severe failure
-        )
+        .sort([severity, "at"], descending=[True, False])
+        .group_by("owner", maintain_order=True)
+        .agg(pl.len().alias("new_count"), pl.all().first())
     )
     old = (
         known.with_columns(("k:" + pl.col("candidate")).alias("owner"))
@@ -183,7 +178,8 @@ def _new_index(
             (pl.col("runs") + pl.col("new_count").is_not_null().cast(pl.Int64)).alias("runs"),
         )
     )
-    fresh = seen.filter(pl.col("owner").str.starts_with("f:")).with_columns(
+    fresh = seen.filter(pl.col("owner").str.starts_with("f:"))
+    fresh = fresh.join(fetch(fresh["at"]), on="at", how="left").with_columns(
         pl.col("owner").str.slice(2).alias("candidate"),
         pl.col("new_count").alias("count"),
         pl.lit(1, pl.Int64).alias("runs"),

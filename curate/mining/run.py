@@ -28,6 +28,9 @@ from curate.mining.config import cluster_model, load_mine_config
 from curate.mining.consistency import answer_rows, disagreement, group_key
 from curate.mining.labels import queue_records
 from curate.mining.logs import LOG_SCHEMA, LogBlock, plan_logs, read_block
+from curate.mining.parts import fetch, slim
+from curate.mining.parts import files as parts_files
+from curate.mining.parts import put as put_parts
 from curate.mining.rules import RULES, RuleSettings, judge, latency_limit
 from curate.progress import Progress
 from curate.rows import MESSAGES
@@ -74,8 +77,11 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             parts = engine.map(
                 judge_block, items, "judge", weights=[b.stop - b.start for b in blocks]
             )
-        failures = _with_uncertainty(_concat_parts(work, "failures", parts), work, parts)
-        index, member, leaked = collapse(failures, known, NEAR_THRESHOLD, work, step)
+        stored = parts_files(work, "failures", parts)
+        failures = _with_uncertainty(slim(stored), work, parts)
+        index, member, leaked = collapse(
+            failures, known, NEAR_THRESHOLD, work, lambda at: fetch(stored, at), step
+        )
         failures = failures.with_columns(member.alias("candidate"))
         new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
         clustered, how = _clusters(index, failures, mine_config, config, store)
@@ -84,10 +90,13 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             [pl.read_parquet(work / f"weeks-{p['number']:06d}.parquet") for p in parts],
             [pl.read_parquet(work / f"sample-{p['number']:06d}.parquet") for p in parts],
         )
+        extra = failures.select("answers", "u", "json_valid", "candidate")
         objects = {
-            "failures": _put(failures.to_arrow(), store),
-            "positives": _put(_concat_parts(work, "positives", parts).to_arrow(), store),
-            "unread": _put(_concat_parts(work, "unread", parts).to_arrow(), store),
+            "failures": put_parts(stored, store, work / "failures.parquet", extra),
+            "positives": put_parts(
+                parts_files(work, "positives", parts), store, work / "positives.parquet"
+            ),
+            "unread": put_parts(parts_files(work, "unread", parts), store, work / "unread.parquet"),
             "candidates": _put(index.to_arrow(), store),
             "queue": _put(items_queued.to_arrow(), store),
             "clusters": _put(clustered.to_arrow(), store),
@@ -209,7 +218,7 @@ def judge_block(
             rows, rejected = rows.filter(pa.array(~hit)), n
     judged = judge(rows, settings)
     prompts = prompt_text(judged)
-    judged = judged.with_columns(group_key(judged["request_id"], prompts))
+    judged = judged.with_columns(group_key(judged["request_id"], prompts), prompts.alias("prompt"))
     out = Path(work)
     answer_rows(judged).write_parquet(out / f"answers-{number:06d}.parquet")
     judged = judged.drop("folded")
@@ -236,12 +245,6 @@ def judge_block(
         "shown": block.shown,
         "lines": judged["origin"].str.extract(r":(\d+)$").cast(pl.Int32).to_numpy(),
     }
-
-
-def _concat_parts(work: Path, kind: str, parts: list[dict[str, Any]]) -> pl.DataFrame:
-    files = [work / f"{kind}-{p['number']:06d}.parquet" for p in parts]
-    frames = [pl.read_parquet(f) for f in files]
-    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
 def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
