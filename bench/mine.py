@@ -150,7 +150,9 @@ PANDAS_SCRIPT = textwrap.dedent(
 )
 
 
-def bench(rows: int, root: Path, repeat: int, clustered: bool = False) -> dict[str, Any]:
+def bench(
+    rows: int, root: Path, repeat: int, clustered: bool = False, peer: bool = True
+) -> dict[str, Any]:
     data = root / f"logs-{rows}.jsonl"
     generate(data, rows)
     (root / "advbench.txt").write_text(HARMFUL + "\n")
@@ -159,33 +161,19 @@ def bench(rows: int, root: Path, repeat: int, clustered: bool = False) -> dict[s
         '[rules]\nharmful = "advbench.txt"\ndisabled = ["language_mismatch"]\n[privacy]\npii = "off"\n'
         "[clusters]\nenabled = false\n"  # the script clusters nothing: timed apart below
     )
-    runs: dict[str, list[tuple[float, float, str]]] = {"curate": [], "pandas": []}
+    runs: dict[str, list[tuple[float, float, str]]] = {"curate": []}
+    if peer:
+        runs["pandas"] = []
     for k in range(repeat):
         store = root / f"store-{rows}-{k}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "curate",
-            "mine",
-            str(data),
-            "--config",
-            str(config),
-            "--store",
-            str(store),
-            "--json",
-        ]
+        cmd = [sys.executable, "-m", "curate", "mine", str(data), "--config", str(config)]
+        cmd += ["--store", str(store), "--json"]
         runs["curate"].append(run_measured(cmd, {**os.environ, "CI": "true"}))
-        peer = [
-            sys.executable,
-            "-c",
-            PANDAS_SCRIPT,
-            str(data),
-            HARMFUL,
-            str(root / "pandas.parquet"),
-        ]
-        runs["pandas"].append(run_measured(peer))
+        if peer:
+            script = [sys.executable, "-c", PANDAS_SCRIPT, str(data), HARMFUL]
+            runs["pandas"].append(run_measured([*script, str(root / "pandas.parquet")]))
         shutil.rmtree(store, ignore_errors=True)
-    out: dict[str, Any] = {"rows": rows}
+    out: dict[str, Any] = {"rows": rows, "pandas": None}
     if clustered:  # the same run with failure clusters on (the default): what they add
         plain = config.read_text().replace("[clusters]\nenabled = false\n", "")
         (root / "mine-clusters.toml").write_text(plain)
@@ -203,6 +191,7 @@ def bench(rows: int, root: Path, repeat: int, clustered: bool = False) -> dict[s
             "rss": max(r for _, r, _ in measured),
             "by_rule": found["counts"]["by_rule"] if name == "curate" else found,
         }
+    data.unlink()
     return out
 
 
@@ -212,26 +201,46 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--peer-max-rows",
+        type=int,
+        default=1_000_000,
+        help="Run the pandas script only up to this many rows (it holds every row: ~11 GB "
+        "at 1M, so 4M needs more memory than this machine's 24 GB).",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="curate-bench-mine-"))
     try:
         # a small run of each first: numba compiles curate's kernels once per install (its
         # cache), and both read their libraries from a warm disk cache
         bench(2000, root, 1)
-        results = [bench(n, root, args.repeat, n == args.rows) for n in (args.rows, 4 * args.rows)]
+        results = [
+            bench(n, root, args.repeat, n == args.rows, n <= args.peer_max_rows)
+            for n in (args.rows, 4 * args.rows)
+        ]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    report(results)
+
+
+def report(results: list[dict[str, Any]]) -> None:
     print(
         f"{'rows':>9} | {'curate rows/s':>14} {'peak MiB':>9} | {'pandas rows/s':>14} {'peak MiB':>9} | ratio"
     )
     for r in results:
         c, p = r["curate"], r["pandas"]
-        print(
-            f"{r['rows']:>9} | {c['rows_s']:>14,.0f} {c['rss']:>9,.0f} | {p['rows_s']:>14,.0f} {p['rss']:>9,.0f} | {c['rows_s'] / p['rows_s']:.2f}x"
+        theirs = (
+            f"{p['rows_s']:>14,.0f} {p['rss']:>9,.0f} | {c['rows_s'] / p['rows_s']:.2f}x"
+            if p
+            else f"{'not run':>14} {'':>9} | (over --peer-max-rows)"
         )
+        print(f"{r['rows']:>9} | {c['rows_s']:>14,.0f} {c['rss']:>9,.0f} | {theirs}")
     for r in results:
         print(f"{r['rows']:>9} rules: curate {r['curate']['by_rule']}")
-        print(f"{'':>9}        pandas {r['pandas']['by_rule']}")
+        if r["pandas"]:
+            print(f"{'':>9}        pandas {r['pandas']['by_rule']}")
+            same = r["pandas"]["by_rule"] == r["curate"]["by_rule"]
+            print(f"{'':>9}        same counts: {same}")
     small, large = results
     c = small["clusters"]
     curate_s = small["rows"] / small["curate"]["rows_s"]
@@ -241,10 +250,11 @@ def main() -> None:
         f"({c['model']}) into {c['count']} clusters, peak {c['rss']:,.0f} MiB"
     )
     growth = large["curate"]["rss"] / small["curate"]["rss"]
-    worst = min(r["curate"]["rows_s"] / r["pandas"]["rows_s"] for r in results)
     print(
-        f"peak RSS 4N / N: curate {growth:.2f}, pandas {large['pandas']['rss'] / small['pandas']['rss']:.2f} (target <= 1.5: {'met' if growth <= 1.5 else 'NOT met'})"
+        f"curate peak RSS 4N / N: {growth:.2f} (target <= 1.5: {'met' if growth <= 1.5 else 'NOT met'})"
     )
+    ratios = [r["curate"]["rows_s"] / r["pandas"]["rows_s"] for r in results if r["pandas"]]
+    worst = min(ratios)
     print(f"speed vs pandas >= 3x: {'met' if worst >= 3 else 'NOT met'} (worst {worst:.2f}x)")
 
 
