@@ -342,12 +342,17 @@ def mine(
 
 
 def import_labels(
-    labeled: str | Path, name: str, out: str | Path = "mined", overwrite: bool = False
+    labeled: str | Path,
+    name: str,
+    out: str | Path = "mined",
+    overwrite: bool = False,
+    store: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Labeled queue items as the mined source `name` in `out/name/` (`mining.labels`)."""
+    """Labeled queue items as the mined source `name` in `out/name/` (`mining.labels`);
+    `store`: where the mining runs the items came from are recorded."""
     from curate.mining.labels import import_labels as run_import
 
-    return run_import(Path(labeled), name, Path(out), overwrite)
+    return run_import(Path(labeled), name, Path(out), store_for(store), overwrite)
 
 
 def gc(

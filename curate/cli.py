@@ -357,19 +357,21 @@ def mine_import(
     name: Annotated[str, typer.Option("--as", help="The source's name.")],
     out: Annotated[Path, typer.Option("--out", help="Where NAME/ goes.")] = Path("mined"),
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """`curate mine import LABELED --as NAME`: labels as a mined source with its lineage."""
     from curate import api
 
-    done = api.import_labels(labeled, name, out, overwrite)
+    done = api.import_labels(labeled, name, out, overwrite, _store(store))
     if as_json:
         print_json(done)
         return
     make_console().print(
         f"{done['rows']} corrected rows and {done['pairs']} preference pairs in {done['folder']} "
         f"({done['discarded']} discarded, {done['unlabeled']} not labeled); its [[sources]] "
-        f"block: {done['folder']}/source.toml"
+        f"block: {done['folder']}/source.toml",
+        markup=False,  # "[[sources]]" is text, not markup
     )
 
 

@@ -268,7 +268,29 @@ def render_mining(record: dict[str, Any], rid: str) -> None:
     if record["pii"]:
         found = ", ".join(f"{k} {v}" for k, v in record["pii"].items())
         console.print(f"secrets redacted before anything was stored: {found}")
+    console.print(_candidates_line(record), markup=False, highlight=False)
     console.print(f"mining run {rid}")
+
+
+def _candidates_line(record: dict[str, Any]) -> str:
+    """New candidates, failures counted on earlier ones, clusters, eval overlaps dropped."""
+    found = record["candidates"]
+    line = (
+        f"{found['new']} new candidates for labelers ({found['seen_before']} failures counted "
+        f"on candidates of earlier runs)"
+    )
+    clusters = record["clusters"]
+    if clusters.get("model"):
+        line += f"; {clusters['count']} failure clusters of {clusters['clustered']} candidates"
+    else:
+        line += f"; no failure clusters: {clusters.get('skipped')}"
+    dropped = record["contamination"]
+    if dropped["dropped"]:
+        by = ", ".join(f"{k} {v}" for k, v in dropped["by_eval"].items())
+        line += (
+            f"; {dropped['dropped']} kept from the queue: their prompt overlaps an eval set ({by})"
+        )
+    return line
 
 
 def render_mining_report(report: dict[str, Any]) -> None:
@@ -276,7 +298,7 @@ def render_mining_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = make_console()
-    render_mining({"counts": report["counts"], "pii": {}}, report["mining_run"])
+    render_mining({**report, "pii": {}}, report["mining_run"])
     for key, title in (("by_model", "model"), ("by_day", "day")):
         rows = report[key]
         if not rows:

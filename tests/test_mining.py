@@ -4,6 +4,7 @@ recall exact on a planted set (issue 15)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -291,9 +292,31 @@ def test_round_trip_mine_queue_labels_import_build(tmp_path, cli, monkeypatch):
             item["decision"] = "discard"
         labeled.append(item)
     (tmp_path / "labeled.jsonl").write_text("".join(json.dumps(i) + "\n" for i in labeled))
-    done = cli("mine", "import", "labeled.jsonl", "--as", "fixes", "--json").json()
+    # the labels name a mining run: the store that holds it is needed to trace its logs
+    elsewhere = cli("mine", "import", "labeled.jsonl", "--as", "fixes", "--store", "nowhere")
+    assert elsewhere.code == 2 and "not in store" in elsewhere.err
+    done = cli(
+        "mine", "import", "labeled.jsonl", "--as", "fixes", "--store", store, "--json"
+    ).json()
     assert (done["rows"], done["pairs"], done["discarded"], done["unlabeled"]) == (2, 2, 1, 7)
     assert done["mining_runs"] == [run["mining_run"]]
+    traced = done["runs"][run["mining_run"]]
+    assert [(f["path"], f["sha256"]) for f in traced["logs"]] == [
+        (str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths
+    ]
+    assert traced["rules"]["harmful"] == "advbench.csv"
+    # labels edited in the CSV trace back alike (the run's id is a column)
+    import csv
+
+    with open(tmp_path / "queue/queue.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    table[0]["correction"] = "A corrected answer."
+    with open(tmp_path / "labeled.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    by_csv = cli("mine", "import", "labeled.csv", "--as", "csvfix", "--store", store, "--json")
+    assert by_csv.json()["mining_runs"] == [run["mining_run"]] and by_csv.json()["rows"] == 1
     folder = tmp_path / "mined" / "fixes"
     block = (folder / "source.toml").read_text()
     assert 'role = "mined"' in block and "max_repeats = 3" in block

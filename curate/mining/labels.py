@@ -21,6 +21,7 @@ from typing import Any
 
 from curate.errors import UserError
 from curate.fsio import claim_output_dir, sha256_file, write_bytes
+from curate.manifests.store import Store
 
 QUEUE_FILES = ["queue.jsonl", "queue.csv"]
 CSV_COLUMNS = [
@@ -33,6 +34,7 @@ CSV_COLUMNS = [
     "response",
     "correction",
     "decision",
+    "mining_run",
 ]
 
 
@@ -86,14 +88,19 @@ def write_queue(records: list[dict[str, Any]], out: Path, overwrite: bool) -> li
                 r["fields"]["response"],
                 "",
                 "",
+                meta["mining_run"],
             ]
         )
     write_bytes(out / "queue.csv", text.getvalue().encode())
     return [out / name for name in QUEUE_FILES]
 
 
-def import_labels(labeled: Path, name: str, out: Path, overwrite: bool = False) -> dict[str, Any]:
-    """`labeled` (queue items a labeler edited: JSONL, or the CSV) as the source `name`."""
+def import_labels(
+    labeled: Path, name: str, out: Path, store: Store, overwrite: bool = False
+) -> dict[str, Any]:
+    """`labeled` (queue items a labeler edited: JSONL, or the CSV) as the source `name`;
+    its lineage names the mining runs (in `store`) the items came from, their log files
+    and rules."""
     if not labeled.is_file():
         raise UserError(f"label file not found: {labeled}")
     items = _read_labeled(labeled)
@@ -126,6 +133,7 @@ def import_labels(labeled: Path, name: str, out: Path, overwrite: bool = False) 
                     **meta,
                 }
             )
+    found_runs = _runs(store, sorted(r for r in runs if r))
     folder = out / name
     claim_output_dir(
         folder, ["rows.jsonl", "pairs.jsonl", "source.toml", "lineage.json"], overwrite
@@ -137,7 +145,8 @@ def import_labels(labeled: Path, name: str, out: Path, overwrite: bool = False) 
     shown = os.path.relpath(folder / "rows.jsonl")
     write_bytes(folder / "source.toml", _source_block(name, shown).encode())
     lineage = {
-        "mining_runs": sorted(r for r in runs if r),
+        "mining_runs": sorted(found_runs),
+        "runs": found_runs,
         "labels": {"path": str(labeled), "sha256": sha256_file(labeled)},
         "rows": len(rows),
         "pairs": len(pairs),
@@ -146,6 +155,33 @@ def import_labels(labeled: Path, name: str, out: Path, overwrite: bool = False) 
     }
     write_bytes(folder / "lineage.json", json.dumps(lineage, indent=2, sort_keys=True).encode())
     return {"folder": str(folder), **lineage}
+
+
+def _runs(store: Store, ids: list[str]) -> dict[str, Any]:
+    """Per mining run: the log files it read (path, sha256, rows) and the rules it judged
+    by (mine.toml's settings; the fingerprint of its lists and schemas)."""
+    import hashlib
+
+    from curate.errors import UnknownIdError
+    from curate.manifests.store import canonical_json
+
+    out = {}
+    for rid in ids:
+        try:
+            record = store.read_record("mining", rid)
+        except UnknownIdError:
+            raise UserError(
+                f"the labels come from mining run {rid[:12]}, which is not in store "
+                f"{store.root}: pass --store (the store `curate mine` wrote to)"
+            ) from None
+        config = record["config"]
+        out[rid] = {
+            "logs": record["logs"],
+            "rules": config.get("rules"),
+            "formats": config.get("formats"),
+            "config_sha256": hashlib.sha256(canonical_json(config)).hexdigest(),
+        }
+    return out
 
 
 def _source_block(name: str, path: str) -> str:
@@ -170,7 +206,7 @@ def _read_labeled(path: Path) -> list[tuple[int, dict[str, Any]]]:
                     {
                         "id": r["id"],
                         "fields": {"prompt": r["prompt"], "response": r["response"]},
-                        "metadata": {"reason": r.get("reason")},
+                        "metadata": {"reason": r.get("reason"), "mining_run": r.get("mining_run")},
                         "correction": r.get("correction") or None,
                         "decision": r.get("decision") or None,
                     },
