@@ -305,8 +305,10 @@ def _mined_sources(store: Store, manifest: dict[str, Any]) -> list[dict[str, Any
             continue
         logs: list[str] = []
         for rid in lineage["mining_runs"]:
+            traced = (lineage.get("runs") or {}).get(rid)  # `mine import` copies them
             try:
-                logs += [f["path"] for f in store.read_record("mining", rid)["logs"]]
+                record = traced or store.read_record("mining", rid)
+                logs += [f["path"] for f in record["logs"]]
             except UserError:
                 logs.append(f"(mining run {rid[:12]} not in this store)")
         out.append(

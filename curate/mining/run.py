@@ -110,7 +110,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
         "version": RECORD_VERSION,
         "logs": [
             {
-                "path": str(p),
+                "path": str(p.resolve()),  # lineage outlives the working folder
                 "sha256": sha,
                 "rows": sum(x["per_file"].get(str(p), 0) for x in parts),
             }

@@ -101,22 +101,27 @@ def drift(
     import pyarrow as pa
 
     from curate.dedup.semantic import EmbeddingCache, embed_cached
+    from curate.mining.clusters import embed_all
 
     cache = EmbeddingCache(Path(cache_dir) / model.sha256[:16], time.time()) if cache_dir else None
-    trained = embed_cached(pa.array(training or [" "], pa.string()), model, cache)
+    # one embedding pass over both sides (over every core); the weeks are rows of it
+    texts = [*(training or [" "]), *sample["prompt"].fill_null(" ").to_list()]
+    vectors = embed_cached(pa.array(texts, pa.string()), model, cache, embed_all)
+    trained, produced = vectors[: len(training or [" "])], vectors[len(training or [" "]) :]
     centroid = trained.mean(axis=0)
     half = len(trained) // 2
     noise = _distance(trained[:half].mean(axis=0), trained[half:].mean(axis=0)) if half else None
     lengths = np.array([len(t) for t in training]) if training else np.zeros(1)
     weeks = []
-    for (week,), rows in sample.group_by("week", maintain_order=True):
-        vectors = embed_cached(rows["prompt"].fill_null(" ").to_arrow(), model, cache)
+    weekly = sample.with_row_index("at").group_by("week", maintain_order=True)
+    for (week,), rows in weekly:
+        mine = produced[rows["at"].to_numpy()]
         weeks.append(
             {
                 "week": week,
                 "sampled": rows.height,
                 "median_prompt_chars": float(rows["chars"].cast(pl.Float64).median() or 0.0),  # type: ignore[arg-type]
-                "centroid_distance": _distance(vectors.mean(axis=0), centroid),
+                "centroid_distance": _distance(mine.mean(axis=0), centroid),
             }
         )
     return {
