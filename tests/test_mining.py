@@ -390,7 +390,7 @@ def test_the_one_pass_decode_reads_exactly_what_python_reads(tmp_path):
     Python gives, for the planted rows and for lines whose types polars would coerce."""
     import polars as pl
 
-    from curate.mining.decode import eligible
+    from curate.mining.decode import eligible, eligible_proxy
     from curate.mining.logs import plan_logs, read_block
 
     odd = [
@@ -403,6 +403,38 @@ def test_the_one_pass_decode_reads_exactly_what_python_reads(tmp_path):
         flat("n7", "Hi", ["Hello.", "Hey."]),
         {"prompt": 7, "response": "Hello."},
         flat("n8", 'She said "hi"\nthen left', "Fine.\tOK", latency=12, timestamp=1700000000),
+        # proxy rows: signals in tags, on the row and in the completion, and what Python
+        # refuses or reads another way
+        proxy("p1", "Hi", "Hello.", user_feedback="down", automated_score=0.25, note="é ü"),
+        proxy("p2", "Hi", "Hello.", request_id=7, latency_ms="12"),  # a number as text
+        {**proxy("p3", "Hi", "Hello."), "user_feedback": "thumbs_up", "model": "top"},
+        {**proxy("p4", "Hi", "Hello."), "metadata": {"automated_score": 0.9}},
+        proxy("p5", "Hi", "Hello.", finish=None, finish_reason="length"),
+        proxy("p6", "Hi", "Hello.", automated_score=3.0),  # out of range: refused
+        proxy("p7", "Hi", "Hello.", user_feedback="meh"),  # refused
+        {"input": {"messages": []}, "output": {"choices": [{"message": {"content": "x"}}]}},
+        {"input": {"messages": [{"role": "robot", "content": "Hi"}]}, "output": {"choices": []}},
+        {
+            "input": {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]},
+            "output": {"choices": [{"message": {"role": "assistant", "content": None}}]},
+        },
+        {
+            "input": {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi"},
+                ]
+            },
+            "output": {
+                "id": "chatcmpl-9",
+                "created": 1700000000,
+                "model": "ft:adapter-8",
+                "choices": [
+                    {"message": {"role": "assistant", "content": "A"}, "finish_reason": "stop"},
+                    {"message": {"role": "assistant", "content": "B"}, "finish_reason": "length"},
+                ],
+            },
+        },
     ]
     path = tmp_path / "mixed.jsonl"
     rows = [r for r, _ in PLANTED.values()] + odd
@@ -410,10 +442,12 @@ def test_the_one_pass_decode_reads_exactly_what_python_reads(tmp_path):
     (block,) = plan_logs([path], str(tmp_path))[0]
     lines = pl.Series(path.read_text().splitlines())
     assert eligible(lines).sum() >= 10  # most flat rows take the one-pass path
+    assert eligible_proxy(lines).sum() >= 12  # and most proxy rows
     fast, slow = read_block(block), read_block(block, fast=False)
     assert fast.rows.to_pylist() == slow.rows.to_pylist()
     assert fast.bad.to_pylist() == slow.bad.to_pylist()
-    assert {r["origin"].rsplit(":", 1)[1] for r in fast.bad.to_pylist()} == {"19", "21", "23", "25"}
+    refused = {r["origin"].rsplit(":", 1)[1] for r in fast.bad.to_pylist()}
+    assert refused == {"19", "21", "23", "25", "32", "33", "34", "35"}
 
 
 @settings(max_examples=200, derandomize=True, deadline=None)

@@ -12,11 +12,13 @@ too, which names the problem. Everything else is read by `logs.read_block` row b
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 import pyarrow as pa
 
 from curate.hashing import sha256_hex
-from curate.mining.logs import FEEDBACK, LOG_SCHEMA
+from curate.mining.logs import FEEDBACK, LOG_SCHEMA, ROLES, _tags_text
 
 FLAT = pl.Struct(
     {
@@ -86,5 +88,107 @@ def decode_flat(lines: pl.Series, origins: pl.Series) -> tuple[pa.Table, pl.Seri
         ).alias("again"),
     )
     again = frame["again"]
+    frame = frame.filter(~again).drop("again")
+    return frame.to_arrow().cast(LOG_SCHEMA), again
+
+
+# OpenAI chat-completion logs as proxies export them: every signal `normalize` reads, in the
+# bags it reads them from (the row, its tags, the completion), text or number
+TEXT_SIGNALS: tuple[str, ...] = ("request_id", "id", "expected_format", "finish_reason")
+TEXT_SIGNALS += ("adapter", "model", "timestamp", "created_at", "created")
+NUMBER_SIGNALS = ("latency_ms", "latency", "automated_score", "score")
+SIGNALS: dict[str, Any] = {k: pl.String for k in (*TEXT_SIGNALS, "user_feedback", "feedback")}
+SIGNALS.update({k: pl.Float64 for k in NUMBER_SIGNALS})
+TURN = pl.Struct({"role": pl.String, "content": pl.String})
+PROXY = pl.Struct(
+    {
+        "input": pl.Struct({"messages": pl.List(TURN)}),
+        "output": pl.Struct(
+            {
+                "choices": pl.List(pl.Struct({"message": TURN, "finish_reason": pl.String})),
+                **SIGNALS,
+            }
+        ),
+        "tags": pl.Struct(SIGNALS),
+        **SIGNALS,
+    }
+)
+
+
+def eligible_proxy(lines: pl.Series) -> pl.Series:
+    """Proxy-shaped lines the one-pass decode reads exactly as `normalize` would: every
+    turn's content a string, no `metadata`, no `true` / `false`, no float where text is
+    read (`created` holds an epoch; polars and Python write a float differently)."""
+    return (
+        lines.str.contains(r"^\s*\{")
+        & lines.str.contains(r'"input"\s*:\s*\{')
+        & lines.str.contains(r'"output"\s*:\s*\{')
+        & ~lines.str.contains(r'"content"\s*:\s*[^"\s]')
+        & ~lines.str.contains_any(['"metadata"', '"responses"'])
+        & ~lines.str.contains(r":\s*(true|false)\b")
+        & ~lines.str.contains(r'"(?:' + "|".join(TEXT_SIGNALS) + r')"\s*:\s*-?[0-9.]+[.eE]')
+    )
+
+
+def decode_proxy(lines: pl.Series, origins: pl.Series) -> tuple[pa.Table, pl.Series] | None:
+    """As `decode_flat`, for proxy-shaped lines (`eligible_proxy`). Tags are the one part
+    read in Python: their JSON text must be what `normalize` writes."""
+    import json
+
+    try:
+        decoded = lines.str.json_decode(PROXY).struct.unnest()
+    except pl.exceptions.PolarsError:
+        return None
+    bags = [pl.col(k) for k in ("tags", "output")]
+
+    def signal(*keys: str) -> pl.Expr:  # as `normalize`: bag by bag, key by key
+        found = [pl.col(k) for k in keys]
+        for bag in bags:
+            found += [bag.struct.field(k) for k in keys]
+        return pl.coalesce(found)
+
+    said = signal("user_feedback", "feedback")
+    score = signal("automated_score", "score")
+    feedback = said.str.strip_chars().str.to_lowercase().replace_strict(FEEDBACK, default=None)
+    choices = pl.col("output").struct.field("choices")
+    turns = pl.col("input").struct.field("messages")
+    first_finish = choices.list.first().struct.field("finish_reason")
+    tags = [_tags_text(json.loads(line)) for line in lines.to_list()]
+    frame = decoded.select(
+        pl.Series("log_id", sha256_hex(lines.to_arrow(), 16)),
+        signal("request_id", "id").alias("request_id"),
+        turns.list.eval(
+            pl.struct(
+                pl.element().struct.field("role"),
+                pl.element().struct.field("content").fill_null(""),
+            )
+        ).alias("messages"),
+        choices.list.eval(
+            pl.element().struct.field("message").struct.field("content").fill_null("")
+        ).alias("responses"),
+        signal("latency_ms", "latency").alias("latency_ms"),
+        feedback.alias("feedback"),
+        score.alias("score"),
+        signal("expected_format").alias("expected_format"),
+        pl.when(first_finish.fill_null("") != "")
+        .then(first_finish)
+        .otherwise(signal("finish_reason"))
+        .alias("finish_reason"),
+        signal("adapter", "model").alias("model"),
+        signal("timestamp", "created_at", "created").alias("timestamp"),
+        pl.Series("tags", tags, dtype=pl.String),
+        origins.alias("origin"),
+        # what Python would refuse, or read another way: those rows are read again
+        (
+            pl.col("input").is_null()
+            | pl.col("output").is_null()
+            | (turns.list.len().fill_null(0) == 0)
+            | (choices.list.len().fill_null(0) == 0)
+            | ~turns.list.eval(pl.element().struct.field("role").is_in(ROLES)).list.all()
+            | (said.is_not_null() & feedback.is_null())
+            | ((score < 0) | (score > 1)).fill_null(False)
+        ).alias("again"),
+    )
+    again = frame["again"].fill_null(True)
     frame = frame.filter(~again).drop("again")
     return frame.to_arrow().cast(LOG_SCHEMA), again

@@ -133,19 +133,25 @@ def read_block(block: LogBlock, fast: bool = True) -> Logs:
     numbered = [(i, t) for i, t in enumerate(texts, start=block.first_line) if t.strip()]
     if not fast or not numbered:
         return _normalized(_parsed(numbered), block.shown)
-    from curate.mining.decode import decode_flat, eligible
+    from curate.mining.decode import decode_flat, decode_proxy, eligible, eligible_proxy
 
     lines = pl.Series([t for _, t in numbered], dtype=pl.String)
-    ok = eligible(lines).to_numpy()
     origins = pl.Series([f"{block.shown}:{i}" for i, _ in numbered], dtype=pl.String)
-    decoded = decode_flat(lines.filter(ok), origins.filter(ok)) if ok.any() else None
-    if decoded is None:
-        return _normalized(_parsed(numbered), block.shown)
-    quick, again = decoded
-    redo = ~ok
-    redo[np.nonzero(ok)[0][again.to_numpy()]] = True
+    redo = np.ones(len(numbered), dtype=bool)  # lines read in Python, one by one
+    quick = []
+    flat = eligible(lines).to_numpy()
+    for ok, decode in (
+        (flat, decode_flat),
+        (eligible_proxy(lines).to_numpy() & ~flat, decode_proxy),
+    ):
+        decoded = decode(lines.filter(ok), origins.filter(ok)) if ok.any() else None
+        if decoded is None:  # a type polars will not coerce: these lines go to Python
+            continue
+        table, again = decoded
+        quick.append(table)
+        redo[np.nonzero(ok)[0][~again.to_numpy()]] = False
     rest = _normalized(_parsed([n for n, r in zip(numbered, redo, strict=True) if r]), block.shown)
-    rows = pa.concat_tables([quick, rest.rows])
+    rows = pa.concat_tables([*quick, rest.rows])
     line = pl.Series(rows.column("origin")).str.extract(r":(\d+)$").cast(pl.Int64)
     return Logs(rows.take(pa.array(line.arg_sort().to_numpy())), rest.bad)
 
@@ -227,7 +233,6 @@ def normalize(obj: dict[str, Any], raw: str) -> dict[str, Any]:
                     return bag[key]
         return None
 
-    tags = {k: v for b in bags[1:] if b is not obj.get("output") for k, v in b.items()}
     return {
         "log_id": hashlib.sha256(raw.encode()).hexdigest()[:16],
         "request_id": _text(signal("request_id", "id"), "request_id"),
@@ -240,8 +245,17 @@ def normalize(obj: dict[str, Any], raw: str) -> dict[str, Any]:
         "finish_reason": finish or _text(signal("finish_reason"), "finish_reason"),
         "model": _text(signal("adapter", "model"), "model"),
         "timestamp": _text(signal("timestamp", "created_at", "created"), "timestamp"),
-        "tags": json.dumps(tags, sort_keys=True, ensure_ascii=False, default=str) if tags else None,
+        "tags": _tags_text(obj),
     }
+
+
+def _tags_text(obj: dict[str, Any]) -> str | None:
+    """A row's tags and metadata, merged (metadata wins), as JSON text with sorted keys."""
+    merged: dict[str, Any] = {}
+    for key in ("tags", "metadata"):
+        if isinstance(obj.get(key), dict):
+            merged.update(obj[key])
+    return json.dumps(merged, sort_keys=True, ensure_ascii=False, default=str) if merged else None
 
 
 def _openai(obj: dict[str, Any]) -> tuple[list[dict[str, str]], list[str], str | None]:
