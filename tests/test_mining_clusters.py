@@ -268,3 +268,31 @@ def test_only_the_most_urgent_candidates_are_clustered_and_the_rest_still_queue(
     assert sum(i["metadata"]["cluster"] is not None for i in items) == 2
     sizes = [i["metadata"]["cluster_size"] for i in items if i["metadata"]["cluster"] is None]
     assert sizes == [1] * 148  # each its own count, not the unclustered pooled
+
+
+def test_a_run_recorded_by_the_first_version_still_reports(tmp_path, cli):
+    """Records of version 1 have no clusters, weeks or traffic sample: the report shows
+    what they have, and a drift comparison is refused with a reason (exit 2)."""
+    from curate.manifests.store import Store
+
+    logs = topic_logs(tmp_path)
+    store = tmp_path / "store"
+    run = cli("mine", logs, "--store", store, "--json").json()
+    record = Store(store).read_record("mining", run["mining_run"])
+    for key in ("clusters", "by_week", "consistency"):
+        del record[key]
+    del record["objects"]["traffic"]
+    old = Store(store).put_record("mining", {**record, "version": 1})
+    shown = cli("mine", "report", old, "--store", store, "--json")
+    assert shown.code == 0, shown.err
+    report = shown.json()
+    assert report["top_clusters"] == [] and report["by_week"] == []
+    assert "earlier version" in report["clusters"]["skipped"]
+    assert cli("mine", "report", old, "--store", store).code == 0
+    (tmp_path / "t.jsonl").write_text(json.dumps({"prompt": "a b c", "completion": "d"}) + "\n")
+    (tmp_path / "m.toml").write_text(
+        '[build]\nname = "m"\n[[sources]]\nname = "t"\npath = "t.jsonl"\nformat = "prompt_completion"\n'
+    )
+    built = curate.build(tmp_path / "m.toml", store=store)
+    refused = cli("mine", "report", old, "--store", store, "--against", built.manifest_id)
+    assert refused.code == 2 and "mine again" in refused.err

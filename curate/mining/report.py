@@ -13,6 +13,8 @@ from curate.dedup.semantic import DEFAULT_HUB_ID
 from curate.errors import UnknownIdError, UserError
 from curate.manifests.store import HEX64, Store
 
+EARLIER = "recorded by an earlier version of curate mine"
+
 
 def resolve_run(store: Store, ref: str) -> str:
     """A mining run's full id from a unique prefix (8+ hex digits) or the whole id."""
@@ -49,15 +51,21 @@ def mining_report(
         .head(top)
         .select("candidate", "reason", "count", "runs", "prompt", "response", "origin")
         .to_dicts(),
-        "clusters": {k: v for k, v in record["clusters"].items() if k != "top"},
-        "top_clusters": record["clusters"]["top"][:top],
-        "by_week": record["by_week"],
-        "consistency": record["consistency"],
+        # a run recorded before clusters and weeks existed (record version 1) has none
+        "clusters": {k: v for k, v in _clusters_of(record).items() if k != "top"},
+        "top_clusters": _clusters_of(record).get("top", [])[:top],
+        "by_week": record.get("by_week", []),
+        "consistency": record.get("consistency", {}),
         "candidates": record["candidates"],
         "contamination": record["contamination"],
         "latency_ms": record.get("latency_ms", {}),
         "drift": _drift(store, record, against) if against else None,
     }
+
+
+def _clusters_of(record: dict[str, Any]) -> dict[str, Any]:
+    found = record.get("clusters")
+    return found if found is not None else {"model": None, "skipped": EARLIER}
 
 
 def _drift(store: Store, record: dict[str, Any], against: str) -> dict[str, Any]:
@@ -72,7 +80,7 @@ def _drift(store: Store, record: dict[str, Any], against: str) -> dict[str, Any]
     training = training_prompts(manifest.shard_paths("train"))
     if not training:
         raise UserError(f"manifest {mid[:12]} has no training rows with a user turn to compare")
-    clusters = record["clusters"]
+    clusters = _clusters_of(record)
     name = clusters.get("model")
     model = resolve_model(None if name in (None, DEFAULT_HUB_ID) else name, Path.cwd())
     if name is not None and model.sha256 != clusters.get("model_sha256"):
@@ -80,6 +88,8 @@ def _drift(store: Store, record: dict[str, Any], against: str) -> dict[str, Any]
             f"the run embedded with {name} ({str(clusters.get('model_sha256'))[:12]}), which "
             f"this machine has as {model.sha256[:12]}: its distances would not compare"
         )
+    if "traffic" not in record["objects"]:
+        raise UserError(f"this mining run holds no sample of its traffic ({EARLIER}): mine again")
     sample = pl.read_parquet(store.verified_object(record["objects"]["traffic"]["object"]))
     found = drift(sample, training, model, str(store.root / "cache" / "embeddings"))
     return {"manifest": mid, "model": model.name, **found}

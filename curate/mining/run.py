@@ -36,7 +36,7 @@ from curate.progress import Progress
 from curate.rows import MESSAGES
 from curate.validators.pii import redact_texts
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: clusters, self-consistency, traffic per week and its sample
 NEAR_THRESHOLD = 0.8  # Jaccard of word 5-grams at which two failing prompts are one
 CLUSTERS_IN_RECORD = 50  # the largest; every cluster's members are in the clusters object
 
@@ -77,34 +77,9 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             parts = engine.map(
                 judge_block, items, "judge", weights=[b.stop - b.start for b in blocks]
             )
-        stored = parts_files(work, "failures", parts)
-        failures = _with_uncertainty(slim(stored), work, parts)
-        index, member, leaked = collapse(
-            failures, known, NEAR_THRESHOLD, work, lambda at: fetch(stored, at), step
-        )
-        failures = failures.with_columns(member.alias("candidate"))
-        new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
-        clustered, how = _clusters(index, failures, mine_config, config, store)
-        items_queued = queue(index, new, failures, clustered if how.get("model") else None)
-        weeks, sample = traffic.merge(
-            [pl.read_parquet(work / f"weeks-{p['number']:06d}.parquet") for p in parts],
-            [pl.read_parquet(work / f"sample-{p['number']:06d}.parquet") for p in parts],
-        )
-        extra = failures.select("answers", "u", "json_valid", "candidate")
-        objects = {
-            "failures": put_parts(stored, store, work / "failures.parquet", extra),
-            "positives": put_parts(
-                parts_files(work, "positives", parts), store, work / "positives.parquet"
-            ),
-            "unread": put_parts(parts_files(work, "unread", parts), store, work / "unread.parquet"),
-            "candidates": _put(index.to_arrow(), store),
-            "queue": _put(items_queued.to_arrow(), store),
-            "clusters": _put(clustered.to_arrow(), store),
-            "traffic": _put(sample.to_arrow(), store),
-        }
-        clusters = summaries(clustered, failures, index)
-    latency, outliers = _latency(parts, settings.latency_mads)
-    counts = _sum_counts(parts)
+        found = _candidates(work, parts, known, step, mine_config, config, store)
+        objects = _objects(work, parts, found, store)
+        clusters = summaries(found.clustered, found.failures, found.index)
     record = {
         "kind": "mining",
         "version": RECORD_VERSION,
@@ -117,7 +92,93 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             for p, sha in zip(logs, shas, strict=True)
         ],
         "config": identity,
-        "counts": {**counts, "latency_outliers": len(outliers)},
+        **_findings(parts, settings, step, found, previous, known),
+        "clusters": {
+            **found.how,
+            "clustered": found.clustered.height,
+            "count": len(clusters),
+            "top": clusters[:CLUSTERS_IN_RECORD],
+        },
+        "objects": objects,
+    }
+    rid = store.put_record("mining", record)
+    write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
+    return MiningRun(rid, record, found.queued)
+
+
+@dataclass
+class _Found:
+    failures: pl.DataFrame  # slim (`parts.slim`), with uncertainty and candidate
+    index: pl.DataFrame  # the new candidate index
+    member: pl.Series  # per failure, its candidate (null: it leaked from an eval set)
+    leaked: pl.DataFrame  # what the contamination step rejected: key, detail
+    new: set[str]  # candidates first seen in this run
+    clustered: pl.DataFrame  # CLUSTER_SCHEMA
+    how: dict[str, Any]  # the clustering model, or why there was none
+    queued: pl.DataFrame  # the new candidates, most urgent first
+    weeks: pl.DataFrame  # rows and failures per week and model
+    sample: pl.DataFrame  # each week's prompt sample
+
+
+def _candidates(
+    work: Path,
+    parts: list[dict[str, Any]],
+    known: pl.DataFrame,
+    step: Any,
+    mine_config: Any,
+    config: Path | None,
+    store: Store,
+) -> _Found:
+    """The judged blocks' failures collapsed into candidates, clustered and queued."""
+    stored = parts_files(work, "failures", parts)
+    failures = _with_uncertainty(slim(stored), work, parts)
+    index, member, leaked = collapse(
+        failures, known, NEAR_THRESHOLD, work, lambda at: fetch(stored, at), step
+    )
+    failures = failures.with_columns(member.alias("candidate"))
+    new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
+    clustered, how = _clusters(index, failures, mine_config, config, store)
+    queued = queue(index, new, failures, clustered if how.get("model") else None)
+    weeks, sample = traffic.merge(
+        [pl.read_parquet(p) for p in parts_files(work, "weeks", parts)],
+        [pl.read_parquet(p) for p in parts_files(work, "sample", parts)],
+    )
+    return _Found(failures, index, member, leaked, new, clustered, how, queued, weeks, sample)
+
+
+def _objects(
+    work: Path, parts: list[dict[str, Any]], found: _Found, store: Store
+) -> dict[str, Any]:
+    """What the run found, stored: each object named by its sha256."""
+    extra = found.failures.select("answers", "u", "json_valid", "candidate")
+    failures = parts_files(work, "failures", parts)
+    return {
+        "failures": put_parts(failures, store, work / "failures.parquet", extra),
+        "positives": put_parts(
+            parts_files(work, "positives", parts), store, work / "positives.parquet"
+        ),
+        "unread": put_parts(parts_files(work, "unread", parts), store, work / "unread.parquet"),
+        "candidates": _put(found.index.to_arrow(), store),
+        "queue": _put(found.queued.to_arrow(), store),
+        "clusters": _put(found.clustered.to_arrow(), store),
+        "traffic": _put(found.sample.to_arrow(), store),
+    }
+
+
+def _findings(
+    parts: list[dict[str, Any]],
+    settings: RuleSettings,
+    step: Any,
+    found: _Found,
+    previous: str | None,
+    known: pl.DataFrame,
+) -> dict[str, Any]:
+    """The record's counts: per rule, latency, eval overlaps, candidates, secrets,
+    self-consistency and traffic per week."""
+    latency, outliers = _latency(parts, settings.latency_mads)
+    leaked = found.leaked
+    return {
+        "counts": {**_sum_counts(parts), "latency_outliers": len(outliers)},
         "latency_ms": latency,
         "latency_outliers": outliers[:20],
         "contamination": {
@@ -131,27 +192,17 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
         },
         "candidates": {
             "previous_index": previous,
-            "new": len(new),
-            "seen_before": int(member.is_in(known["candidate"].to_list()).sum()),
-            "total": index.height,
+            "new": len(found.new),
+            "seen_before": int(found.member.is_in(known["candidate"].to_list()).sum()),
+            "total": found.index.height,
         },
         "pii": _sum_found(parts),
         "consistency": {
-            "groups": int(failures["answers"].is_not_null().sum()),
-            "uncertain": int((failures["u"] > 0).sum()),
+            "groups": int(found.failures["answers"].is_not_null().sum()),
+            "uncertain": int((found.failures["u"] > 0).sum()),
         },
-        "clusters": {
-            **how,
-            "clustered": clustered.height,
-            "count": len(clusters),
-            "top": clusters[:CLUSTERS_IN_RECORD],
-        },
-        "by_week": traffic.by_week(weeks),
-        "objects": objects,
+        "by_week": traffic.by_week(found.weeks),
     }
-    rid = store.put_record("mining", record)
-    write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
-    return MiningRun(rid, record, items_queued)
 
 
 def _with_uncertainty(
