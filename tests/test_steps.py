@@ -154,3 +154,22 @@ def test_run_steps_works_outside_a_build(tmp_path):
     assert index["reason"].to_list() == [None, None, "exact_duplicate"]
     assert index["pii_types"].to_list()[0] == "email"
     assert [s.name for s in run.stages] == ["read", "pii", "exact_dedup"]
+
+
+def test_a_pool_only_engine_runs_every_task_in_its_workers_in_order():
+    """`pool_only`: results in the order of the items, none computed in this process
+    (what a task leaves in a heap must not stay in the one that gathers the results)."""
+    import os
+
+    from curate.engines.local import LocalEngine
+
+    with LocalEngine(2, pool_only=True) as engine:
+        found = engine.map(_pid_and_square, [(i,) for i in range(9)], "squares")
+    assert [square for _, square in found] == [i * i for i in range(9)]
+    assert os.getpid() not in {pid for pid, _ in found}
+
+
+def _pid_and_square(i: int) -> tuple[int, int]:
+    import os
+
+    return os.getpid(), i * i

@@ -32,7 +32,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -180,9 +180,17 @@ def default_workers() -> int:
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: int | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        pool_only: bool = False,
+    ):
         self.workers = workers or default_workers()
         self.progress = progress or Progress(enabled=False)
+        # every task in the pool, none here: what tasks leave in a process's heap stays out
+        # of this one, which goes on to hold what the tasks' results add up to
+        self.pool_only = pool_only
         self._pool: ProcessPoolExecutor | None = None
         self._ready = threading.Event()  # set once the pool started (or failed to)
         self._start_error: BaseException | None = None
@@ -190,7 +198,7 @@ class LocalEngine:
         self._tokenizer_threads: str | None = None
 
     def __enter__(self) -> LocalEngine:
-        if self.workers > 1:
+        if self.workers > 1 or self.pool_only:
             # Workers start on a thread: spawning one waits until the forkserver has
             # imported PRELOAD, and this process can plan and read meanwhile.
             threading.Thread(target=self._start_pool, name="curate-pool", daemon=True).start()
@@ -207,14 +215,15 @@ class LocalEngine:
         try:
             with _without_user_main():
                 me = os.getpid()
+                size = self.workers if self.pool_only else self.workers - 1
                 pool = ProcessPoolExecutor(
-                    max_workers=self.workers - 1,  # this process is the other worker
+                    max_workers=size,  # else this process is the other worker
                     mp_context=_start_context(),
                     initializer=_worker_init,
                     initargs=(me, _process_identity(me), _hidden_now()),
                 )
                 # every worker now (a pool spawns them on submit), none later
-                for _ in range(self.workers - 1):
+                for _ in range(size):
                     pool.submit(_warm_up)
             self._pool = pool
         except BaseException as exc:  # noqa: BLE001 - raised in this process's own thread
@@ -223,7 +232,7 @@ class LocalEngine:
             self._ready.set()
 
     def __exit__(self, *exc: object) -> None:
-        if self.workers > 1:
+        if self.workers > 1 or self.pool_only:
             self._ready.wait()
         if self._start_error is not None:  # the work was all done here: slower, not wrong
             print(
@@ -258,7 +267,15 @@ class LocalEngine:
         total = sum(weights) if weights else len(items)
         results: list[Any] = [None] * len(items)
         with self.progress.task(label, total) as bar:
-            if self.workers <= 1 or len(items) <= 1:
+            if self.pool_only:
+                self._ready.wait()
+            if self.pool_only and self._pool is not None:
+                submitted = {self._pool.submit(fn, *item): i for i, item in enumerate(items)}
+                for done in as_completed(submitted):
+                    results[submitted[done]] = done.result()
+                    bar.advance(weights[submitted[done]] if weights else 1)
+                return results
+            if self.workers <= 1 or len(items) <= 1 or self.pool_only:
                 for i, item in enumerate(items):
                     results[i] = fn(*item)
                     bar.advance(weights[i] if weights else 1)

@@ -99,7 +99,7 @@ def embed_all(texts: list[str], path: str) -> np.ndarray:
     if len(texts) <= EMBED_CHUNK:
         return embed(texts, path)
     chunks = [(texts[i : i + EMBED_CHUNK], path) for i in range(0, len(texts), EMBED_CHUNK)]
-    with LocalEngine(None, Progress(enabled=False)) as engine:
+    with LocalEngine(None, Progress(enabled=False), pool_only=True) as engine:  # no model here
         return np.concatenate(engine.map(embed, chunks, "embed"))
 
 
