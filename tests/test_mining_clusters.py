@@ -81,6 +81,16 @@ def topic_logs(folder: Path) -> Path:
     return path
 
 
+def mine_with(cli, tmp_path: Path, logs: Path, toml: str):
+    """`curate mine` with a mine.toml of `toml` and a queue: the result, the queue items."""
+    (tmp_path / "mine.toml").write_text(toml)
+    args = ["--config", tmp_path / "mine.toml", "--store", tmp_path / "s"]
+    out = cli("mine", logs, *args, "--queue", tmp_path / "q", "--json")
+    assert out.code == 0, out.err
+    lines = (tmp_path / "q/queue.jsonl").read_text().splitlines()
+    return out, [json.loads(x) for x in lines]
+
+
 def test_failing_prompts_cluster_by_topic_and_the_queue_takes_turns(tmp_path, cli):
     logs = topic_logs(tmp_path)
     store = tmp_path / "store"
@@ -131,20 +141,9 @@ def test_failing_prompts_cluster_by_topic_and_the_queue_takes_turns(tmp_path, cl
 
 def test_clusters_off_queues_in_turns_across_reasons(tmp_path, cli):
     logs = topic_logs(tmp_path)
-    (tmp_path / "mine.toml").write_text("[clusters]\nenabled = false\n")
-    run = cli(
-        "mine",
-        logs,
-        "--config",
-        tmp_path / "mine.toml",
-        "--store",
-        tmp_path / "s",
-        "--queue",
-        tmp_path / "q",
-        "--json",
-    ).json()
+    out, items = mine_with(cli, tmp_path, logs, "[clusters]\nenabled = false\n")
+    run = out.json()
     assert run["clusters"]["model"] is None and run["clusters"]["skipped"] == "off in mine.toml"
-    items = [json.loads(x) for x in (tmp_path / "q/queue.jsonl").read_text().splitlines()]
     # by priority (severity × count × (1 + disagreement)), in turns across reasons
     head = [(i["metadata"]["reason"], i["metadata"]["priority"]) for i in items[:3]]
     assert head == [
@@ -249,21 +248,10 @@ def test_only_the_most_urgent_candidates_are_clustered_and_the_rest_still_queue(
         for i in range(150)
     ]
     (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "mine.toml").write_text("[clusters]\nmax_candidates = 2\n")
-    out = cli(
-        "mine",
-        tmp_path / "logs.jsonl",
-        "--config",
-        tmp_path / "mine.toml",
-        "--store",
-        tmp_path / "s",
-        "--queue",
-        tmp_path / "q",
-        "--json",
+    out, items = mine_with(
+        cli, tmp_path, tmp_path / "logs.jsonl", "[clusters]\nmax_candidates = 2\n"
     )
-    assert out.code == 0, out.err
     run = out.json()
-    items = [json.loads(x) for x in (tmp_path / "q/queue.jsonl").read_text().splitlines()]
     assert len(items) == 150 and run["clusters"]["clustered"] == 2
     assert sum(i["metadata"]["cluster"] is not None for i in items) == 2
     sizes = [i["metadata"]["cluster_size"] for i in items if i["metadata"]["cluster"] is None]
