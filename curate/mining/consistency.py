@@ -32,37 +32,29 @@ def group_key(request_id: pl.Series, prompts: pl.Series) -> pl.Series:
 
 def answer_rows(judged: pl.DataFrame) -> pl.DataFrame:
     """One row per answer: group, folded answer's hash, parsed (null: not a JSON task).
-    A row's first answer comes folded by the rules (`folded`); further ones are folded here."""
+    A row's first answer comes folded and parsed by the rules (`folded`, `parsed`); further
+    answers of a row are folded and parsed here."""
     from curate.mining.rules import fold
 
-    several = judged["responses"].list.len() > 1
     first = judged.select(
-        "group",
-        pl.col("folded").alias("answer"),
-        pl.col("responses").list.first().fill_null("").alias("text"),
-        "expected_format",
+        "group", pl.col("folded").alias("answer"), pl.col("parsed").alias("json_ok")
     )
-    rest = (
-        judged.filter(several)
-        .select("group", pl.col("responses").list.slice(1), "expected_format")
-        .explode("responses")
-        .select(
-            "group",
-            fold(pl.col("responses").fill_null("")).alias("answer"),
-            pl.col("responses").fill_null("").alias("text"),
-            "expected_format",
-        )
+    more = judged.filter(pl.col("responses").list.len() > 1).select(
+        "group", pl.col("responses").list.slice(1), "parsed"
     )
-    answers = pl.concat([first, rest])
-    task = answers["expected_format"].is_not_null().to_numpy()
-    parsed: list[bool | None] = [None] * answers.height
-    texts = answers["text"].filter(task).to_list()
+    more = more.explode("responses").with_columns(pl.col("responses").fill_null(""))
+    task = more["parsed"].is_not_null().to_numpy()
+    parsed: list[bool | None] = [None] * more.height
+    texts = more["responses"].filter(task).to_list()
     for i, value in zip(task.nonzero()[0].tolist(), texts, strict=True):
-        parsed[i] = _parses(value)  # JSON tasks only: a small share of the rows
-    return answers.select(
+        parsed[i] = _parses(value)  # a few: rows with several answers to a JSON task
+    rest = more.select(
         "group",
-        pl.col("answer").str.strip_chars(" .!?").hash(SEED),
+        fold(pl.col("responses")).alias("answer"),
         pl.Series("json_ok", parsed, dtype=pl.Boolean),
+    )
+    return pl.concat([first, rest]).select(
+        "group", pl.col("answer").str.strip_chars(" .!?").hash(SEED), "json_ok"
     )
 
 

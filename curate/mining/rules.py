@@ -148,6 +148,10 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
         pl.Series("detail", detail, dtype=pl.String),
         pl.Series("positive", good_signal & ~failed),
         folded.alias("folded"),  # the first answer as self-consistency compares answers
+        # whether the first answer parsed as JSON (null: no JSON expected), for the same
+        pl.Series("parsed", ~fired["invalid_json"]).set(
+            pl.Series(~_json_task(frame, settings)), None
+        ),
     )
 
 
@@ -232,6 +236,12 @@ def _trigrams(text: pl.Expr) -> pl.Expr:
     return (
         pl.when(words.list.len() >= 3).then(grams).otherwise(pl.concat_list([words.list.join(" ")]))
     )
+
+
+def _json_task(frame: pl.DataFrame, settings: RuleSettings) -> np.ndarray:
+    """Rows that expect JSON: `json`, or the name of a schema in `settings.schemas`."""
+    wanted = ["json", *settings.schemas]
+    return frame["expected_format"].is_in(wanted).fill_null(False).to_numpy()
 
 
 def _formats(

@@ -275,7 +275,7 @@ def judge_block(
     judged = judged.with_columns(group_key(judged["request_id"], prompts), prompts.alias("prompt"))
     out = Path(work)
     answer_rows(judged).write_parquet(out / f"answers-{number:06d}.parquet")
-    judged = judged.drop("folded")
+    judged = judged.drop("folded", "parsed")
     failures = judged.filter(pl.col("reason").is_not_null())
     weeks, sample = traffic.block_traffic(judged, prompts)
     weeks.write_parquet(out / f"weeks-{number:06d}.parquet")
