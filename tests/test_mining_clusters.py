@@ -284,3 +284,13 @@ def test_a_run_recorded_by_the_first_version_still_reports(tmp_path, cli):
     built = curate.build(tmp_path / "m.toml", store=store)
     refused = cli("mine", "report", old, "--store", store, "--against", built.manifest_id)
     assert refused.code == 2 and "mine again" in refused.err
+
+
+def test_weeks_read_iso_times_dates_offsets_and_unix_seconds():
+    """A chat completion's `created` (Unix seconds) is the time of proxy logs without one."""
+    from curate.mining.traffic import week_of
+
+    times = ["1700000000", "2026-11-10T10:00:00Z", "2026-11-10", "2026-11-15T23:30:00-02:00"]
+    times += ["garbage", None]
+    weeks = pl.DataFrame({"t": times}).select(week_of(pl.col("t")))["t"].to_list()
+    assert weeks == ["2023-W46", "2026-W46", "2026-W46", "2026-W47", None, None]

@@ -22,8 +22,15 @@ NO_WEEK = "(none)"
 
 
 def week_of(timestamp: pl.Expr) -> pl.Expr:
-    """ISO week ("2026-W47") of an ISO-8601 timestamp or date; null when it is not one."""
+    """ISO week ("2026-W47") of an ISO-8601 timestamp or date, or of Unix seconds (a
+    chat completion's `created`); null when it is none of those."""
+    epoch = (
+        pl.when(timestamp.str.contains(r"^\d{9,10}(\.\d+)?$"))
+        .then((timestamp.cast(pl.Float64, strict=False) * 1e6).cast(pl.Int64))
+        .cast(pl.Datetime("us", "UTC"))
+    )
     parsed = pl.coalesce(
+        epoch,
         timestamp.str.to_datetime(strict=False, time_zone="UTC"),
         timestamp.str.slice(0, 10).str.to_date(strict=False).cast(pl.Datetime("us", "UTC")),
     )
