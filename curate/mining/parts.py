@@ -22,8 +22,13 @@ from curate.manifests.store import Store
 SLIM = ["log_id", "group", "prompt", "reason", "timestamp", "model", "request_id", "origin"]
 
 
+def path(work: Path, kind: str, number: int) -> Path:
+    """Where block `number` writes its `kind` (failures, positives, answers, ...)."""
+    return work / f"{kind}-{number:06d}.parquet"
+
+
 def files(work: Path, kind: str, parts: list[dict[str, Any]]) -> list[Path]:
-    return [work / f"{kind}-{p['number']:06d}.parquet" for p in parts]
+    return [path(work, kind, p["number"]) for p in parts]
 
 
 def slim(paths: list[Path]) -> pl.DataFrame:
@@ -63,8 +68,8 @@ def put(
     rows = 0
     options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
     try:
-        for path in paths:
-            table = pq.read_table(path)
+        for part in paths:
+            table = pq.read_table(part)
             if extra is not None:
                 for name in extra.columns:
                     column = extra[name].slice(rows, table.num_rows).to_arrow()

@@ -30,6 +30,7 @@ from curate.mining.labels import queue_records
 from curate.mining.logs import LOG_SCHEMA, LogBlock, plan_logs, read_block
 from curate.mining.parts import fetch, slim
 from curate.mining.parts import files as parts_files
+from curate.mining.parts import path as part_path
 from curate.mining.parts import put as put_parts
 from curate.mining.rules import RULES, RuleSettings, judge, latency_limit
 from curate.progress import Progress
@@ -213,7 +214,7 @@ def _with_uncertainty(
 ) -> pl.DataFrame:
     """Failures with their prompt's answers, disagreement `u` and JSON validity rate, where
     the prompt got several answers (in the row, or in rows of its request or prompt)."""
-    found = disagreement([work / f"answers-{p['number']:06d}.parquet" for p in parts])
+    found = disagreement(parts_files(work, "answers", parts))
     if failures.height == 0:
         return failures.with_columns(
             pl.lit(None, pl.UInt32).alias("answers"),
@@ -274,15 +275,15 @@ def judge_block(
     prompts = prompt_text(judged)
     judged = judged.with_columns(group_key(judged["request_id"], prompts), prompts.alias("prompt"))
     out = Path(work)
-    answer_rows(judged).write_parquet(out / f"answers-{number:06d}.parquet")
+    answer_rows(judged).write_parquet(part_path(out, "answers", number))
     judged = judged.drop("folded", "parsed")
     failures = judged.filter(pl.col("reason").is_not_null())
     weeks, sample = traffic.block_traffic(judged, prompts)
-    weeks.write_parquet(out / f"weeks-{number:06d}.parquet")
-    sample.write_parquet(out / f"sample-{number:06d}.parquet")
-    failures.write_parquet(out / f"failures-{number:06d}.parquet")
-    judged.filter(pl.col("positive")).write_parquet(out / f"positives-{number:06d}.parquet")
-    pl.from_arrow(bad).write_parquet(out / f"unread-{number:06d}.parquet")  # type: ignore[union-attr]
+    weeks.write_parquet(part_path(out, "weeks", number))
+    sample.write_parquet(part_path(out, "sample", number))
+    failures.write_parquet(part_path(out, "failures", number))
+    judged.filter(pl.col("positive")).write_parquet(part_path(out, "positives", number))
+    pl.from_arrow(bad).write_parquet(part_path(out, "unread", number))  # type: ignore[union-attr]
     return {
         "number": number,
         "rows": judged.height,

@@ -149,8 +149,9 @@ def training_prompts(paths: list[Path], limit: int = TRAIN_SAMPLE) -> list[str]:
     uniform, deterministic sample), one text per row."""
     from curate.mining.candidates import prompt_text
 
-    frames = [pl.read_parquet(p, columns=["id", "messages"]) for p in paths]
-    if not frames:
+    if not paths:
         return []
-    rows = pl.concat(frames).sort("id").head(limit)
+    # the smallest ids found while scanning: a large training set is not read into memory
+    scan = pl.scan_parquet([str(p) for p in paths]).select("id", "messages")
+    rows = scan.sort("id").head(limit).collect()
     return [t for t in prompt_text(rows).to_list() if t.strip()]
