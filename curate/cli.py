@@ -310,11 +310,13 @@ def mine(
     candidates (with earlier runs'), the run stored. `curate mine import LABELED --as NAME`
     brings the labels back as a source."""
     from curate import api
-    from curate.mining.labels import write_queue
+    from curate.mining.labels import queue_batches, write_queue
     from curate.terminal import render_mining
 
     run = api.mine(logs, config, _store(store))
-    written = write_queue(run.queue, queue, overwrite) if queue is not None else []
+    written = []
+    if queue is not None:
+        written = write_queue(queue_batches(run.store, run.record, run.id), queue, overwrite)
     if as_json:
         print_json({"mining_run": run.id, **run.record, "queue": [str(p) for p in written]})
     else:

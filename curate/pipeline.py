@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
+import pyarrow as pa
 
 from curate import __version__
 from curate.config import MixtureConfig
@@ -178,7 +178,8 @@ class Build:
     files: list[list[dict[str, Any]]] = field(default_factory=list)
     lineage: list[dict[str, Any] | None] = field(default_factory=list)  # per source
     run: StepRun | None = None
-    keys: pl.DataFrame | None = None  # the first global step's keys, ingest to segments
+    # the first global step's keys, ingest to segments (a list `run_segments` takes from)
+    keys: list[pa.Table] = field(default_factory=list)
     cache: Cache | None = None  # the step cache (None for builds that handle PII)
     written: Written | None = None
     split_index: dict[str, Any] = field(default_factory=dict)
@@ -305,7 +306,7 @@ def segments_phase(build: Build) -> None:
         build.keeps,
         build.cache,
     )
-    build.keys = None
+    build.keys = []
 
 
 def index_stages(build: Build) -> None:

@@ -144,9 +144,9 @@ def ingest(
     meta_fields: dict[str, str] | None = None,
     keeps: dict[str, str | None] | None = None,
     cache: Cache | None = None,
-) -> tuple[StepRun, pl.DataFrame | None]:
+) -> tuple[StepRun, list[pa.Table]]:
     """Read every block and run the `first` segment on it: the index, and the keys of the
-    segment's global step (None without one)."""
+    segment's global step, in a list `run_segments` takes them from (empty without one)."""
     first_rows, first_global = first
     states: list[str | None] = list(cache.states) if cache else [None] * len(tasks)
     results = engine.map(
@@ -175,13 +175,13 @@ def ingest(
     run.count(results)
     del results  # the per-block tables now live in `index`: keep memory flat
     run.stages.append(reader)
-    return run, keys
+    return run, [keys] if keys is not None else []
 
 
 def run_segments(
     engine: Engine,
     run: StepRun,
-    keys: pl.DataFrame | None,
+    handed: list[pa.Table],
     segs: list[tuple[list[RowStep], GlobalStep | None]],
     sources: list[str],
     work: Path,
@@ -189,27 +189,27 @@ def run_segments(
     cache: Cache | None = None,
 ) -> None:
     """Every segment's stage entries, and the segments after the first run over the blocks
-    (the first ran while reading); each global step resolves over its keys."""
+    (the first ran while reading); each global step resolves over its keys. `handed`
+    holds the first segment's keys (`ingest`'s list): `_resolve` takes them from it, so
+    that no caller holds them while they are taken apart."""
     for i, (row_steps, global_step) in enumerate(segs):
         if i > 0:
             steps = cache.steps if cache else None
-            keys = _run_later_rows(engine, run, row_steps, global_step, work, i, keeps, steps)
+            later = _run_later_rows(engine, run, row_steps, global_step, work, i, keeps, steps)
+            handed = [later] if later is not None else []
+            del later
         run.stages += row_steps
         if global_step is not None:
-            if keys is not None:  # None only where no block was read
+            if handed:  # empty only where no block was read
                 at = (cache.steps, run.states) if cache is not None else None
-                run.index = _resolve(run.index, keys, global_step, sources, keeps, at)
-            keys = None  # spent: keep memory small for the steps after it
+                run.index = _resolve(run.index, handed, global_step, sources, keeps, at)
+            handed = []  # spent: keep memory small for the steps after it
             run.stages.append(global_step)
 
 
-def _concat(tables: list[pa.Table | None]) -> pl.DataFrame | None:
+def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
     present = [t for t in tables if t is not None]
-    if not present:
-        return None
-    frame = pl.from_arrow(pa.concat_tables(present, promote_options="default"))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return pa.concat_tables(present, promote_options="default") if present else None
 
 
 def _index_frame(indexes: list[pa.Table], ranks: list[int]) -> pl.DataFrame:
@@ -267,32 +267,28 @@ def apply_verdicts(
 
 def _resolve(
     index: pl.DataFrame,
-    keys: pl.DataFrame,
+    handed: list[pa.Table],
     step: GlobalStep,
     sources: list[str],
     keeps: dict[str, str | None] | None = None,
     cache: tuple[StepCache, list[str | None]] | None = None,
 ) -> pl.DataFrame:
     """Run a global step's `resolve` over the keys of the rows still alive (or take its
-    verdicts from the step `cache`, with the blocks' states, when they are known)."""
+    verdicts from the step `cache`, with the blocks' states, when they are known).
+
+    The keys come `handed` (a list this takes them from): they are the largest thing a
+    run holds, so they are let go column by column as the alive rows are taken."""
     is_alive = index["reason"].is_null().to_numpy()
     alive = np.nonzero(is_alive)[0]
     if len(alive) == 0:
+        handed.clear()
         return index
     key = resolve_key(step, sources, cache[1], is_alive) if cache is not None else None
     verdicts = cache[0].verdicts(key, len(alive)) if cache is not None and key else None
+    if verdicts is not None:
+        handed.clear()
     if verdicts is None:
-        # only what `resolve` is promised: its key columns, id, source and source_rank
-        promised = (
-            pl.concat([index.select("id", "source_rank"), keys], how="horizontal")[alive]
-            .with_columns(
-                pl.col("source_rank")
-                .replace_strict(list(range(len(sources))), sources, return_dtype=pl.String)
-                .alias("source")
-            )
-            .to_arrow()
-        )
-        promised = promised.select(["id", "source_rank", *keys.columns, "source"])
+        promised = _promised(index, handed.pop(), is_alive, sources)
         verdicts = step.resolve(promised)
         if cache is not None and key:
             cache[0].save_verdicts(key, verdicts)
@@ -315,6 +311,45 @@ def _resolve(
     return apply_verdicts(index, alive, verdicts, step.stage)
 
 
+def _promised(
+    index: pl.DataFrame, keys: pa.Table, is_alive: np.ndarray, sources: list[str]
+) -> pa.Table:
+    """Only what `resolve` is promised, for the alive rows: its key columns (one chunk
+    each: `steps.whole` takes them without a copy), id, source_rank and source.
+
+    Each key column's blocks are filtered and let go one by one (the caller holds no
+    reference): the run holds about twice its largest key column at worst, not its keys
+    three times (Arrow's `take` on a chunked column first concatenates it)."""
+    rows = (
+        index.select("id", "source_rank")
+        .filter(pl.Series(is_alive))
+        .with_columns(
+            pl.col("source_rank")
+            .replace_strict(list(range(len(sources))), sources, return_dtype=pl.String)
+            .alias("source")
+        )
+    )
+    order = keys.column_names
+    names = sorted(order, key=lambda c: -keys.column(c).nbytes)
+    taken = {}
+    for name in names:  # the largest first, while the least else is held
+        chunks = keys.column(name).chunks
+        keys = keys.drop_columns([name])
+        kept, start = [], 0
+        while chunks:
+            chunk = chunks.pop(0)
+            mask = is_alive[start : start + len(chunk)]
+            start += len(chunk)
+            kept.append(chunk if mask.all() else chunk.filter(pa.array(mask)))
+            del chunk
+        taken[name] = kept[0] if len(kept) == 1 else pa.concat_arrays(kept)
+        del kept
+    head = rows.to_arrow()
+    columns = {"id": head.column("id"), "source_rank": head.column("source_rank")}
+    columns |= {name: taken.pop(name) for name in order}
+    return pa.table({**columns, "source": head.column("source")})
+
+
 def block_bounds(index: pl.DataFrame) -> list[tuple[int, int]]:
     sizes = index.group_by("block", maintain_order=True).len()["len"].to_numpy()
     ends = np.cumsum(sizes)
@@ -330,7 +365,7 @@ def _run_later_rows(
     segment: int,
     keeps: dict[str, str | None] | None = None,
     cache: StepCache | None = None,
-) -> pl.DataFrame | None:
+) -> pa.Table | None:
     """A later segment over the blocks: updates `run` in place, returns the keys of
     `key_step` (None without one)."""
     state = run.index
@@ -370,9 +405,11 @@ def _run_later_rows(
     run.count(results)
     run.blocks = [r.block or c for r, c in zip(results, run.blocks, strict=True)]
     run.states = [r.state for r in results]
-    update = _concat([r.index for r in results])
-    if update is None:
+    joined = _concat([r.index for r in results])
+    if joined is None:
         return None
+    update = pl.from_arrow(joined)
+    assert isinstance(update, pl.DataFrame)
     # a column the index has (verdicts, what keep decisions spared) keeps its earlier value
     run.index = state.with_columns(
         *[

@@ -192,6 +192,12 @@ class IndexStage(Step, ABC):
         """The index with this stage's verdicts and columns."""
 
 
+def whole(column: pa.ChunkedArray) -> pa.Array:
+    """A key column as one array, without a copy where it is one chunk already (as
+    `runner._resolve` hands them): `combine_chunks` copies even a single chunk."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 class GlobalStep(Step, ABC):
     # Rows per parallel task for `keys` when they are costly per row (embeddings): the
     # engine then runs the step in a pass of its own, each block cut into tasks this size,

@@ -38,7 +38,7 @@ from curate.dedup.shingles import (
     sorted_unique,
     text_bytes,
 )
-from curate.steps import GlobalStep, Verdicts
+from curate.steps import GlobalStep, Verdicts, whole
 
 WINDOW = 4  # rows each row is paired with in its bucket, per band
 PROBES = 32  # densification probes per empty bin before falling back to rotation
@@ -237,9 +237,9 @@ class NearDedup(GlobalStep):
         self, keys: pa.Table, column: str = "bands"
     ) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         """(band hashes per row, rows with any shingle, shingle sets) of `keys`."""
-        bands = keys.column(column).combine_chunks()
+        bands = whole(keys.column(column))
         band_hash = bands.flatten().to_numpy().reshape(keys.num_rows, bands.type.list_size)
-        shingles = keys.column("shingles").combine_chunks()
+        shingles = whole(keys.column("shingles"))
         return band_hash, np.diff(np.asarray(shingles.offsets)) > 0, shingles
 
     def resolve(self, keys: pa.Table) -> Verdicts:

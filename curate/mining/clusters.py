@@ -57,12 +57,7 @@ def cluster(candidates: pl.DataFrame, settings: ClusterSettings) -> pl.DataFrame
     `candidates` holds candidate, prompt, reason and count."""
     from curate.dedup.semantic import EmbeddingCache, embed_cached
 
-    severity = pl.col("reason").replace_strict(SEVERITY, default=1, return_dtype=pl.Int64)
-    chosen = (
-        candidates.sort([severity * pl.col("count"), "candidate"], descending=[True, False])
-        .head(settings.max_candidates)
-        .sort("candidate")
-    )
+    chosen = most_urgent(candidates, settings.max_candidates)
     if chosen.height == 0:
         return pl.DataFrame(schema=CLUSTER_SCHEMA)
     model = settings.model
@@ -85,6 +80,16 @@ def cluster(candidates: pl.DataFrame, settings: ClusterSettings) -> pl.DataFrame
         members.join(names, on="group")
         .join(labels, on="cluster", how="left")
         .select("candidate", "cluster", pl.col("label").fill_null(""))
+        .sort("candidate")
+    )
+
+
+def most_urgent(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The `n` most severe × frequent candidates (then the smallest ids), by id."""
+    severity = pl.col("reason").replace_strict(SEVERITY, default=1, return_dtype=pl.Int64)
+    return (
+        candidates.sort([severity * pl.col("count"), "candidate"], descending=[True, False])
+        .head(n)
         .sort("candidate")
     )
 

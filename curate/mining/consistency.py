@@ -66,12 +66,15 @@ def _parses(text: str) -> bool:
     return True
 
 
-def disagreement(files: list[Path]) -> pl.DataFrame:
-    """Per group with several answers: answers, uncertainty in [0, 1], JSON validity rate."""
+def disagreement(files: list[Path], only: pl.DataFrame) -> pl.DataFrame:
+    """Per group of `only` (a `group` column) with several answers: answers, uncertainty
+    in [0, 1], JSON validity rate. Answers of other groups are passed over first, so that
+    what is held grows with `only`, not with every row of the logs."""
     schema = {"group": pl.UInt64, "answers": pl.UInt32, "u": pl.Float64, "json_valid": pl.Float64}
     if not files:
         return pl.DataFrame(schema=schema)
-    rows = pl.scan_parquet([str(f) for f in files])
+    wanted = only.lazy().select(pl.col("group").cast(pl.UInt64)).unique()
+    rows = pl.scan_parquet([str(f) for f in files]).join(wanted, on="group", how="semi")
     several = rows.group_by("group").agg(pl.len().alias("answers")).filter(pl.col("answers") > 1)
     per = (
         rows.join(several, on="group", how="semi")
@@ -97,5 +100,5 @@ def disagreement(files: list[Path]) -> pl.DataFrame:
             pl.max_horizontal(pl.col("h"), binary.fill_nan(0.0).fill_null(0.0)).round(4).alias("u")
         )
         .select(pl.col(k).cast(t) for k, t in schema.items())
-        .collect()
+        .collect(engine="streaming")
     )

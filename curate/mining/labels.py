@@ -13,17 +13,20 @@ their sha256, the mining run, its rules, the label file's sha256).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from curate.errors import UserError
-from curate.fsio import claim_output_dir, sha256_file, write_bytes
+from curate.fsio import atomic_path, claim_output_dir, sha256_file, write_bytes
 from curate.manifests.store import Store
 
 QUEUE_FILES = ["queue.jsonl", "queue.csv"]
+QUEUE_BATCH = 4096  # queue records made and written at a time
 CSV_COLUMNS = [
     "id",
     "reason",
@@ -67,32 +70,47 @@ def queue_records(items: list[dict[str, Any]], run_id: str) -> list[dict[str, An
     ]
 
 
-def write_queue(records: list[dict[str, Any]], out: Path, overwrite: bool) -> list[Path]:
-    """queue.jsonl and queue.csv in `out` (a new or empty folder, or `overwrite`)."""
+def queue_batches(
+    store: Store, record: dict[str, Any], run_id: str
+) -> Iterator[list[dict[str, Any]]]:
+    """The queue of a mining run as records, a batch at a time, read from its object."""
+    queue = pq.ParquetFile(store.verified_object(record["objects"]["queue"]["object"]))
+    for batch in queue.iter_batches(QUEUE_BATCH):
+        yield queue_records(batch.to_pylist(), run_id)
+
+
+def write_queue(batches: Iterable[list[dict[str, Any]]], out: Path, overwrite: bool) -> list[Path]:
+    """queue.jsonl and queue.csv in `out` (a new or empty folder, or `overwrite`), written
+    a batch of records at a time; each file appears whole or not at all."""
     claim_output_dir(out, QUEUE_FILES, overwrite, flag="--queue")
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    write_bytes(out / "queue.jsonl", lines.encode())
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(CSV_COLUMNS)
-    for r in records:
-        meta = r["metadata"]
-        writer.writerow(
-            [
-                r["id"],
-                meta["reason"],
-                meta["priority"],
-                meta["count"],
-                meta.get("cluster_label") or "",
-                r["fields"]["prompt"],
-                r["fields"]["response"],
-                "",
-                "",
-                meta["mining_run"],
-            ]
-        )
-    write_bytes(out / "queue.csv", text.getvalue().encode())
+    with (
+        atomic_path(out / "queue.jsonl") as lines_path,
+        atomic_path(out / "queue.csv") as csv_path,
+        open(lines_path, "w", encoding="utf-8") as lines,
+        open(csv_path, "w", encoding="utf-8", newline="") as table,
+    ):
+        writer = csv.writer(table)
+        writer.writerow(CSV_COLUMNS)
+        for records in batches:
+            lines.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            writer.writerows(_csv_row(r) for r in records)
     return [out / name for name in QUEUE_FILES]
+
+
+def _csv_row(record: dict[str, Any]) -> list[Any]:
+    meta = record["metadata"]
+    return [
+        record["id"],
+        meta["reason"],
+        meta["priority"],
+        meta["count"],
+        meta.get("cluster_label") or "",
+        record["fields"]["prompt"],
+        record["fields"]["response"],
+        "",
+        "",
+        meta["mining_run"],
+    ]
 
 
 def import_labels(

@@ -36,8 +36,12 @@ def mining_report(
     per week from that build's training rows."""
     rid = resolve_run(store, ref)
     record = store.read_record("mining", rid)
-    failures = pl.read_parquet(store.verified_object(record["objects"]["failures"]["object"]))
-    index = pl.read_parquet(store.verified_object(record["objects"]["candidates"]["object"]))
+    # the columns the report counts, not the failures' text; candidates by a scan
+    failures = pl.read_parquet(
+        store.verified_object(record["objects"]["failures"]["object"]),
+        columns=["model", "timestamp", "reason", "candidate"],
+    )
+    index = pl.scan_parquet(store.verified_object(record["objects"]["candidates"]["object"]))
     day = pl.col("timestamp").str.slice(0, 10)
     return {
         "mining_run": rid,
@@ -46,10 +50,11 @@ def mining_report(
         "by_day": _table(
             failures.filter(pl.col("timestamp").is_not_null()), day, "day", sort_by_key=True
         ),
-        "top_candidates": index.filter(pl.col("candidate").is_in(failures["candidate"].to_list()))
+        "top_candidates": index.filter(pl.col("candidate").is_in(failures["candidate"].implode()))
         .sort(["count", "candidate"], descending=[True, False])
         .head(top)
         .select("candidate", "reason", "count", "runs", "prompt", "response", "origin")
+        .collect()
         .to_dicts(),
         # a run recorded before clusters and weeks existed (record version 1) has none
         "clusters": {k: v for k, v in _clusters_of(record).items() if k != "top"},

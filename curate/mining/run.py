@@ -22,13 +22,27 @@ from curate.errors import UserError
 from curate.fsio import write_bytes
 from curate.manifests.store import Store
 from curate.mining import traffic
-from curate.mining.candidates import INDEX_POINTER, collapse, latest_index, prompt_text, queue
-from curate.mining.clusters import CLUSTER_SCHEMA, ClusterSettings, cluster, summaries
+from curate.mining.candidates import (
+    INDEX_POINTER,
+    INDEX_SCHEMA,
+    collapse,
+    latest_index,
+    prompt_text,
+    put_index,
+    queue,
+)
+from curate.mining.clusters import (
+    CLUSTER_SCHEMA,
+    ClusterSettings,
+    cluster,
+    most_urgent,
+    summaries,
+)
 from curate.mining.config import cluster_model, load_mine_config
 from curate.mining.consistency import answer_rows, disagreement, group_key
 from curate.mining.labels import queue_records
 from curate.mining.logs import LOG_SCHEMA, LogBlock, plan_logs, read_block
-from curate.mining.parts import fetch, slim
+from curate.mining.parts import fetch, put_ordered, slim
 from curate.mining.parts import files as parts_files
 from curate.mining.parts import path as part_path
 from curate.mining.parts import put as put_parts
@@ -46,11 +60,18 @@ CLUSTERS_IN_RECORD = 50  # the largest; every cluster's members are in the clust
 class MiningRun:
     id: str
     record: dict[str, Any]
-    candidates: pl.DataFrame  # the new candidates, most urgent first
+    store: Store
+
+    @property
+    def candidates(self) -> pl.DataFrame:
+        """The new candidates, most urgent first (read when asked: a run may find many)."""
+        return pl.read_parquet(
+            self.store.verified_object(self.record["objects"]["queue"]["object"])
+        )
 
     @property
     def queue(self) -> list[dict[str, Any]]:
-        """The new candidates as queue records (made when asked: a run may find many)."""
+        """The new candidates as queue records (`labels.queue_batches` streams them)."""
         return queue_records(self.candidates.to_dicts(), self.id)
 
 
@@ -70,6 +91,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     mine_config, settings, identity = load_mine_config(config)
     step = _contamination(mine_config, config, store)
     previous, known = latest_index(store)
+    known_object = store.verified_object(previous) if previous else None
     # scratch in the store: plain copies of compressed logs (unredacted) go with it
     with store.temp_dir("mine-") as work:  # swept if this run is killed
         blocks, shas = plan_logs(logs, str(work))
@@ -81,7 +103,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
             parts = engine.map(
                 judge_block, items, "judge", weights=[b.stop - b.start for b in blocks]
             )
-        found = _candidates(work, parts, known, step, mine_config, config, store)
+        found = _candidates(work, parts, (known, known_object), step, mine_config, config, store)
         objects = _objects(work, parts, found, store)
         clusters = summaries(found.clustered, found.failures, found.index)
     record = {
@@ -107,19 +129,19 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
     }
     rid = store.put_record("mining", record)
     write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
-    return MiningRun(rid, record, found.queued)
+    return MiningRun(rid, record, store)
 
 
 @dataclass
 class _Found:
     failures: pl.DataFrame  # slim (`parts.slim`), with uncertainty and candidate
-    index: pl.DataFrame  # the new candidate index
+    index: pl.DataFrame  # the new candidate index without its text, with `at` and `new`
+    known: Path | None  # the earlier index's object (where its candidates' text is)
     member: pl.Series  # per failure, its candidate (null: it leaked from an eval set)
-    leaked: pl.DataFrame  # what the contamination step rejected: key, detail
-    new: set[str]  # candidates first seen in this run
+    leaked: pl.DataFrame  # what the contamination step rejected: their detail
     clustered: pl.DataFrame  # CLUSTER_SCHEMA
     how: dict[str, Any]  # the clustering model, or why there was none
-    queued: pl.DataFrame  # the new candidates, most urgent first
+    queued: tuple[pl.DataFrame, np.ndarray]  # the new candidates, their order in the queue
     weeks: pl.DataFrame  # rows and failures per week and model
     sample: pl.DataFrame  # each week's prompt sample
 
@@ -127,7 +149,7 @@ class _Found:
 def _candidates(
     work: Path,
     parts: list[dict[str, Any]],
-    known: pl.DataFrame,
+    known: tuple[pl.DataFrame, Path | None],
     step: Any,
     mine_config: Any,
     config: Path | None,
@@ -137,17 +159,17 @@ def _candidates(
     stored = parts_files(work, "failures", parts)
     failures = _with_uncertainty(slim(stored), work, parts)
     index, member, leaked = collapse(
-        failures, known, NEAR_THRESHOLD, work, lambda at: fetch(stored, at), step
+        failures, known[0], NEAR_THRESHOLD, work, (known[1], stored), step
     )
-    failures = failures.with_columns(member.alias("candidate"))
-    new = set(index["candidate"].to_list()) - set(known["candidate"].to_list())
-    clustered, how = _clusters(index, failures, mine_config, config, store)
-    queued = queue(index, new, failures, clustered if how.get("model") else None)
+    failures = failures.with_columns(member)
+    texts = (known[1], stored)
+    clustered, how = _clusters(index, failures, texts, mine_config, config, store)
+    queued = queue(index, failures, clustered if how.get("model") else None)
     weeks, sample = traffic.merge(
         [pl.read_parquet(p) for p in parts_files(work, "weeks", parts)],
         [pl.read_parquet(p) for p in parts_files(work, "sample", parts)],
     )
-    return _Found(failures, index, member, leaked, new, clustered, how, queued, weeks, sample)
+    return _Found(failures, index, known[1], member, leaked, clustered, how, queued, weeks, sample)
 
 
 def _objects(
@@ -162,8 +184,17 @@ def _objects(
             parts_files(work, "positives", parts), store, work / "positives.parquet"
         ),
         "unread": put_parts(parts_files(work, "unread", parts), store, work / "unread.parquet"),
-        "candidates": _put(found.index.to_arrow(), store),
-        "queue": _put(found.queued.to_arrow(), store),
+        "candidates": put_index(
+            found.index, found.known, failures, store, work / "candidates.parquet"
+        ),
+        "queue": put_ordered(
+            found.queued[0],
+            failures,
+            store,
+            work / "queue.parquet",
+            _queue_schema(found.queued[0]),
+            order=found.queued[1],
+        ),
         "clusters": _put(found.clustered.to_arrow(), store),
         "traffic": _put(found.sample.to_arrow(), store),
     }
@@ -196,8 +227,8 @@ def _findings(
         },
         "candidates": {
             "previous_index": previous,
-            "new": len(found.new),
-            "seen_before": int(found.member.is_in(known["candidate"].to_list()).sum()),
+            "new": int(found.index["new"].sum()),
+            "seen_before": int(found.member.is_in(known["candidate"].implode()).sum()),
             "total": found.index.height,
         },
         "pii": _sum_found(parts),
@@ -214,26 +245,29 @@ def _with_uncertainty(
 ) -> pl.DataFrame:
     """Failures with their prompt's answers, disagreement `u` and JSON validity rate, where
     the prompt got several answers (in the row, or in rows of its request or prompt)."""
-    found = disagreement(parts_files(work, "answers", parts))
     if failures.height == 0:
         return failures.with_columns(
             pl.lit(None, pl.UInt32).alias("answers"),
             pl.lit(0.0).alias("u"),
             pl.lit(None, pl.Float64).alias("json_valid"),
         )
-    out = failures.join(found, on="group", how="left", maintain_order="left")
-    return out.with_columns(pl.col("u").fill_null(0.0))
+    found = disagreement(parts_files(work, "answers", parts), failures.select("group"))
+    # joined on the group alone, then added: the failures' other columns are not copied
+    added = failures.select("group").join(found, on="group", how="left", maintain_order="left")
+    return failures.with_columns(added["answers"], added["u"].fill_null(0.0), added["json_valid"])
 
 
 def _clusters(
     index: pl.DataFrame,
     failures: pl.DataFrame,
+    texts: tuple[Path | None, list[Path]],
     mine_config: Any,
     config: Path | None,
     store: Store,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The candidates this run saw, clustered (CLUSTER_SCHEMA), and how: the model, or why
-    there was none."""
+    there was none. The prompts of those clustered are read from `texts` (the earlier
+    index's object, the failures' part files)."""
     base = config.resolve().parent if config is not None else Path.cwd()
     model, skipped = cluster_model(mine_config.clusters, base)
     if model is None:
@@ -243,8 +277,17 @@ def _clusters(
         model, section.cosine, section.max_candidates, str(store.root / "cache" / "embeddings")
     )
     seen = index.filter(pl.col("candidate").is_in(failures["candidate"].drop_nulls().implode()))
+    chosen = most_urgent(seen, section.max_candidates)
+    known, stored = texts
+    fresh = chosen.filter(pl.col("at").is_not_null()).select("candidate", "at")
+    prompts = [fresh.join(fetch(stored, fresh["at"], ["prompt"]), on="at").drop("at")]
+    if known is not None:  # candidates of earlier runs: their prompt is in the old index
+        ids = chosen.filter(pl.col("at").is_null())["candidate"].implode()
+        earlier = pl.scan_parquet(known).filter(pl.col("candidate").is_in(ids))
+        prompts.append(earlier.select("candidate", "prompt").collect())
+    chosen = chosen.join(pl.concat(prompts), on="candidate", how="left")
     how = {"model": model.name, "model_sha256": model.sha256, "cosine": section.cosine}
-    return cluster(seen, settings), how
+    return cluster(chosen, settings), how
 
 
 def judge_block(
@@ -358,6 +401,12 @@ def _contamination(mine_config: Any, config: Path | None, store: Store) -> Any:
     settings = mine_config.contamination
     cache = str(store.root / "cache" / "contamination")
     return ContaminationStep(sets, settings.ngram, settings.threshold, cache)
+
+
+def _queue_schema(queued: pl.DataFrame) -> dict[str, Any]:
+    """The queue object's columns: the index's, then what queueing added."""
+    added = {c: t for c, t in queued.schema.items() if c not in INDEX_SCHEMA}
+    return {**INDEX_SCHEMA, **{c: t for c, t in added.items() if c not in ("at", "new")}}
 
 
 def _put(table: pa.Table, store: Store) -> dict[str, Any]:
