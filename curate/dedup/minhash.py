@@ -23,6 +23,7 @@ each alive row gets a `cluster` index column, the id of its looser cluster's fir
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -109,9 +110,12 @@ def near_keys(
     return pa.table(columns)
 
 
-def band_buckets(band_hash: np.ndarray, usable: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per band: the usable rows sorted by the band's hash (then input order), and the
-    sorted hashes (rows with equal hashes, adjacent, form a bucket).
+def band_buckets(
+    band_hash: np.ndarray, usable: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per band, made when asked (one band's arrays at a time): the usable rows sorted by
+    the band's hash (then input order), and the sorted hashes (rows with equal hashes,
+    adjacent, form a bucket).
 
     The hash's top bits and the row number are packed into one 64-bit key and sorted (no
     argsort): rows are told apart by their hash's top 64 - log2(rows) bits, and a false
@@ -120,15 +124,13 @@ def band_buckets(band_hash: np.ndarray, usable: np.ndarray) -> list[tuple[np.nda
     idx = np.nonzero(usable)[0].astype(np.uint64)
     shift = np.uint64(max(int(len(usable)).bit_length(), 1))
     low = (np.uint64(1) << shift) - np.uint64(1)
-    out = []
     for b in range(band_hash.shape[1]):
         packed = np.sort(((band_hash[usable, b] >> shift) << shift) | idx)
-        out.append(((packed & low).astype(np.int64), packed >> shift))
-    return out
+        yield (packed & low).astype(np.int64), packed >> shift
 
 
 def candidate_pairs(
-    buckets: list[tuple[np.ndarray, np.ndarray]], n: int, window: int = WINDOW, first: int = 1
+    buckets: Iterable[tuple[np.ndarray, np.ndarray]], n: int, window: int = WINDOW, first: int = 1
 ) -> np.ndarray:
     """Pairs (i < j) of the n rows sharing a whole band, deduplicated.
 
@@ -137,17 +139,26 @@ def candidate_pairs(
     larger ones, so that one row of a big bucket that fails verification does not cut the
     chain between two true duplicates.
     """
-    pairs = []
-    for rows, hs in buckets:
-        for w in range(first, window + 1):
-            same = hs[w:] == hs[:-w]
-            if not same.any():
-                break
-            a, z = rows[:-w][same], rows[w:][same]
-            pairs.append(np.stack([np.minimum(a, z), np.maximum(a, z)], axis=1))
-    if not pairs:
+    return unique_pairs([band_pairs(rows, hs, first, window) for rows, hs in buckets], n)
+
+
+def band_pairs(rows: np.ndarray, hs: np.ndarray, first: int, window: int) -> np.ndarray:
+    """One band's pairs (`candidate_pairs`), not yet deduplicated."""
+    pairs = [np.empty((0, 2), dtype=np.int64)]
+    for w in range(first, window + 1):
+        same = hs[w:] == hs[:-w]
+        if not same.any():
+            break
+        a, z = rows[:-w][same], rows[w:][same]
+        pairs.append(np.stack([np.minimum(a, z), np.maximum(a, z)], axis=1))
+    return np.concatenate(pairs)
+
+
+def unique_pairs(pairs: list[np.ndarray], n: int) -> np.ndarray:
+    """The distinct pairs of `pairs` (i < j, of n rows), sorted."""
+    both = np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
+    if len(both) == 0:
         return np.empty((0, 2), dtype=np.int64)
-    both = np.concatenate(pairs)
     packed = sorted_unique(both[:, 0].astype(np.int64) * (n + 1) + both[:, 1])
     return np.stack([packed // (n + 1), packed % (n + 1)], axis=1)
 
@@ -222,11 +233,14 @@ class NearDedup(GlobalStep):
         families of duplicates are not verified pair by pair.
         """
         n = len(band_hash)
-        buckets = band_buckets(band_hash, usable)
-        pairs = candidate_pairs(buckets, n, window=1)
+        near, far = [], []
+        for rows, hs in band_buckets(band_hash, usable):  # one band's bucket held at a time
+            near.append(band_pairs(rows, hs, 1, 1))
+            far.append(band_pairs(rows, hs, 2, WINDOW))
+        pairs = unique_pairs(near, n)
         edges = pairs[jaccard(shingles, pairs) >= threshold]
         if WINDOW > 1:
-            more = candidate_pairs(buckets, n, window=WINDOW, first=2)
+            more = unique_pairs(far, n)
             if len(more) and len(edges):
                 label = clusters(n, edges)
                 more = more[label[more[:, 0]] != label[more[:, 1]]]

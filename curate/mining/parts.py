@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.manifests.store import Store
+from curate.runner import release_freed
 
 SLIM = ["log_id", "group", "reason", "timestamp", "model", "request_id", "origin"]
 ORDER_CHUNK = 1 << 16  # rows per bucket file (and per row group) of an object in order
@@ -108,6 +109,7 @@ def put_ordered(
                     if k not in writers:
                         writers[k] = pa.ipc.new_file(str(buckets / f"{k}.arrow"), arrow.schema)
                     writers[k].write_table(arrow)
+                release_freed()
             start += size
         for writer in writers.values():
             writer.close()
@@ -167,6 +169,8 @@ def put_tables(
                 writer = pq.ParquetWriter(str(scratch), table.schema, **options)
             writer.write_table(table.cast(writer.schema), row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
+            del table
+            release_freed()  # a row group's buffers: the object's size must not stay held
     finally:
         if writer is not None:
             writer.close()

@@ -49,6 +49,7 @@ from curate.mining.parts import put as put_parts
 from curate.mining.rules import RULES, RuleSettings, judge, latency_limit
 from curate.progress import Progress
 from curate.rows import MESSAGES
+from curate.runner import release_freed
 from curate.validators.pii import redact_texts
 
 RECORD_VERSION = 2  # 2: clusters, self-consistency, traffic per week and its sample
@@ -162,6 +163,7 @@ def _candidates(
         failures, known[0], NEAR_THRESHOLD, work, (known[1], stored), step
     )
     failures = failures.with_columns(member)
+    release_freed()  # what the collapse's keys and blocks held
     texts = (known[1], stored)
     clustered, how = _clusters(index, failures, texts, mine_config, config, store)
     queued = queue(index, failures, clustered if how.get("model") else None)
