@@ -159,12 +159,10 @@ def _candidates(
     """The judged blocks' failures collapsed into candidates, clustered and queued."""
     stored = parts_files(work, "failures", parts)
     failures = _with_uncertainty(slim(stored), work, parts)
-    index, member, leaked = collapse(
-        failures, known[0], NEAR_THRESHOLD, work, (known[1], stored), step
-    )
+    texts = (known[1], stored)  # where the prompts and answers are: the runs' objects
+    index, member, leaked = collapse(failures, known[0], NEAR_THRESHOLD, work, texts, step)
     failures = failures.with_columns(member)
     release_freed()  # what the collapse's keys and blocks held
-    texts = (known[1], stored)
     clustered, how = _clusters(index, failures, texts, mine_config, config, store)
     queued = queue(index, failures, clustered if how.get("model") else None)
     weeks, sample = traffic.merge(
