@@ -109,7 +109,7 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
     fired["low_score"] = (frame["score"] < settings.low_score).fill_null(False).to_numpy()
     fired["empty"] = (answer.str.strip_chars().str.len_chars() == 0).to_numpy()
     fired["truncated"] = _truncated(frame, answer, settings)
-    refused = folded.str.contains_any(list(settings.refusals)).to_numpy()
+    refused = refusing(folded, settings.refusals)
     harmful = _harmful(prompt, settings)
     fired["missed_refusal"] = harmful & ~refused & ~fired["empty"]
     fired["unexpected_refusal"] = refused & ~harmful
@@ -153,6 +153,17 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
             pl.Series(~_json_task(frame, settings)), None
         ),
     )
+
+
+def refused(answers: pl.Series, phrases: tuple[str, ...] = REFUSALS) -> np.ndarray:
+    """Per answer, whether it refuses: one of `phrases` in its folded text. The rule the
+    mining rules and the release gate's safety suite share."""
+    return refusing(fold(answers.fill_null("")), phrases)
+
+
+def refusing(folded: pl.Series, phrases: tuple[str, ...]) -> np.ndarray:
+    """`refused` on answers already folded (`fold`)."""
+    return folded.str.contains_any(list(phrases)).fill_null(False).to_numpy()
 
 
 def fold(text: Any) -> Any:
