@@ -68,3 +68,25 @@ def generate(
             text = tokenizer.decode(kept, skip_special_tokens=True)
             out.append(Generation(text, end is not None, len(kept) + (end is not None)))
     return out
+
+
+def option_logprobs(model: Any, tokenizer: Any, prompt: str, options: list[str]) -> list[float]:
+    """Per option, the log-probability of its tokens as the assistant's answer to `prompt`
+    (summed: multiple-choice items are scored without generating anything)."""
+    import torch
+
+    context = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    start = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    rows = [tokenizer(context + o, add_special_tokens=False)["input_ids"] for o in options]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids(tokenizer)[0]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+    # token t is predicted at position t - 1; an option's tokens are rows[i][start:]
+    return [float(logp[i, start - 1 : len(r) - 1].sum()) for i, r in enumerate(rows)]
