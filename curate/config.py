@@ -11,11 +11,13 @@ import glob
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curate.errors import ConfigError, Problem
+
+M = TypeVar("M", bound=BaseModel)
 
 FORMATS = ("auto", "chat", "sharegpt", "alpaca", "prompt_completion", "text", "preference")
 ROLES = ("task", "general", "replay", "safety", "hard_negative", "mined")
@@ -241,6 +243,16 @@ def read_toml(path: Path, hint: str = "give the path of a TOML file") -> dict[st
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem("config", f"not valid TOML: {exc}", file=shown)]) from exc
+
+
+def read_model(path: Path, model: type[M], hint: str) -> M:
+    """A TOML file validated as `model`, or a ConfigError naming every key pydantic refused
+    (as the user wrote it) and the file."""
+    raw = read_toml(path, hint)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(pydantic_problems(exc, raw, str(path)), str(path)) from exc
 
 
 def pydantic_problems(exc: ValidationError, raw: dict[str, Any], file: str | None) -> list[Problem]:

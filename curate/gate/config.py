@@ -55,9 +55,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from curate.config import ConfigError, Problem, _Model, pydantic_problems, read_toml
+from curate.config import ConfigError, Problem, _Model, read_model
 
 SET_SUFFIXES = (".jsonl", ".csv")
 
@@ -129,12 +129,8 @@ def load_gate_config(path: Path) -> tuple[GateConfig, Path]:
     """The config and the folder its paths are relative to; every problem (unknown keys,
     values out of range, eval sets or schemas that cannot be read, a bad regex) named at
     once with its key, as a ConfigError (exit 2)."""
-    raw = read_toml(path, "give the path of a gate.toml")
+    config = read_model(path, GateConfig, "give the path of a gate.toml")
     shown = str(path)
-    try:
-        config = GateConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(pydantic_problems(exc, raw, shown), shown) from exc
     base = path.resolve().parent
     problems = [*_missing_sets(config, base, shown), *_bad_values(config, base, shown)]
     if problems:

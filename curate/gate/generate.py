@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from curate.train.merge import left_padded
+
 # end-of-turn tokens of common chat templates, besides the tokenizer's eos
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
@@ -40,34 +42,36 @@ def generate(
 
     torch.manual_seed(seed)
     stops = stop_ids(tokenizer)
-    tokenizer.padding_side = "left"  # generation continues from the right end
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     out: list[Generation] = []
     model.eval()
     for start in range(0, len(prompts), batch_size):
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts[start : start + batch_size]
-        ]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = batch.to(model.device)
+        rows = [_chat_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
+        ids, mask = left_padded(rows, pad)
         with torch.no_grad():
             made = model.generate(
-                **batch,
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=stops,
                 pad_token_id=pad,
                 use_cache=True,
             )
-        for row in made[:, batch["input_ids"].shape[1] :].tolist():
+        for row in made[:, ids.shape[1] :].tolist():
             end = next((i for i, t in enumerate(row) if t in stops), None)
             kept = row if end is None else row[:end]
             text = tokenizer.decode(kept, skip_special_tokens=True)
             out.append(Generation(text, end is not None, len(kept) + (end is not None)))
     return out
+
+
+def _chat_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """`prompt` as a user turn through the chat template, ready for the answer."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def option_logprobs(model: Any, tokenizer: Any, prompt: str, options: list[str]) -> list[float]:
@@ -78,7 +82,7 @@ def option_logprobs(model: Any, tokenizer: Any, prompt: str, options: list[str])
     context = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )
-    start = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    start = len(_chat_ids(tokenizer, prompt))
     rows = [tokenizer(context + o, add_special_tokens=False)["input_ids"] for o in options]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids(tokenizer)[0]
     width = max(len(r) for r in rows)

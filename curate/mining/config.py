@@ -37,7 +37,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from curate.config import (
     ConfigError,
@@ -45,8 +45,7 @@ from curate.config import (
     EvalSection,
     Problem,
     _Model,
-    pydantic_problems,
-    read_toml,
+    read_model,
 )
 from curate.errors import UserError
 from curate.mining.rules import RULES, RuleSettings
@@ -89,12 +88,8 @@ def load_mine_config(path: Path | None) -> tuple[MineConfig, RuleSettings, dict[
     read), and what of it identifies a mining run (the files' contents included)."""
     if path is None:
         return MineConfig(), RuleSettings(), {}
-    raw = read_toml(path, "give the path of a mine.toml")
+    config = read_model(path, MineConfig, "give the path of a mine.toml")
     shown = str(path)
-    try:
-        config = MineConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(pydantic_problems(exc, raw, shown), shown) from exc
     base = path.resolve().parent
     rules = config.rules
     problems = [
