@@ -47,10 +47,11 @@ def slim(paths: list[Path]) -> pl.DataFrame:
     return pl.concat(frames).with_row_index("at")
 
 
-def _text(rows: pl.LazyFrame | pl.DataFrame) -> Any:
-    """A failure's user turns, turns (JSON text) and first answer (TEXT)."""
+def _text(rows: pl.LazyFrame | pl.DataFrame, *keep: str) -> Any:
+    """A failure's user turns, turns (JSON text) and first answer (TEXT), after `keep`."""
     turns = pl.col("messages").list.eval(pl.element().struct.json_encode()).list.join(",")
     return rows.select(
+        *keep,
         "prompt",
         ("[" + turns + "]").alias("messages"),
         pl.col("responses").list.first().alias("response"),
@@ -58,16 +59,11 @@ def _text(rows: pl.LazyFrame | pl.DataFrame) -> Any:
 
 
 def fetch(paths: list[Path], at: pl.Series, columns: list[str] | None = None) -> pl.DataFrame:
-    """The TEXT `columns` (all by default) of the failures at positions `at`, with `at`."""
-    found = (
-        pl.scan_parquet([str(p) for p in paths])
-        .with_row_index("at")
-        .filter(pl.col("at").is_in(at.implode()))
-        .select("at", "prompt", "messages", "responses")
-        .collect()
-    )
-    text = _text(found)
-    return pl.concat([found.select("at"), text.select(columns or list(TEXT))], how="horizontal")
+    """The TEXT `columns` (all by default) of the failures at positions `at`, with `at`:
+    one lazy query, so a column not asked for is neither read nor made."""
+    scan = pl.scan_parquet([str(p) for p in paths]).with_row_index("at")
+    found = _text(scan.filter(pl.col("at").is_in(at.implode())), "at")
+    return found.select("at", *(columns or list(TEXT))).collect()
 
 
 def put_ordered(
