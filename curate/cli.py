@@ -696,6 +696,8 @@ def inspect(
         console.print()
 
 
+import curate.cli_gate  # noqa: E402, F401 - registers `curate gate` on the app above
+
 # ---------------------------------------------------------------------------------------
 # entry point
 

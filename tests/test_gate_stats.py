@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -18,12 +16,14 @@ def test_mcnemar_counts_only_the_items_the_models_disagree_on():
     # exact two-sided: 2 * P(X <= 1), X ~ Binomial(10, 1/2) = 2 * 11 / 1024
     assert r.p_value == pytest.approx(22 / 1024)
     assert (r.n, r.baseline, r.candidate, r.diff) == (20, 0.45, 0.85, 0.4)
-    # Wald: sqrt(10 - 8**2 / 20) / 20 = sqrt(6.8) / 20, times z(0.975) = 1.959964
-    half = 1.959964 * math.sqrt(6.8) / 20
+    # the interval: Clopper-Pearson of 9 won of 10 discordant (0.5550, 0.9975 in the
+    # tables), each end t mapped to 10/20 * (2t - 1); its ends are where a binomial tail is 2.5%
     assert (r.low, r.high) == (
-        pytest.approx(0.4 - half, abs=1e-6),
-        pytest.approx(0.4 + half, abs=1e-6),
+        pytest.approx(0.5 * (2 * 0.55498 - 1), abs=1e-5),
+        pytest.approx(0.5 * (2 * 0.975 ** (1 / 10) - 1), abs=1e-6),
     )
+    low = (r.low / 0.5 + 1) / 2  # P(X >= 9 | 10, low) = 0.025
+    assert 10 * low**9 * (1 - low) + low**10 == pytest.approx(0.025, abs=1e-9)
     assert not r.worse_than() and r.decidable
 
 
@@ -38,6 +38,22 @@ def test_a_regression_is_significant_only_beyond_noise():
     r = mcnemar(base, broken)
     assert r.p_value == pytest.approx(2 / 4096) and r.worse_than()
     assert r.high < 0 and r.diff == pytest.approx(-0.3)
+
+
+def test_the_interval_agrees_with_the_exact_test():
+    # 3 lost, none won: p = 2 / 8 = 0.25, not significant, so the interval reaches above 0
+    base = np.ones(10, dtype=bool)
+    cand = base.copy()
+    cand[:3] = False
+    r = mcnemar(base, cand)
+    assert r.p_value == pytest.approx(0.25) and r.low < 0 < r.high and not r.worse_than()
+    # 6 lost of 6: p = 2 / 64 < 0.05, significant, the interval below 0
+    cand[:6] = False
+    r = mcnemar(base, cand)
+    assert r.p_value == pytest.approx(2 / 64) and r.high < 0 and r.worse_than()
+    # nothing discordant: nothing to tell
+    same = mcnemar(base, base)
+    assert (same.low, same.high, same.p_value) == (0.0, 0.0, 1.0)
 
 
 def test_too_few_items_cannot_decide():

@@ -44,11 +44,11 @@ def read_eval_table(path: Path) -> pa.Table:
     try:
         if name.endswith((".jsonl", ".ndjson")):
             rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
-            return pa.Table.from_pylist([_flat(r) for r in rows])
+            return _string_table([_flat(r) for r in rows])
         if name.endswith(".json"):
             data = json.loads(raw.decode("utf-8"))
             rows = data.get("data", data) if isinstance(data, dict) else data
-            return pa.Table.from_pylist([_flat(r) for r in rows])
+            return _string_table([_flat(r) for r in rows])
         if name.endswith(".parquet"):
             import pyarrow.parquet as pq
 
@@ -60,6 +60,13 @@ def read_eval_table(path: Path) -> pa.Table:
     except (ValueError, pa.ArrowInvalid) as exc:
         raise UserError(f"eval set {path}: cannot be read: {exc}") from exc
     raise UserError(f"eval set {path}: use .jsonl, .json, .parquet or .csv (optionally .gz)")
+
+
+def _string_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of strings as a table with every key any row has (Arrow would take the first
+    row's keys only, and silently drop a field the first item lacks)."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return pa.Table.from_pylist(rows, schema=pa.schema([(n, pa.string()) for n in names]))
 
 
 def _flat(row: Any) -> dict[str, Any]:

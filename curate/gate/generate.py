@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from curate.train.merge import left_padded
-
-# end-of-turn tokens of common chat templates, besides the tokenizer's eos
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+from curate.train.serving import stop_ids
 
 
 @dataclass(frozen=True)
@@ -18,15 +16,6 @@ class Generation:
     text: str
     stopped: bool  # an end-of-turn token came before max_new_tokens
     tokens: int  # generated, the end-of-turn token included
-
-
-def stop_ids(tokenizer: Any) -> list[int]:
-    """The ids that end a turn: eos and the template's end-of-turn tokens in the vocab."""
-    vocab = tokenizer.get_vocab()
-    found = {vocab[t] for t in END_OF_TURN if t in vocab}
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return sorted(found)
 
 
 def generate(

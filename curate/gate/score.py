@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -40,7 +41,7 @@ def extract(pattern: re.Pattern[str] | None, text: str | None) -> str | None:
 
 
 def exact_match(
-    outputs: list[str | None], references: list[str], pattern: str | None = None
+    outputs: Sequence[str | None], references: Sequence[str], pattern: str | None = None
 ) -> np.ndarray:
     """Per item, whether the output's answer equals the reference's after `normalize`; an
     output the pattern does not match scores 0, a reference it does not match is the
@@ -53,6 +54,6 @@ def exact_match(
     return out
 
 
-def refused(answers: list[str | None], phrases: tuple[str, ...] = REFUSALS) -> np.ndarray:
+def refused(answers: Sequence[str | None], phrases: tuple[str, ...] = REFUSALS) -> np.ndarray:
     """Per answer, whether it refuses (the phrase rule; the judge may replace it)."""
     return refused_by_phrases(pl.Series(answers, dtype=pl.String), phrases)

@@ -5,6 +5,7 @@ can be repeated on the same items and checked against a training manifest for le
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class Items:
     prompts: list[str]
     references: list[str | None]
     rows_taken: list[int] = field(default_factory=list)  # their row numbers in the file
+    extra: list[dict[str, Any]] = field(default_factory=list)  # `fields` asked, per item
 
 
 def load_items(
@@ -35,9 +37,12 @@ def load_items(
     where: dict[str, str] | None = None,
     limit: int | None = None,
     seed: int = 0,
+    fields: tuple[str, ...] = (),
 ) -> Items:
     """The items of `path` for `suite`: rows matching `where` (column = value), at most
-    `limit` of them (a seeded sample, kept in file order), with a prompt that is not empty."""
+    `limit` of them (a seeded sample, kept in file order), with a prompt that is not empty.
+    `fields` (e.g. a probe's `checks`, `options`, `answer`) come back per item in `extra`,
+    JSON lists and objects parsed (the reader keeps them as JSON text)."""
     table = read_eval_table(path)
     wanted = [prompt_field, *([reference_field] if reference_field else []), *(where or {})]
     missing = [f for f in wanted if f not in table.column_names]
@@ -57,6 +62,9 @@ def load_items(
         rng = np.random.default_rng([seed, _stable(suite)])
         rows = np.sort(rng.choice(rows, size=limit, replace=False))
     references = _strings(table, reference_field) if reference_field else [None] * table.num_rows
+    present = [f for f in fields if f in table.column_names]
+    columns = {f: _strings(table, f) for f in present}
+    extra = [{f: _parsed(columns[f][i]) for f in present} for i in rows]
     return Items(
         suite,
         str(path),
@@ -65,7 +73,17 @@ def load_items(
         [str(prompts[i]) for i in rows],
         [references[i] for i in rows],
         rows.tolist(),
+        extra,
     )
+
+
+def _parsed(value: str | None) -> Any:
+    if value is not None and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _strings(table: Any, column: str) -> list[str | None]:

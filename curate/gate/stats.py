@@ -38,7 +38,10 @@ class Paired:
 
 def mcnemar(baseline: np.ndarray, candidate: np.ndarray, confidence: float = 0.95) -> Paired:
     """Pass/fail items: the exact two-sided McNemar test (a binomial test on the items only
-    one model passed) and a Wald interval for the difference of paired proportions."""
+    one model passed) and the matching exact interval for the difference: Clopper-Pearson
+    on the share of those items the candidate won, scaled by their share of all items. The
+    interval excludes 0 exactly when the test is significant (a Wald interval does not:
+    with 3 items lost and none won it calls a p = 0.25 difference real)."""
     base, cand = _paired(baseline, candidate, bool)
     n = len(base)
     lost = int(np.sum(base & ~cand))  # items the baseline passed and the candidate failed
@@ -48,15 +51,15 @@ def mcnemar(baseline: np.ndarray, candidate: np.ndarray, confidence: float = 0.9
         1.0, 2 * sum(math.comb(discordant, k) for k in range(min(lost, won) + 1)) / 2**discordant
     )
     diff = (won - lost) / n if n else 0.0
-    spread = math.sqrt(max(discordant - (won - lost) ** 2 / n, 0.0)) / n if n else 0.0
-    z = _z(confidence)
+    low_won, high_won = clopper_pearson(won, discordant, confidence)
+    scale = discordant / n if n else 0.0
     return Paired(
         n,
         float(base.mean()) if n else 0.0,
         float(cand.mean()) if n else 0.0,
         diff,
-        diff - z * spread,
-        diff + z * spread,
+        scale * (2 * low_won - 1),
+        scale * (2 * high_won - 1),
         confidence,
         "mcnemar-exact",
         p_value=p,
@@ -92,6 +95,19 @@ def bootstrap(
     )
 
 
+def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """The exact interval of a binomial proportion from k of n (both ends 0.5 when n = 0:
+    no discordant items say nothing either way)."""
+    if n == 0:
+        return 0.5, 0.5
+    from scipy.stats import beta
+
+    tail = (1 - confidence) / 2
+    low = float(beta.ppf(tail, k, n - k + 1)) if k > 0 else 0.0
+    high = float(beta.ppf(1 - tail, k + 1, n - k)) if k < n else 1.0
+    return low, high
+
+
 def min_items(confidence: float) -> int:
     """The fewest items on which a difference can be significant at `confidence`: with n
     items all won by one model, McNemar's p is 2 · 0.5^n."""
@@ -106,9 +122,3 @@ def _paired(
     if base.shape != cand.shape or base.ndim != 1:
         raise ValueError(f"paired scores differ in shape: {base.shape} vs {cand.shape}")
     return base, cand
-
-
-def _z(confidence: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)

@@ -24,6 +24,7 @@ from curate.fsio import claim_output_dir, write_bytes
 from curate.manifests.store import Store
 from curate.train.config import TrainConfig
 from curate.train.data import Examples, build_packs, collate, read_examples
+from curate.train.serving import handoff
 
 
 @dataclass
@@ -48,6 +49,8 @@ RUN_FILES = [
     "packing.json",
     "summary.json",
     "release.yaml",
+    "chat_template.jinja",
+    "gate.json",
 ]
 
 
@@ -521,6 +524,8 @@ def write_release(
             f"--base {base.name} --store {store.root}"
         ),
         "settings": cfg.model_dump(),
+        "serving": handoff(run_dir, base.name, base.folder, base.tokenizer, cfg.r),
     }
+    write_bytes(run_dir / "chat_template.jinja", base.template.encode("utf-8"))
     write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
     write_bytes(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode("utf-8"))

@@ -1,0 +1,84 @@
+"""`curate gate`: parse, call the gate, render its decision (exit 0 pass, 1 fail, 2 bad input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from curate.cli import JsonOpt, StoreOpt, _store, app
+from curate.terminal import make_console, print_json
+
+
+@app.command()
+def gate(
+    ref: Annotated[
+        str, typer.Argument(help="Run (folder, id or prefix), or a base model to measure alone")
+    ],
+    baseline: Annotated[
+        str,
+        typer.Option("--baseline", help="'base' (the run's base model), another run, or 'none'"),
+    ] = "base",
+    config: Annotated[
+        Path, typer.Option("--config", help="gate.toml (suites, eval sets, thresholds)")
+    ] = Path("gate.toml"),
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the JSON report here")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide whether a fine-tune may ship: task, regression, forgetting, safety, format,
+    stop behaviour and a pairwise judge, each paired against the baseline."""
+    from curate import api
+    from curate.gate.run import gate as run_gate
+
+    result = run_gate(
+        ref,
+        api.store_for(_store(store)),
+        config,
+        None if baseline == "none" else baseline,
+        report,
+    )
+    if as_json:
+        print_json(result)
+    else:
+        _render(result)
+    if result["decision"] == "fail":
+        raise typer.Exit(1)
+
+
+def _render(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = make_console()
+    table = Table("suite", "verdict", "candidate", "baseline", "difference [interval]", "items")
+    for name, suite in result["suites"].items():
+        parts = {k: v for k, v in suite.items() if isinstance(v, dict) and "items" in v}
+        rows = parts.items() if parts else [(name, suite)]
+        for part, figures in rows:
+            label = name if part == name else f"{name}.{part}"
+            verdict = {True: "pass", False: "FAIL", None: "-"}[suite["passed"]]
+            table.add_row(label, verdict, *_figures(figures))
+    console.print(table)
+    for line in result["why"]:
+        console.print(f"  - {line}")
+    who = result["candidate"]["run"] or result["candidate"]["base"]
+    console.print(f"gate: {result['decision']} · {who} · {result['seconds']} s")
+
+
+def _figures(f: dict[str, Any]) -> list[str]:
+    if "win_rate" in f:  # the judge
+        low, high = f["interval"]
+        return [f"win {f['win_rate']:.1%}", "", f"[{low:.1%}, {high:.1%}]", str(f["items"])]
+    cand = f"{f['candidate']:.1%}"
+    if "baseline" not in f:
+        return [cand, "", "", str(f["items"])]
+    low, high = f["interval"]
+    return [
+        cand,
+        f"{f['baseline']:.1%}",
+        f"{f['diff']:+.1%} [{low:+.1%}, {high:+.1%}]",
+        str(f["items"]),
+    ]
