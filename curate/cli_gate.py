@@ -82,3 +82,26 @@ def _figures(f: dict[str, Any]) -> list[str]:
         f"{f['diff']:+.1%} [{low:+.1%}, {high:+.1%}]",
         str(f["items"]),
     ]
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Model folder, .gguf file or hub id")],
+    name: Annotated[str, typer.Option("--name", help="The model name requests use")] = "judge",
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free)")] = 8000,
+    store: StoreOpt = None,
+) -> None:
+    """Serve a local model as an OpenAI-compatible chat endpoint on 127.0.0.1 (a judge for
+    `curate gate`). Requests need the token from $CURATE_SERVE_TOKEN, else the one printed."""
+    import os
+    import secrets
+
+    from curate import api
+    from curate.gate.serve import serve as run_server
+    from curate.train.model import resolve_base
+
+    token = os.environ.get("CURATE_SERVE_TOKEN") or secrets.token_urlsafe(24)
+    if "CURATE_SERVE_TOKEN" not in os.environ:
+        print(f"token: {token}  (send it as 'Authorization: Bearer ...')", flush=True)
+    folder = resolve_base(model, api.store_for(_store(store)).root / "cache")
+    run_server(folder, name, port, token)
