@@ -226,6 +226,67 @@ def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol, cli, 
     # the model learned the format: none of the base's answers have it, most now do
     assert format_rate(smol, HELD_OUT) == 0.0
     assert format_rate(Path(report["merged"]), HELD_OUT) >= 0.8
+    # the serving hand-off: the template trained with, its stop tokens, vLLM commands
+    serving = packet["serving"]
+    assert Path(serving["chat_template"]).read_text() == AutoTokenizer(smol).chat_template
+    assert "<|im_end|>" in serving["stop"]
+    assert f"--lora-modules curate-{folder.name}={folder / 'adapter'}" in serving["vllm_adapter"]
+    assert "--max-lora-rank 16" in serving["vllm_adapter"]
+    gate_the_run(tmp_path, folder, b.rows, cli)
+
+
+def AutoTokenizer(folder: Path):  # noqa: N802 - the transformers call, shortened
+    from transformers import AutoTokenizer as Auto
+
+    return Auto.from_pretrained(str(folder))
+
+
+def gate_the_run(tmp_path: Path, folder: Path, built_rows: list[dict], cli) -> None:
+    """`curate gate` end to end on the trained run against its base: the planted format is a
+    significant gain on held-out items and the answers stop; an eval set holding training
+    rows fails the gate however well the run scores on it."""
+    import yaml
+
+    held = [{"prompt": q, "reference": f"COLOR<{COLORS[q.split()[3]]}>END"} for q in HELD_OUT]
+    write_jsonl(tmp_path / "evals" / "task.jsonl", held)
+    leaked = [
+        {"prompt": r["messages"][0]["content"], "reference": r["messages"][1]["content"]}
+        for r in format_rows(240)[:10]
+    ]
+    write_jsonl(tmp_path / "evals" / "leaked.jsonl", leaked)
+    toml = """[generation]
+max_new_tokens = 16
+[target]
+path = "evals/{}.jsonl"
+extract = 'COLOR<([a-z]+)>END'
+min_gain = 0.3
+[stop]
+min_rate = 0.8
+"""
+    (tmp_path / "gate.toml").write_text(toml.format("task"))
+    gated = cli("gate", str(folder), "--config", str(tmp_path / "gate.toml"), "--json")
+    assert gated.code == 0, gated.err
+    report = gated.json()
+    assert report["decision"] == "pass" and report["contamination"]["leaked"] == {}
+    target = report["suites"]["target"]
+    assert target["baseline"] == 0.0 and target["candidate"] >= 0.8 and target["interval"][0] > 0
+    assert report["suites"]["stop"]["candidate"] >= 0.8
+    packet = yaml.safe_load((folder / "release.yaml").read_text())
+    assert packet["gate"]["decision"] == "pass"
+    assert packet["eval_report"]["target"]["candidate"] == target["candidate"]
+    (tmp_path / "leaky.toml").write_text(toml.format("leaked"))
+    gated = cli("gate", str(folder), "--config", str(tmp_path / "leaky.toml"), "--json")
+    assert gated.code == 1
+    report = gated.json()
+    trained = {  # the leaked items the build put in the train split (not validation)
+        r["messages"][0]["content"] for r in built_rows if r["split"] == "train"
+    } & {x["prompt"] for x in leaked}
+    assert report["decision"] == "fail" and report["suites"]["target"]["passed"] is True
+    assert report["why"] == [
+        f"eval set target: {len(trained)} items leaked into the training data of manifest "
+        f"{report['contamination']['manifest'][:12]}"
+    ]
+    assert len(trained) >= 7
 
 
 @pytest.mark.slow
