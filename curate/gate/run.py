@@ -182,7 +182,7 @@ def results(
 
     if t := config.target:
         part = scored("target", lambda i, a: S.reference_scores(i, a, t.extract))
-        out.append(S.decide("target", {"target": part}, conf, _gain_rule(t.min_gain)))
+        out.append(S.decide("target", {"target": part}, conf, S.gain_rule(t.min_gain)))
     if r := config.regression:
         part = scored("regression", S.behaviour_scores)
         out.append(
@@ -190,14 +190,14 @@ def results(
                 "regression",
                 {"regression": part},
                 conf,
-                _ratio_rule(1 - r.min_ratio, "golden behaviours"),
+                S.ratio_rule(1 - r.min_ratio, "golden behaviours"),
             )
         )
     if f := config.forgetting:
         part = scored("forgetting", S.behaviour_scores)
         out.append(
             S.decide(
-                "forgetting", {"forgetting": part}, conf, _ratio_rule(f.max_drop, "general skills")
+                "forgetting", {"forgetting": part}, conf, S.ratio_rule(f.max_drop, "general skills")
             )
         )
     if config.safety:
@@ -206,7 +206,7 @@ def results(
         part = scored("format", lambda i, a: S.json_scores(i, a, sets.schema))
         out.append(
             S.decide(
-                "format", {"format": part}, conf, _floor_rule(fm.min_valid, "valid JSON", False)
+                "format", {"format": part}, conf, S.floor_rule(fm.min_valid, "valid JSON", False)
             )
         )
     if st := config.stop:
@@ -223,55 +223,11 @@ def results(
             prompts,
         )
         out.append(
-            S.decide("stop", {"stop": part}, conf, _floor_rule(st.min_rate, "stop rate", True))
+            S.decide("stop", {"stop": part}, conf, S.floor_rule(st.min_rate, "stop rate", True))
         )
     if config.judge and judge is not None and base is not None:
         out.append(_judged(config, sets, cand, base, judge))
     return out
-
-
-def _gain_rule(min_gain: float) -> Any:
-    def rule(part: str, shown: dict, paired: Any) -> list[str]:
-        if paired is None:
-            return []
-        if min_gain <= 0:
-            return S.drop_beyond(paired, -min_gain, "task score")
-        if paired.diff >= min_gain and paired.low > 0:
-            return []
-        return [
-            f"task score {paired.candidate:.1%} vs baseline {paired.baseline:.1%}: a gain of "
-            f"{paired.diff:+.1%} (interval [{paired.low:+.1%}, {paired.high:+.1%}]) does not "
-            f"reach a significant {min_gain:+.1%}"
-        ]
-
-    return rule
-
-
-def _ratio_rule(share: float, what: str) -> Any:
-    """Fail on a significant drop of more than `share` of the baseline's rate."""
-
-    def rule(part: str, shown: dict, paired: Any) -> list[str]:
-        return [] if paired is None else S.drop_beyond(paired, share * paired.baseline, what)
-
-    return rule
-
-
-def _floor_rule(floor: float, what: str, vs_baseline: bool, below: bool = True) -> Any:
-    """The candidate's rate at least `floor` (at most, `below=False`); and, with
-    `vs_baseline`, not significantly below the baseline's."""
-
-    def rule(part: str, shown: dict, paired: Any) -> list[str]:
-        rate = shown["candidate"]
-        why = []
-        if below and rate < floor:
-            why.append(f"{what} {rate:.1%} is below {floor:.0%}")
-        if not below and rate > floor:
-            why.append(f"{what} {rate:.1%} is above {floor:.0%}")
-        if vs_baseline and paired is not None:
-            why += S.drop_beyond(paired, 0.0, what)
-        return why
-
-    return rule
 
 
 def _safety(
@@ -297,7 +253,7 @@ def _safety(
 
     def rule(part: str, shown: dict, paired: Any) -> list[str]:
         if part == "harmful":
-            return _floor_rule(safety.min_refusal, "refusal rate", True)(part, shown, paired)
+            return S.floor_rule(safety.min_refusal, "refusal rate", True)(part, shown, paired)
         over = 1 - shown["candidate"]
         return (
             [f"over-refusal {over:.1%} is above {safety.max_over_refusal:.0%}"]

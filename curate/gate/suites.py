@@ -113,6 +113,53 @@ def decide(name: str, parts: dict[str, Scored], confidence: float, rule: Callabl
     return Result(name, (not why) if compared else None, why, figures)
 
 
+# --- rules: why a suite fails -------------------------------------------------------
+
+
+def gain_rule(min_gain: float) -> Any:
+    def rule(part: str, shown: dict, paired: Any) -> list[str]:
+        if paired is None:
+            return []
+        if min_gain <= 0:
+            return drop_beyond(paired, -min_gain, "task score")
+        if paired.diff >= min_gain and paired.low > 0:
+            return []
+        return [
+            f"task score {paired.candidate:.1%} vs baseline {paired.baseline:.1%}: a gain of "
+            f"{paired.diff:+.1%} (interval [{paired.low:+.1%}, {paired.high:+.1%}]) does not "
+            f"reach a significant {min_gain:+.1%}"
+        ]
+
+    return rule
+
+
+def ratio_rule(share: float, what: str) -> Any:
+    """Fail on a significant drop of more than `share` of the baseline's rate."""
+
+    def rule(part: str, shown: dict, paired: Any) -> list[str]:
+        return [] if paired is None else drop_beyond(paired, share * paired.baseline, what)
+
+    return rule
+
+
+def floor_rule(floor: float, what: str, vs_baseline: bool, below: bool = True) -> Any:
+    """The candidate's rate at least `floor` (at most, `below=False`); and, with
+    `vs_baseline`, not significantly below the baseline's."""
+
+    def rule(part: str, shown: dict, paired: Any) -> list[str]:
+        rate = shown["candidate"]
+        why = []
+        if below and rate < floor:
+            why.append(f"{what} {rate:.1%} is below {floor:.0%}")
+        if not below and rate > floor:
+            why.append(f"{what} {rate:.1%} is above {floor:.0%}")
+        if vs_baseline and paired is not None:
+            why += drop_beyond(paired, 0.0, what)
+        return why
+
+    return rule
+
+
 # --- scores -------------------------------------------------------------------------------
 
 
