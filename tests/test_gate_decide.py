@@ -250,3 +250,14 @@ def test_the_report_goes_into_the_run_folder_and_its_release_packet(tmp_path):
     assert packet["eval_report"]["target"]["passed"] is False
     assert "lost" not in packet["eval_report"]["target"]
     assert packet["safety_report"] == "not run (no [safety] in gate.toml)"
+
+
+def test_bad_gate_input_exits_2_naming_the_problem(tmp_path, cli):
+    missing = cli("gate", "some-run", "--config", str(tmp_path / "gate.toml"))
+    assert missing.code == 2 and "gate.toml" in missing.err
+    (tmp_path / "gate.toml").write_text('[target]\npath = "nowhere.jsonl"\n[stop]\nmin_rate = 2\n')
+    bad = cli("gate", "some-run", "--config", str(tmp_path / "gate.toml"))
+    assert bad.code == 2 and "stop.min_rate: Input should be less than or equal to 1" in bad.err
+    (tmp_path / "gate.toml").write_text('[target]\npath = "nowhere.jsonl"\n')
+    bad = cli("gate", "some-run", "--config", str(tmp_path / "gate.toml"))
+    assert bad.code == 2 and "target.path: file not found" in bad.err
