@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,7 @@ def gate(
         config,
         None if baseline == "none" else baseline,
         report,
+        say=lambda line: print(f"gate: {line}", file=sys.stderr, flush=True),
     )
     if as_json:
         print_json(result)

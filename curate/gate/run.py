@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -307,16 +308,22 @@ def gate(
     config_path: Path,
     baseline: str | None = "base",
     report: Path | None = None,
+    say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Gate `ref` (a run, or a base model alone) against `baseline` ("base": the run's
     base model; a run; None: figures only). Returns the report, written to the run's
-    gate.json and release.yaml (and to `report` when given)."""
+    gate.json and release.yaml (and to `report` when given); `say` hears each phase."""
     started = time.perf_counter()
     config, base_dir = load_gate_config(config_path)
     sets = load_sets(config, base_dir)
     run = run_folder(ref, store)
     candidate = run_subject(run) if run is not None else model_subject(ref, store)
     other = _baseline(baseline, run, candidate, store)
+    items = sum(len(i.prompts) for i in sets.by_part.values())
+    say(
+        f"{items} eval items in {len(sets.by_part)} sets"
+        + (", checked against the training data" if run else "")
+    )
     leaked = leaks(sets, run, store)
     judge = (
         Judge(
@@ -330,7 +337,11 @@ def gate(
     )
     g = config.generation
     asked = plan(sets)
+    work = f"{len(asked.prompts)} prompts (up to {g.max_new_tokens} new tokens), {len(asked.choices)} multiple-choice items"
+    say(f"asking the candidate {work}")
     cand = answer(candidate, asked, g.max_new_tokens, g.batch_size, g.seed)
+    if other is not None:
+        say(f"asking the baseline ({other.describe()['run'] or other.base}) the same")
     base = None if other is None else answer(other, asked, g.max_new_tokens, g.batch_size, g.seed)
     decided = results(config, sets, cand, base, judge)
     return _report(
