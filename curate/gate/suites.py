@@ -103,11 +103,12 @@ def decide(name: str, parts: dict[str, Scored], confidence: float, rule: Callabl
     for part, scored in parts.items():
         shown, paired = scored.figures(confidence)
         figures[part] = shown
-        why += [f"{part}: {w}" if len(parts) > 1 else w for w in rule(part, shown, paired)]
+        found = rule(part, shown, paired)
         if paired is None:
             compared = False
         else:
-            why += too_few(paired, len(scored.candidate), confidence)
+            found += too_few(paired, len(scored.candidate), confidence)
+        why += [f"{part}: {w}" if len(parts) > 1 else w for w in found]
     if len(parts) == 1:
         figures = next(iter(figures.values()))
     return Result(name, (not why) if compared else None, why, figures)
