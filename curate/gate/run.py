@@ -130,6 +130,7 @@ def leaks(sets: Sets, run: Path | None, store: Store) -> dict[str, Any] | None:
     13-grams, half of an item's n-grams in one row); None for a base model."""
     if run is None:
         return None
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from curate.contamination.index import ContaminationStep, EvalSet
@@ -154,8 +155,6 @@ def leaks(sets: Sets, run: Path | None, store: Store) -> dict[str, Any] | None:
     examples: list[dict[str, Any]] = []
     for shard in manifest.shard_paths("train"):
         for batch in pq.ParquetFile(shard).iter_batches(columns=["messages", "chosen", "text"]):
-            import pyarrow as pa
-
             verdicts = step(pa.Table.from_batches([batch]))
             for detail in verdicts.detail.to_pylist():
                 d = json.loads(detail)
