@@ -402,6 +402,9 @@ def main() -> None:
                 table.append(
                     row(f"{arm} (seed {seed})", decided, tokens) | {"set": t, "train": trained}
                 )
+            if args.out:  # a run cut short keeps every arm it finished
+                args.out.write_text(json.dumps(table, indent=2))
+            show(table)
     show(table)
     if args.out:
         args.out.write_text(json.dumps(table, indent=2))
