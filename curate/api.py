@@ -35,8 +35,10 @@ def build(
     parent: str | None = None,
     progress: Progress | None = None,
     prescanned: dict[tuple[str, str | None], Any] | None = None,
+    report: bool = True,
 ) -> BuildResult:
-    """Build the mixture a config describes; returns the manifest id, manifest and run info."""
+    """Build the mixture a config describes; returns the manifest id, manifest and run info.
+    `report`: write the HTML report (a store object the manifest names)."""
     from curate.pipeline import run_build
 
     cfg = config if isinstance(config, MixtureConfig) else load_config(config)
@@ -51,6 +53,7 @@ def build(
         progress=progress,
         parent=parent_id,
         prescanned=prescanned,
+        report=report,
     )
 
 

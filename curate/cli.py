@@ -71,6 +71,9 @@ def build(
     parent: Annotated[
         str | None, typer.Option(help="Manifest this build derives from (recorded as `parent`).")
     ] = None,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Skip the HTML report (`curate report` shows it).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read, validate, deduplicate, mix and split the sources of CONFIG; print the manifest id."""
@@ -81,7 +84,7 @@ def build(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _build(config, store, engine, workers, strict, parent, as_json, collecting)
+        _build(config, store, engine, workers, strict, parent, as_json, collecting, not no_report)
     finally:
         gc.unfreeze()
         if collecting:
@@ -97,6 +100,7 @@ def _build(
     parent: str | None,
     as_json: bool,
     collecting: bool,
+    report: bool,
 ) -> None:
     from curate.config import load_config
     from curate.manifests.store import default_store
@@ -134,6 +138,7 @@ def _build(
             parent=parent,
             progress=progress,
             prescanned=prescanned,
+            report=report,
         )
     if as_json:
         data = result.manifest
@@ -274,12 +279,29 @@ def diff_cmd(
     rows: Annotated[
         int, typer.Option("--rows", min=0, help="Show up to N added and removed rows whole.")
     ] = 0,
+    html: Annotated[
+        bool, typer.Option("--html", help="Also write the two builds' reports side by side.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where --html writes (default: diff-A-B.html)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """What changed from build A to build B; exit 0 when they are the same build, 1 when not."""
     from curate import api
 
     report = api.diff(a, b, _store(store), rows)
+    if html:
+        from curate.report import write_report
+        from curate.report.compare import diff_report
+
+        page = diff_report(
+            api.open_manifest(a, _store(store)), api.open_manifest(b, _store(store)), report
+        )
+        target = out or Path(f"diff-{report['a'][:12]}-{report['b'][:12]}.html")
+        write_report(page.encode(), target, overwrite)
+        print(f"diff report {target}", file=sys.stderr)
     if as_json:
         print_json(report)
     else:
@@ -710,6 +732,8 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     if args[:2] in (["mine", "import"], ["mine", "report"]):  # `mine LOGS...` takes any path
         args = [f"mine-{args[1]}", *args[2:]]
+    if args[:2] == ["review", "serve"]:  # `review ID` takes any id or tag
+        args = ["review-serve", *args[2:]]
     try:
         code = app(args=args, prog_name="curate", standalone_mode=False)
         if isinstance(code, int) and code:  # a command's typer.Exit(code) comes back as a value
@@ -755,3 +779,4 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
+import curate.cli_report  # noqa: E402, F401 - registers `curate report`

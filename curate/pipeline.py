@@ -184,6 +184,7 @@ class Build:
     written: Written | None = None
     split_index: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    report: bool = True  # write the HTML report (an object the manifest names)
 
     @property
     def sources(self) -> list[str]:
@@ -205,6 +206,7 @@ def run_build(
     progress: Progress | None = None,
     parent: str | None = None,
     prescanned: dict[tuple[str, str | None], FileScan] | None = None,
+    report: bool = True,
 ) -> BuildResult:
     started = time.time()
     timings: dict[str, float] = {}
@@ -224,6 +226,7 @@ def run_build(
             config, store, eng, work, strict, prescanned or {}, target, steps, stages, parent
         )
         build.keeps = overrides.keeps if overrides is not None else {}
+        build.report = report
         for name, phase in PHASES:
             t0 = time.time()
             phase(build)
@@ -366,6 +369,17 @@ def assemble(build: Build) -> None:
     build.manifest = manifest
 
 
+def report(build: Build) -> None:
+    """The HTML report, from the manifest and the objects it names (already durable)."""
+    if not build.report:
+        return
+    from curate.manifests.manifest import Manifest
+    from curate.report.build import build_report
+
+    html = build_report(Manifest("", build.manifest, build.store)).encode()
+    build.manifest["report"] = {"object": build.store.put_bytes(html), "bytes": len(html)}
+
+
 PHASES = (
     ("plan", plan),
     ("ingest", ingest_phase),
@@ -373,6 +387,7 @@ PHASES = (
     ("stages", index_stages),  # mixture, split
     ("write", write),
     ("assemble", assemble),
+    ("report", report),
 )
 
 

@@ -63,7 +63,7 @@ def inspect_manifest(
             f"manifest {manifest.id[:12]} was built without a [tokenizer]: it holds no tokens to "
             "inspect; add [tokenizer] to the config, or run `curate inspect CONFIG`"
         )
-    tokenizer = _tokenizer_for(manifest, entry, load_tokenizer_dir, trust_remote_code)
+    tokenizer = manifest_tokenizer(manifest, entry, load_tokenizer_dir, trust_remote_code)
     con = connect(manifest)
     try:
         rows = (
@@ -81,7 +81,7 @@ def inspect_manifest(
     return [_view(tokenizer, rec) for rec in rows]
 
 
-def _tokenizer_for(manifest: Any, entry: dict[str, Any], load: Any, trust: bool) -> Any:
+def manifest_tokenizer(manifest: Any, entry: dict[str, Any], load: Any, trust: bool) -> Any:
     """The manifest's tokenizer: the store's cached copy, else its path beside the config."""
     from curate.manifests.store import HEX64
 

@@ -49,7 +49,7 @@ def sample_rejections(
         out = []
         for rec in picked:
             detail = json.loads(rec["detail"]) if rec["detail"] else {}
-            twin = _find(con, detail["duplicate_of"]) if "duplicate_of" in detail else None
+            twin = find_row(con, detail["duplicate_of"]) if "duplicate_of" in detail else None
             if "eval_set" in detail:  # a leak: the eval item it was measured against
                 twin = {
                     "eval_set": detail["eval_set"],
@@ -73,7 +73,7 @@ def sample_rejections(
         con.close()
 
 
-def _find(con: Any, row_id: str) -> dict[str, Any] | None:
+def find_row(con: Any, row_id: str) -> dict[str, Any] | None:
     for view, where in (("rows", "kept"), ("ledger", "rejected")):
         found = (
             con.sql(f"SELECT * FROM {view} WHERE id = $id LIMIT 1", params={"id": row_id})

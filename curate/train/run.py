@@ -51,6 +51,7 @@ RUN_FILES = [
     "release.yaml",
     "chat_template.jinja",
     "gate.json",
+    "report.html",
 ]
 
 

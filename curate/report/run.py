@@ -1,0 +1,122 @@
+"""The report of a training run: loss curves, throughput, packing, and the gate's verdict
+when `curate gate` has judged the run. Read from the run folder's own files."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from curate.report import svg
+from curate.report.page import Raw, fact, page, table
+
+
+def run_report(folder: Path) -> str:
+    summary = json.loads((folder / "summary.json").read_text())
+    metrics = _metrics(folder / "metrics.jsonl")
+    gate_path = folder / "gate.json"
+    gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
+    sections = [
+        ("summary", "Summary", _summary(summary)),
+        ("loss", "Loss", _loss(metrics)),
+        ("throughput", "Throughput", _throughput(metrics, summary)),
+        ("packing", "Packing", _packing(summary.get("packing") or {})),
+        ("gate", "Gate", _gate(gate)),
+    ]
+    title = f"curate training run · {summary['run_id']}"
+    return page(title, f"manifest {summary['manifest']} · {summary.get('device', '?')}", sections)
+
+
+def _metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line torn by a kill: the rest still tells the story
+            continue
+    return out
+
+
+def _summary(s: dict[str, Any]) -> str:
+    keys = (
+        "steps", "tokens", "tokens_per_second", "seconds", "train_loss", "eval_loss_before",
+        "eval_loss_after", "peak_memory_gib", "quantized", "gradient_checkpointing", "device",
+    )  # fmt: skip
+    rows = [[k, Raw(fact(f"summary.{k}", s[k]))] for k in keys if k in s]
+    choices = [[k, v.get("value"), v.get("why")] for k, v in (s.get("choices") or {}).items()]
+    return table(["figure", "value"], rows) + (
+        "<h3>Choices</h3>" + table(["setting", "value", "why"], choices) if choices else ""
+    )
+
+
+def _loss(metrics: list[dict[str, Any]]) -> str:
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    if not train and not evals:
+        return "<p class=muted>No losses logged.</p>"
+    return svg.lines("loss per step", {"train": train, "validation": evals}, "loss")
+
+
+def _throughput(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """Tokens per second between logged steps, evaluation time taken out."""
+    points, last, evaluating = [], None, 0.0
+    for m in metrics:
+        if "eval_runtime" in m:
+            evaluating += float(m["eval_runtime"])
+        if "num_tokens" not in m or "loss" not in m:
+            continue
+        if last is not None:
+            spent = m["time"] - last["time"] - evaluating
+            if spent > 0:
+                points.append((m["step"], (m["num_tokens"] - last["num_tokens"]) / spent))
+        last, evaluating = m, 0.0
+    chart = svg.lines("tokens per second", {"tokens/s": points}, "tokens/s") if points else ""
+    return (
+        chart
+        + f"<p>over the run: {fact('summary.tokens_per_second', summary.get('tokens_per_second'))} tokens/s</p>"
+    )
+
+
+def _packing(p: dict[str, Any]) -> str:
+    if not p:
+        return ""
+    rows = [[k, Raw(fact(f"packing.{k}", v))] for k, v in p.items()]
+    return table(["packing", "value"], rows) + (
+        "<p class=muted>efficiency = real tokens / pack slots</p>"
+    )
+
+
+def _gate(gate: dict[str, Any] | None) -> str:
+    if gate is None:
+        return "<p class=muted>Not gated yet: <code>curate gate RUN</code>.</p>"
+    verdict = gate["decision"]
+    why = "".join(f"<li>{escape(w)}</li>" for w in gate["why"])
+    rows = []
+    for name, suite in gate["suites"].items():
+        parts = {k: v for k, v in suite.items() if isinstance(v, dict) and "items" in v}
+        for part, f in parts.items() if parts else [(name, suite)]:
+            label = name if part == name else f"{name}.{part}"
+            interval = f.get("interval") or [None, None]
+            figures = [f.get("candidate", f.get("win_rate")), f.get("baseline"), f.get("diff")]
+            rows.append(
+                [
+                    label,
+                    {True: "pass", False: "FAIL", None: "–"}[suite["passed"]],
+                    *figures,
+                    str(interval),
+                    f.get("items"),
+                ]
+            )
+    cls = "good" if verdict == "pass" else "bad"
+    return (
+        f'<p>decision: <span class={cls} data-fact="gate.decision">{escape(verdict)}</span></p>'
+        + (f"<ul>{why}</ul>" if why else "")
+        + table(
+            ["suite", "verdict", "candidate", "baseline", "difference", "interval", "items"],
+            rows,
+            {2, 3, 4, 6},
+        )
+    )
