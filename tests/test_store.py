@@ -84,7 +84,10 @@ def test_objects_are_made_durable_before_the_manifest_names_them(tmp_path, monke
     result = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
     assert [e for e, _ in events] == ["sync", "manifest"]
     manifest = curate.open_manifest(result.id, store=tmp_path / ".store")
-    assert events[0][1] == sorted(manifest.objects())
+    # the build's outputs in one sync; the report is written after them, fsynced by put_bytes
+    report = manifest.data["report"]["object"]
+    assert events[0][1] == sorted(o for o in manifest.objects() if o != report)
+    assert (tmp_path / ".store" / "objects" / report[:2] / report).stat().st_mode & 0o222 == 0
 
 
 def test_prescan_leaves_out_what_it_cannot_scan(tmp_path):

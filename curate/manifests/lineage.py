@@ -56,8 +56,10 @@ def inferred_parent(store: Store, manifest: dict[str, Any]) -> str | None:
     if latest is None:
         return None
     mid, data = latest
-    # compared as the bytes their ids hash (tuples and lists, ints and floats alike)
-    if canonical_json({**data, "parent": None}) == canonical_json({**manifest, "parent": None}):
+    # compared as the bytes their ids hash (tuples and lists, ints and floats alike); the
+    # report is made after this, from the rest (the parent included), so it is left out
+    same = {"parent": None, "report": None}
+    if canonical_json({**data, **same}) == canonical_json({**manifest, **same}):
         return data["parent"]  # the same build again: the same id
     return mid
 

@@ -31,10 +31,8 @@ from curate.report.page import (
 def build_report(manifest: Manifest) -> str:
     data, facts = manifest.data, gather(manifest)
     name = data["config"].get("build", {}).get("name", "build")
-    parent = data.get("parent")
-    subtitle = (
-        f"{name} · parent {parent[:12] if parent else 'none'} · curate {data['code']['curate']}"
-    )
+    # not the parent: a rebuild's report equals a fresh store's, as its rows and counts do
+    subtitle = f"{name} · {data['schema']} · curate {data['code']['curate']}"
     return page(
         f"curate build report · {name}", subtitle, [(a, h, f(data, facts)) for a, h, f in VIEWS]
     )
