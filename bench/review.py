@@ -30,35 +30,14 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from build import WORDS  # bench/ is on the path: scripts run as python bench/X.py
 
 CURATE = [sys.executable, "-m", "curate"]
 
 
 def make_source(path: Path, rows: int, distinct: int) -> None:
     rng = np.random.default_rng(0)
-    words = np.array(
-        [
-            "the",
-            "of",
-            "and",
-            "to",
-            "in",
-            "is",
-            "that",
-            "for",
-            "it",
-            "as",
-            "with",
-            "was",
-            "on",
-            "be",
-            "by",
-            "at",
-            "this",
-            "are",
-            "from",
-        ]
-    )
+    words = np.array(WORDS)  # bench/build.py's vocabulary
     texts = [" ".join(rng.choice(words, 12)) + f" item {i}" for i in range(distinct)]
     picks = np.concatenate([np.arange(distinct), rng.integers(0, distinct, rows - distinct)])
     with path.open("w") as fh:
