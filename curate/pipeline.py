@@ -371,13 +371,10 @@ def assemble(build: Build) -> None:
 
 def report(build: Build) -> None:
     """The HTML report, from the manifest and the objects it names (already durable)."""
-    if not build.report:
-        return
-    from curate.manifests.manifest import Manifest
-    from curate.report.build import build_report
+    if build.report:
+        from curate.report import stored_report
 
-    html = build_report(Manifest("", build.manifest, build.store)).encode()
-    build.manifest["report"] = {"object": build.store.put_bytes(html), "bytes": len(html)}
+        build.manifest["report"] = stored_report(build.manifest, build.store)
 
 
 PHASES = (

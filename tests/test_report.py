@@ -163,3 +163,48 @@ def test_review_app_needs_its_token_and_binds_loopback_only(planted):
         assert refused.value.code == 400 and not Path(folder / "d.jsonl").exists()
     finally:
         server.stop()
+
+
+def test_review_pages_walk_the_ledger_in_order_with_and_without_search(planted):
+    from curate import api
+    from curate.review.browse import Browser, Filters
+
+    folder, _, built = planted
+    browser = Browser(api.open_manifest(built.id, folder / ".store"))
+    try:
+        ruled = sorted((r["reason"], r["id"]) for r in built.ledger if r["reason"] != "not_sampled")
+        for f in (Filters(), Filters(q="ABOUT topic")):  # a search matches case-insensitively
+            walked = [(r["reason"], r["id"]) for k in range(0, 9, 2) for r in browser.page(f, k, 2)]
+            expected = ruled if not f.q else [
+                (r["reason"], r["id"]) for r in built.ledger
+                if r["reason"] != "not_sampled" and "about topic" in json.dumps(r["messages"]).lower()
+            ]  # fmt: skip
+            assert walked == sorted(expected) and browser.count(f) == len(expected)
+            assert [browser.row(f, i)["id"] for i in range(len(expected))] == [
+                i for _, i in sorted(expected)
+            ]
+        assert browser.row(Filters(reason="exact_duplicate"), 2) is None
+        (near,) = browser.page(Filters(reason="near_duplicate"), 0)
+        assert near["preview"].startswith("user: question 0 about topic 0")
+    finally:
+        browser.close()
+
+
+def test_a_rebuild_takes_the_report_it_made_before(planted, monkeypatch, tmp_path):
+    import curate.report.build
+    from tests.conftest import build
+
+    _, config, built = planted
+    store = tmp_path / "store"
+    assert build(config, store).id == built.id
+    (entry,) = (store / "cache" / "reports").rglob("*.json")
+
+    def refuse(manifest):
+        raise AssertionError("the report was made again")
+
+    monkeypatch.setattr(curate.report.build, "build_report", refuse)
+    assert build(config, store).id == built.id
+    monkeypatch.undo()
+    entry.write_text('{"object": "00"}')  # a damaged entry: made again, to the same bytes
+    assert build(config, store).id == built.id
+    assert json.loads(entry.read_text())["object"] == built.manifest["report"]["object"]

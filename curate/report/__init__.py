@@ -3,12 +3,46 @@ and two builds side by side. `report_for` decides which a reference names."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from curate.errors import UserError
 from curate.fsio import write_bytes
-from curate.manifests.store import Store
+from curate.manifests.store import Store, canonical_json
+
+
+def stored_report(data: dict[str, Any], store: Store) -> dict[str, Any]:
+    """The `report` entry of a manifest about to be stored: its HTML put in the store, or
+    the object an earlier build with the same manifest (and the same report code) put
+    there. A no-op rebuild thus pays a lookup, not a scan of its ledger and rows."""
+    key = hashlib.sha256(canonical_json({**data, "report": None}) + _code()).hexdigest()
+    remembered = store.cache_path("reports", key, ".json")
+    try:
+        entry = json.loads(remembered.read_text())
+        if store.verify_object(entry["object"]) is None:
+            return {"object": entry["object"], "bytes": int(entry["bytes"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not made yet, or a damaged entry: made again
+    from curate.manifests.manifest import Manifest
+    from curate.report.build import build_report
+
+    html = build_report(Manifest("", data, store)).encode()
+    entry = {"object": store.put_bytes(html), "bytes": len(html)}
+    write_bytes(remembered, json.dumps(entry).encode())
+    return entry
+
+
+@functools.cache
+def _code() -> bytes:
+    """The report code's own digest: a changed view makes the report again."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.digest()
 
 
 @dataclass(frozen=True)

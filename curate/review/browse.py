@@ -49,7 +49,12 @@ class Filters:
 
 class Browser:
     """One DuckDB connection over a build, used by one request at a time (its views are
-    connection-local, so requests share it under a lock rather than open cursors)."""
+    connection-local, so requests share it under a lock rather than open cursors).
+
+    At start the ledger's id, reason, source and stage are sorted once into a table `idx`
+    (about 0.4 s and 60 MB for 1M rows), so a page anywhere in a list is a filtered scan of
+    it in order plus a lookup of 50 payloads, not a sort of the ledger per request.
+    """
 
     def __init__(self, manifest: Manifest):
         from curate.ledger import connect
@@ -57,8 +62,13 @@ class Browser:
         self.manifest = manifest
         self.con = connect(manifest)
         self.lock = threading.Lock()
+        # scans without ORDER BY keep idx's order (DuckDB's default, made explicit)
+        self.con.execute("SET preserve_insertion_order = true")
+        self.con.execute(
+            "CREATE TEMP TABLE idx AS SELECT reason, source, stage, id FROM ledger ORDER BY reason, id"
+        )
         self.groups = self._sql(
-            "SELECT reason, source, stage, count(*) AS n FROM ledger GROUP BY ALL "
+            "SELECT reason, source, stage, count(*) AS n FROM idx GROUP BY ALL "
             "ORDER BY reason, source, stage"
         )
 
@@ -81,14 +91,26 @@ class Browser:
         where, params = f.where()
         return int(self._sql(f"SELECT count(*) AS n FROM ledger WHERE {where}", params)[0]["n"])
 
-    def page(self, f: Filters, offset: int, limit: int = PAGE) -> list[dict[str, Any]]:
-        """Rows `offset`… of the filtered list, ordered by reason, then id."""
+    def _picked(self, f: Filters, columns: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        """`columns` of rows `offset`… of the filtered list (by reason, then id): their ids
+        from `idx` (or, for a search, from the ledger's text), then their payload."""
         where, params = f.where()
-        rows = self._sql(
-            f"SELECT id, source, stage, reason, detail, left({TEXT}, 240) AS preview "
-            f"FROM ledger WHERE {where} ORDER BY reason, id LIMIT $limit OFFSET $offset",
+        top = (
+            f"SELECT id, reason FROM ledger WHERE {where} ORDER BY reason, id"
+            if f.q
+            else f"SELECT id, reason FROM idx WHERE {where}"
+        )
+        return self._sql(
+            f"WITH top AS ({top} LIMIT $limit OFFSET $offset) SELECT {columns} FROM ledger "
+            "SEMI JOIN top ON ledger.id = top.id AND ledger.reason = top.reason "
+            "ORDER BY reason, id",
             {**params, "limit": limit, "offset": max(offset, 0)},
         )
+
+    def page(self, f: Filters, offset: int, limit: int = PAGE) -> list[dict[str, Any]]:
+        """Rows `offset`… of the filtered list, ordered by reason, then id."""
+        columns = f"id, source, stage, reason, detail, left({TEXT}, 240) AS preview"
+        rows = self._picked(f, columns, offset, limit)
         for rec in rows:
             rec["detail"] = json.loads(rec["detail"]) if rec["detail"] else {}
         return rows
@@ -96,12 +118,7 @@ class Browser:
     def row(self, f: Filters, index: int) -> dict[str, Any] | None:
         """The row at `index` of the filtered list, whole, with the evidence it was measured
         against (`twin`: the kept row, or the eval item)."""
-        where, params = f.where()
-        found = self._sql(
-            f"SELECT id, source, stage, reason, detail, {PAYLOAD} FROM ledger WHERE {where} "
-            "ORDER BY reason, id LIMIT 1 OFFSET $offset",
-            {**params, "offset": max(index, 0)},
-        )
+        found = self._picked(f, f"id, source, stage, reason, detail, {PAYLOAD}", index, 1)
         if not found:
             return None
         rec = found[0]
