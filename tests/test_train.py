@@ -274,6 +274,10 @@ min_rate = 0.8
     packet = yaml.safe_load((folder / "release.yaml").read_text())
     assert packet["gate"]["decision"] == "pass"
     assert packet["eval_report"]["target"]["candidate"] == target["candidate"]
+    # the run's report: its real losses and the verdict just written
+    assert cli("report", str(folder)).code == 0
+    page = (folder / "report.html").read_text()
+    assert page.count("<polyline") >= 2 and 'data-fact="gate.decision">pass<' in page
     (tmp_path / "leaky.toml").write_text(toml.format("leaked"))
     gated = cli("gate", str(folder), "--config", str(tmp_path / "leaky.toml"), "--json")
     assert gated.code == 1
