@@ -39,7 +39,7 @@ def report(
 
     found = report_for(ref, api.store_for(_store(store)))
     target = out or found.default_out
-    write_report(found.html, target, overwrite, owned=out is None and found.what.startswith("run"))
+    write_report(found.html, target, overwrite, owned=out is None and found.owned)
     print(f"{found.what}: report {target} ({len(found.html):,} bytes)")
     if open_:
         open_in_browser(target)

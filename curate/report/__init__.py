@@ -50,6 +50,7 @@ class Report:
     html: bytes
     default_out: Path  # where it goes when no --out is given
     what: str  # for the message: "build 3f2a9c1e…" or "run …"
+    owned: bool = False  # default_out is curate's own file (a run's report.html)
 
 
 def report_for(ref: str, store: Store) -> Report:
@@ -61,7 +62,8 @@ def report_for(ref: str, store: Store) -> Report:
     if folder is not None:
         from curate.report.run import run_report
 
-        return Report(run_report(folder).encode(), folder / "report.html", f"run {folder.name}")
+        html = run_report(folder).encode()
+        return Report(html, folder / "report.html", f"run {folder.name}", owned=True)
     from curate import api
 
     manifest = api.open_manifest(ref, store.root)

@@ -290,7 +290,7 @@ def validation(data: dict[str, Any], facts: dict[str, Any]) -> str:
     for name, v in (data.get("validation") or {}).items():
         prompts = v.get("system_prompts", {})
         top = "".join(
-            f"<li>{p['rows']:,} rows: {escape(p['text'] or '(none)')[:300]}</li>"
+            f"<li>{p['rows']:,} rows: {escape((p['text'] or '(none)')[:300])}</li>"
             for p in prompts.get("top", [])
         )
         pii = v.get("pii", {})

@@ -126,6 +126,8 @@ def _clusters(con: Any) -> dict[str, Any]:
         for k, (lo, hi) in enumerate(CLUSTER_BUCKETS):
             if size >= lo and (hi is None or size <= hi):
                 counts[k] += clusters
+    from curate.review.sample import find_row
+
     largest = []
     for reason, twin, size, first in con.sql(
         "SELECT reason, twin, size, first FROM sizes ORDER BY size DESC, reason, twin LIMIT 5"
@@ -135,8 +137,6 @@ def _clusters(con: Any) -> dict[str, Any]:
             f"SELECT id, source, detail, {PAYLOAD} FROM ledger WHERE id = $id AND reason = $r LIMIT 1",
             {"id": first, "r": reason},
         )
-        from curate.review.sample import find_row
-
         largest.append(
             {
                 "reason": reason,
