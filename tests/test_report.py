@@ -56,7 +56,8 @@ def test_build_writes_a_self_contained_report_whose_numbers_are_the_manifests(
     assert html.count('class="chart histogram"') == 3 * len(
         {(r["split"], r["source"]) for r in built.rows}
     )
-    assert "exact_duplicate · 3 rows" in html
+    assert "exact_duplicate · 3 rows</h3>" in html
+    assert re.search(r"near_duplicate · 2 rows · jaccard 0\.\d+</h3>", html)
     assert "<mark>natalia</mark>" in html.lower() and LEAK.split()[3] in html
     assert re.search(r'<details data-reason="special_token_injection">', html)
 

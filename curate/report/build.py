@@ -244,12 +244,13 @@ def dedup(data: dict[str, Any], facts: dict[str, Any]) -> str:
     for c in found["largest"]:
         kept, dup = c["kept"] or {}, c["duplicate"] or {}
         a, b = mark_diff(row_text(kept), row_text(dup))
-        score = detail_text(
-            {k: v for k, v in (dup.get("detail") or {}).items() if k in ("jaccard", "cosine")}
-        )
+        scores = (dup.get("detail") or {}).items()
+        score = "".join(f" · {k} {v}" for k, v in scores if k in ("jaccard", "cosine"))
+        # the row dedup kept may itself be left out later (the mixture's draw): say so
+        where = "in the output" if kept.get("status") == "kept" else f"then {kept.get('reason')}"
         out.append(
-            f"<h3>{escape(c['reason'])} · {c['size']} rows · {escape(score)}</h3><div class=pair>"
-            f"<div class=ex><span class=muted>kept {escape(kept.get('id', '?'))} · {escape(kept.get('source', ''))}</span>\n{a}</div>"
+            f"<h3>{escape(c['reason'])} · {c['size']} rows{escape(score)}</h3><div class=pair>"
+            f"<div class=ex><span class=muted>kept by dedup {escape(kept.get('id', '?'))} · {escape(kept.get('source', ''))} · {escape(where)}</span>\n{a}</div>"
             f"<div class=ex><span class=muted>duplicate {escape(dup.get('id', '?'))} · {escape(dup.get('source', ''))}</span>\n{b}</div></div>"
         )
     return "".join(out)
