@@ -209,3 +209,30 @@ def test_a_rebuild_takes_the_report_it_made_before(planted, monkeypatch, tmp_pat
     entry.write_text('{"object": "00"}')  # a damaged entry: made again, to the same bytes
     assert build(config, store).id == built.id
     assert json.loads(entry.read_text())["object"] == built.manifest["report"]["object"]
+
+
+def test_review_app_names_a_damaged_decisions_file(planted, tmp_path):
+    from curate import api
+    from curate.errors import UserError
+    from curate.review.web import Review, Server
+
+    folder, _, built = planted
+    manifest = api.open_manifest(built.id, folder / ".store")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 3}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:1: field `decision`"):
+        Review(manifest, bad)  # refused before it serves anything
+    good = tmp_path / "good.jsonl"
+    server = Server(Review(manifest, good)).start()
+    try:
+        assert _get(server.url) == 200
+        good.write_text("not json\n")  # damaged while it runs: its message, not a 500
+        req = urllib.request.Request(server.url)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert (
+            refused.value.code == 400
+            and "good.jsonl:1: not a JSON object" in refused.value.read().decode()
+        )
+    finally:
+        server.stop()

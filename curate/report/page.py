@@ -44,12 +44,18 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
     shown = [s for s in sections if s[2]]
     nav = "".join(f'<a href="#{a}">{escape(h)}</a>' for a, h, _ in shown)
     body = "".join(f'<section id="{a}"><h2>{escape(h)}</h2>{b}</section>' for a, h, b in shown)
+    return document(title, subtitle, f"<nav>{nav}</nav><main>{body}</main>")
+
+
+def document(title: str, subtitle: str, body: str, style: str = "", script: str = "") -> str:
+    """The page around `body`: head, inlined styles (STYLE + `style`), header, `script`."""
+    tail = f"<script>{script}</script>" if script else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<title>{escape(title)}</title><style>{STYLE}{style}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header>"
-        f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
+        f"{body}{tail}</body></html>\n"
     )
 
 

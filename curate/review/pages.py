@@ -8,7 +8,16 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from curate.report.page import STYLE, Raw, detail_text, mark_diff, mark_span, pct, row_text, table
+from curate.report.page import (
+    Raw,
+    detail_text,
+    document,
+    mark_diff,
+    mark_span,
+    pct,
+    row_text,
+    table,
+)
 from curate.review.browse import PAGE, Filters
 from curate.review.decisions import Decision
 
@@ -23,14 +32,8 @@ def link(path: str, token: str, f: Filters, **extra: Any) -> str:
     return f"{path}?{escape(urlencode(params))}"
 
 
-def _doc(title: str, body: str, script: str = "") -> str:
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{STYLE}{APP_STYLE}</style></head><body>"
-        f"<header><h1>{escape(title)}</h1><p>{escape(KEYS)}</p></header><main>{body}</main>"
-        f"<script>{script}</script></body></html>"
-    )
+def _doc(title: str, body: str, script: str) -> str:
+    return document(title, KEYS, f"<main>{body}</main>", APP_STYLE, script)
 
 
 APP_STYLE = """

@@ -34,6 +34,7 @@ class Review:
         self.manifest = manifest
         self.path = decisions_path(manifest, decisions)
         self.token = token or secrets.token_urlsafe(18)
+        self.standing()  # a damaged decisions file: refused now, naming its file and line
         self.browser = Browser(manifest)
         self._stats: tuple[Any, list[dict[str, Any]]] | None = None
         self._tokenizer: Any = None
@@ -43,9 +44,11 @@ class Review:
 
     def stats(self) -> list[dict[str, Any]]:
         """Precision per rule, recomputed only when the decisions file changed."""
-        key = (
-            (self.path.stat().st_mtime_ns, self.path.stat().st_size) if self.path.exists() else None
-        )
+        try:
+            seen = self.path.stat()
+            key: tuple[int, int] | None = (seen.st_mtime_ns, seen.st_size)
+        except FileNotFoundError:
+            key = None
         if self._stats is None or self._stats[0] != key:
             self._stats = (key, stats(self.manifest, [self.path]))
         return self._stats[1]
@@ -138,7 +141,12 @@ def app(review: Review) -> Any:
         Route("/decide", decide_route, methods=["POST"]),
         Route("/stats", stats_route),
     ]
-    starlette = Starlette(routes=routes)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        # bad input met while serving (the decisions file damaged meanwhile): its message
+        return PlainTextResponse(str(exc), status_code=400)
+
+    starlette = Starlette(routes=routes, exception_handlers={UserError: refused})
     return _guarded(starlette, review.token)
 
 
