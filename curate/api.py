@@ -31,6 +31,7 @@ def build(
     store: str | Path | None = None,
     workers: int | None = None,
     engine: str = "local",
+    address: str | None = None,
     strict: bool = False,
     parent: str | None = None,
     progress: Progress | None = None,
@@ -38,7 +39,9 @@ def build(
     report: bool = True,
 ) -> BuildResult:
     """Build the mixture a config describes; returns the manifest id, manifest and run info.
-    `report`: write the HTML report (a store object the manifest names)."""
+    `report`: write the HTML report (a store object the manifest names).
+    `engine`: "local" (a process pool) or "ray", with `address` "local" (the default: Ray
+    started here), "auto" or a cluster's address; both give the same manifest id."""
     from curate.pipeline import run_build
 
     cfg = config if isinstance(config, MixtureConfig) else load_config(config)
@@ -49,6 +52,7 @@ def build(
         where,
         workers=workers,
         engine=engine,
+        address=address,
         strict=strict,
         progress=progress,
         parent=parent_id,

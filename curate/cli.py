@@ -61,7 +61,16 @@ def _store(store: Path | None) -> Path | None:
 def build(
     config: Annotated[Path, typer.Argument(help="mixture.toml")],
     store: StoreOpt = None,
-    engine: Annotated[str, typer.Option(help="local (ray in a later version)")] = "local",
+    engine: Annotated[
+        str, typer.Option(help="local (a process pool) or ray (Ray tasks; same manifest id)")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: local (start Ray here, the default), auto (the cluster "
+            "`ray start --head` started on this machine) or ray://host:port."
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default: the machine's cores).")
     ] = None,
@@ -84,7 +93,8 @@ def build(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _build(config, store, engine, workers, strict, parent, as_json, collecting, not no_report)
+        where = (engine, address, workers)
+        _build(config, store, where, strict, parent, as_json, collecting, not no_report)
     finally:
         gc.unfreeze()
         if collecting:
@@ -94,8 +104,7 @@ def build(
 def _build(
     config: Path,
     store: Path | None,
-    engine: str,
-    workers: int | None,
+    where: tuple[str, str | None, int | None],
     strict: bool,
     parent: str | None,
     as_json: bool,
@@ -106,10 +115,12 @@ def _build(
     from curate.manifests.store import default_store
     from curate.sources import Prescan, scratch_dir
 
+    engine, address, workers = where
     cfg = load_config(config)
     from curate.engines.local import hidden, prestart
 
-    prestart()  # the workers' forkserver imports in parallel with everything below
+    if engine == "local":
+        prestart()  # the workers' forkserver imports in parallel with everything below
     # Hash the source files on threads while this process imports pyarrow and polars.
     scratch = scratch_dir(_store(store) or default_store(config))
     prescan = Prescan([(str(p), scratch) for src in cfg.sources for p in cfg.source_files(src)])
@@ -134,6 +145,7 @@ def _build(
             store=_store(store),
             workers=workers,
             engine=engine,
+            address=address,
             strict=strict,
             parent=parent,
             progress=progress,

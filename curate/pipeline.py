@@ -152,9 +152,23 @@ def load_build_target(config: MixtureConfig, store: Store) -> Target | None:
     )
 
 
-def make_engine(name: str, workers: int | None, progress: Progress) -> Engine:
+def make_engine(
+    name: str,
+    workers: int | None,
+    progress: Progress,
+    address: str | None = None,
+    logs: Path | None = None,
+) -> Engine:
+    """The engine a build runs on; `address` (Ray only): local, auto or a cluster's address;
+    `logs`: where a Ray started here leaves its logs."""
+    if name == "ray":
+        from curate.engines.ray import RayEngine
+
+        return RayEngine(workers, progress, address or "local", logs)
     if name != "local":
-        raise UserError(f"engine {name!r} is not available in this version; use --engine local")
+        raise UserError(f"unknown engine {name!r}: use --engine local or --engine ray")
+    if address is not None:
+        raise UserError("--address is for --engine ray")
     return LocalEngine(workers, progress)
 
 
@@ -202,6 +216,7 @@ def run_build(
     *,
     workers: int | None = None,
     engine: str = "local",
+    address: str | None = None,
     strict: bool = False,
     progress: Progress | None = None,
     parent: str | None = None,
@@ -219,7 +234,8 @@ def run_build(
 
         overrides = load_overrides(config)
         stages.insert(0, OverrideStage(overrides))
-    eng = make_engine(engine, workers, progress or Progress(enabled=False))
+    shown = progress or Progress(enabled=False)
+    eng = make_engine(engine, workers, shown, address, store.root / "logs" / "ray")
     # the object lock: `curate gc` waits for this build's objects to have a manifest
     with store.writing(), store.temp_dir("build-") as work, eng:
         build = Build(
@@ -236,7 +252,7 @@ def run_build(
         "host": platform.node(),
         "python": platform.python_version(),
         "engine": engine,
-        "workers": eng.workers,
+        **eng.describe(),
         "store": str(store.root.resolve()),
         "config_dir": str(config.base_dir),
         "seconds": round(time.time() - started, 3),

@@ -23,6 +23,10 @@ class Engine(Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
+    def describe(self) -> dict[str, Any]:
+        """What a build's run record says of the engine (never part of the manifest)."""
+        ...
+
     def map(
         self,
         fn: Callable[..., T],

@@ -197,6 +197,9 @@ class LocalEngine:
         self._arrow_threads = 0
         self._tokenizer_threads: str | None = None
 
+    def describe(self) -> dict[str, Any]:
+        return {"workers": self.workers}
+
     def __enter__(self) -> LocalEngine:
         if self.workers > 1 or self.pool_only:
             # Workers start on a thread: spawning one waits until the forkserver has

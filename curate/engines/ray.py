@@ -1,0 +1,270 @@
+"""The Ray engine: the same ordered map over blocks, as Ray tasks on a machine or a cluster.
+
+Every pass of a build is `engine.map(fn, items)` over blocks (or slices of them); here each
+item is a Ray task on a worker of the cluster, and results are put back in the order of
+`items`, whatever order the tasks finish in: the canonical order comes from the task's
+position, never from arrival, so the manifest id is the local engine's for any number of
+workers. Tasks only write files atomically under names their inputs decide (scratch files
+in the build's folder, objects named by their sha256), so a task Ray runs again after its
+worker died writes the same bytes, and the build does not change.
+
+`address`: "local" starts Ray in this process for this machine (its temporary folder, and so
+its logs, in a short folder of our own, moved into the store's `logs/ray/` at the end); any
+other address ("auto", "ray://host:10001", "host:6379") joins a running cluster, whose nodes
+must see the store at the same path (a shared filesystem) and run the same curate: the
+engine checks the version its workers import before the build starts. Where Ray is already
+initialized in this process (a notebook, a test session), the build uses it as it is and
+leaves it running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from curate.errors import UserError
+from curate.progress import Progress
+
+T = TypeVar("T")
+
+# Ray runs a task again when its worker process or node dies (not when the task raises):
+# a killed worker costs a rerun of its block, nothing else.
+TASK_RETRIES = 4
+# Variables every worker gets: each task has one core, so the libraries' own pools only fight.
+WORKER_ENV = {"POLARS_MAX_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+_settled = False
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    """What each Ray task runs: `fn(*args)`, in a worker settled to one core."""
+    global _settled
+    if not _settled:
+        import pyarrow as pa
+
+        pa.set_cpu_count(1)
+        _settled = True
+    return fn(*args)
+
+
+def _worker_code() -> str:
+    from curate import __version__
+
+    return __version__
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        address: str = "local",
+        logs: Path | None = None,
+    ):
+        self.requested = workers
+        self.workers = workers or 1
+        self.progress = progress or Progress(enabled=False)
+        self.address = address
+        self.logs = logs  # where a local Ray's logs go at the end (None: left in its folder)
+        self.kept_logs: str | None = None
+        self._owned = False  # whether this engine started or joined Ray (and so ends it)
+        self._temp: str | None = None
+        self._remote: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record says of this engine."""
+        return {"address": self.address, "workers": self.workers, "logs": self.kept_logs}
+
+    def __enter__(self) -> RayEngine:
+        try:
+            import ray
+        except ImportError as exc:
+            raise UserError(
+                "--engine ray needs Ray: pip install 'curate[ray]' (ray[data] >= 2.40)"
+            ) from exc
+        if not ray.is_initialized():
+            with self.progress.task("ray", 1) as bar:  # seconds with nothing else to show
+                self._start(ray)
+                bar.advance()
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = min(self.requested, cpus) if self.requested else cpus
+        self._remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_call)
+        self._check_code(ray)
+        return self
+
+    def _start(self, ray: Any) -> None:
+        quiet = {
+            "log_to_driver": False,  # workers' prints and warnings stay in the log files
+            "logging_level": logging.ERROR,  # not its notices: the build prints its own
+            "include_dashboard": False,
+            "runtime_env": {"env_vars": WORKER_ENV},
+        }
+        try:
+            if self.address == "local":
+                # Ray's sockets live in its temporary folder and a socket path is at most 107
+                # bytes: a store's own path is often longer, so Ray gets a short folder of ours
+                self._temp = tempfile.mkdtemp(prefix="curate-ray-")
+                cpus = self.requested or _cores()
+                ray.init(num_cpus=cpus, _temp_dir=self._temp, **quiet)
+            else:
+                _reachable(self.address)
+                _with_token()
+                ray.init(address=self.address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            self._discard_temp()
+            where = "start Ray here" if self.address == "local" else f"reach {self.address}"
+            raise UserError(
+                f"--engine ray could not {where}: {str(exc).rstrip('.')}. A cluster is started "
+                "with `ray start --head` on its first machine; `--address local` runs Ray here."
+            ) from exc
+        self._owned = True
+
+    def _check_code(self, ray: Any) -> None:
+        """The same curate on the workers as here, or the manifest could silently differ."""
+        from curate import __version__
+
+        theirs = ray.get(ray.remote(num_cpus=0)(_worker_code).remote())
+        if theirs != __version__:
+            raise UserError(
+                f"the Ray workers at {self.address} run curate {theirs}, this is {__version__}: "
+                "install the same version on every node"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._owned:
+            return
+        import ray
+
+        ray.shutdown()
+        self._owned = False
+        if self._temp is not None:
+            self._keep_logs()
+            self._discard_temp()
+
+    def _keep_logs(self) -> None:
+        """Move the local Ray's logs into the store; they are not the user's to read."""
+        assert self._temp is not None
+        session = Path(self._temp) / "session_latest"
+        if self.logs is None or not (session / "logs").is_dir():
+            return
+        target = self.logs / session.resolve().name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(session / "logs", target, dirs_exist_ok=True)
+        self.kept_logs = str(target)
+
+    def _discard_temp(self) -> None:
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        items: Sequence[Any],
+        label: str,
+        weights: Sequence[int] | None = None,
+    ) -> list[T]:
+        """`[fn(*item) for item in items]` as Ray tasks, in the order of `items`.
+
+        At most `workers` tasks run at once (a new one starts as one ends), whichever of
+        them ends first; an argument object shared by many items (the steps, a broadcast
+        index) is put in Ray's object store once, not serialized again for every task.
+        """
+        import ray
+
+        total = sum(weights) if weights else len(items)
+        results: list[Any] = [None] * len(items)
+        shared = _shared_args(ray, items)
+        where: dict[Any, int] = {}
+        waiting = iter(range(len(items)))
+
+        def submit() -> None:
+            for i in waiting:
+                args = [shared.get(id(a), a) for a in items[i]]
+                where[self._remote.remote(fn, *args)] = i
+                return
+
+        with self.progress.task(label, total) as bar:
+            for _ in range(self.workers):
+                submit()
+            while where:
+                done, _ = ray.wait(list(where), num_returns=1)
+                i = where.pop(done[0])
+                submit()
+                results[i] = _get(ray, done[0])
+                bar.advance(weights[i] if weights else 1)
+        return results
+
+
+def _shared_args(ray: Any, items: Sequence[Any]) -> dict[int, Any]:
+    """Object refs for argument objects that more than one item holds (by identity)."""
+    seen: dict[int, int] = {}
+    keep: dict[int, Any] = {}
+    for item in items:
+        for arg in item:
+            if arg is None or isinstance(arg, (str, int, float, bool)):
+                continue
+            seen[id(arg)] = seen.get(id(arg), 0) + 1
+            keep[id(arg)] = arg
+    return {key: ray.put(keep[key]) for key, count in seen.items() if count > 1}
+
+
+def _get(ray: Any, ref: Any) -> Any:
+    """A task's result; a task that raised raises its own error here (a UserError stays
+    one, with its message naming file and line), not Ray's wrapper."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise
+
+
+def _reachable(address: str, seconds: float = 5.0) -> None:
+    """Refuse an address nothing listens on now: Ray itself waits minutes on one."""
+    import socket
+
+    if address == "auto":  # Ray finds the cluster of this machine, or says there is none
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError("an address is auto, local, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({exc.strerror or exc})") from exc
+
+
+def _with_token() -> None:
+    """Present this machine's Ray token to the cluster, as `--address auto` does.
+
+    `ray start --head` makes a token (~/.ray/auth_token) and requires it; Ray finds it for
+    "auto" but not for an explicit address, and then retries a refused handshake for a
+    minute. A mode the user set (RAY_AUTH_MODE) is left as it is.
+    """
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    try:  # what "auto" runs (Ray reads the mode once, so setting the variable is too late)
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # another Ray: the user sets RAY_AUTH_MODE=token themselves
+        return
+    notices = logging.getLogger(setup.__name__)
+    level = notices.level
+    notices.setLevel(logging.ERROR)  # "token authentication is enabled": as it should be
+    try:
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        notices.setLevel(level)
+
+
+def _cores() -> int:
+    from curate.engines.local import default_workers
+
+    return default_workers()
