@@ -67,6 +67,8 @@ class StepRun:
     stages: list[Step] = field(default_factory=list)
     # per block, its state in the step cache (None where nothing is cached)
     states: list[str | None] = field(default_factory=list)
+    # per block, the file of the next global step's spread keys (distributed engines only)
+    spilled: list[str | None] = field(default_factory=list)
     # blocks read from their source files; segments of a block taken from the step cache,
     # or run; whether the write phase took an earlier write's objects (set by the build)
     cache: dict[str, int] = field(
@@ -149,6 +151,7 @@ def ingest(
     segment's global step, in a list `run_segments` takes them from (empty without one)."""
     first_rows, first_global = first
     states: list[str | None] = list(cache.states) if cache else [None] * len(tasks)
+    spill = _spill_paths(engine, first_global, work, len(tasks), 0)
     results = engine.map(
         passes.ingest,
         [
@@ -162,6 +165,7 @@ def ingest(
                 keeps,
                 cache.steps if cache else None,
                 states[b],
+                spill[b],
             )
             for b, (t, c) in enumerate(zip(tasks, blocks, strict=True))
         ],
@@ -172,6 +176,7 @@ def ingest(
     keys = _concat([r.keys for r in results])
     index = _index_frame([r.index for r in results], ranks)
     run = StepRun(index, blocks, states=[r.state for r in results])
+    run.spilled = [r.spilled for r in results]
     run.count(results)
     del results  # the per-block tables now live in `index`: keep memory flat
     run.stages.append(reader)
@@ -202,9 +207,21 @@ def run_segments(
         if global_step is not None:
             if handed:  # empty only where no block was read
                 at = (cache.steps, run.states) if cache is not None else None
-                run.index = _resolve(run.index, handed, global_step, sources, keeps, at)
+                spread = (engine, run.spilled) if any(run.spilled) else None
+                run.index = _resolve(run.index, handed, global_step, sources, keeps, at, spread)
+            run.spilled = []
             handed = []  # spent: keep memory small for the steps after it
             run.stages.append(global_step)
+
+
+def _spill_paths(
+    engine: Engine, step: GlobalStep | None, work: Path, blocks: int, segment: int
+) -> list[str | None]:
+    """Per block, where its keys for `step` stay: on a distributed engine, for a step that
+    resolves in parts, a file beside the block (None elsewhere: keys come back)."""
+    if not engine.distributed or step is None or not step.spread_keys:
+        return [None] * blocks
+    return [str(work / f"keys-b{b}-s{segment}.arrow") for b in range(blocks)]
 
 
 def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
@@ -272,9 +289,12 @@ def _resolve(
     sources: list[str],
     keeps: dict[str, str | None] | None = None,
     cache: tuple[StepCache, list[str | None]] | None = None,
+    spread: tuple[Engine, list[str | None]] | None = None,
 ) -> pl.DataFrame:
     """Run a global step's `resolve` over the keys of the rows still alive (or take its
-    verdicts from the step `cache`, with the blocks' states, when they are known).
+    verdicts from the step `cache`, with the blocks' states, when they are known). With
+    `spread` (the engine, and per block the file its spread keys were left in), the step
+    resolves in parts on the engine instead.
 
     The keys come `handed` (a list this takes them from): they are the largest thing a
     run holds, so they are let go column by column as the alive rows are taken."""
@@ -289,7 +309,14 @@ def _resolve(
         handed.clear()
     if verdicts is None:
         promised = _promised(index, handed.pop(), is_alive, sources)
-        verdicts = step.resolve(promised)
+        if spread is None:
+            verdicts = step.resolve(promised)
+        else:
+            from curate.dedup.bands import KeyParts
+
+            bounds = block_bounds(index)
+            parts = KeyParts(spread[1], [np.nonzero(is_alive[a:z])[0] for a, z in bounds])
+            verdicts = step.resolve_spread(spread[0], promised, parts)
         del promised
         release_freed()
         if cache is not None and key:
@@ -398,6 +425,7 @@ def _run_later_rows(
             passes.run_keys, tasks, key_step.name, weights=[int(t[1].sum()) for t in tasks]
         )
         return _concat(list(found))
+    spill = _spill_paths(engine, key_step, work, len(bounds), segment)
     items = [
         (
             run.blocks[b],
@@ -408,10 +436,12 @@ def _run_later_rows(
             keeps,
             cache,
             run.states[b],
+            spill[b],
         )
         for b, (a, z) in enumerate(bounds)
     ]
     results = engine.map(passes.run_segment, items, "validate")
+    run.spilled = [r.spilled for r in results]
     run.count(results)
     run.blocks = [r.block or c for r, c in zip(results, run.blocks, strict=True)]
     run.states = [r.state for r in results]

@@ -203,6 +203,10 @@ class GlobalStep(Step, ABC):
     # engine then runs the step in a pass of its own, each block cut into tasks this size,
     # so that every core has work even when the input is one block. None: a block is a task.
     task_rows: ClassVar[int | None] = None
+    # Key columns a distributed engine leaves where they were made (a file per block) for
+    # `resolve_spread`, which runs the resolution in parts on the engine; () for steps whose
+    # `resolve` takes every key on the driver.
+    spread_keys: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def keys(self, batch: pa.Table) -> pa.Table:
@@ -214,3 +218,8 @@ class GlobalStep(Step, ABC):
 
         `keys` holds the columns returned by `keys()` plus `id`, `source` and `source_rank`.
         """
+
+    def resolve_spread(self, engine: Any, keys: pa.Table, parts: Any) -> Verdicts:
+        """`resolve`, where the `spread_keys` columns are not in `keys` but in `parts`
+        (`dedup.bands.KeyParts`), and the work runs as tasks on `engine`."""
+        raise NotImplementedError(f"{self.name} resolves on the driver only")

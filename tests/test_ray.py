@@ -10,10 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from curate.progress import Progress
 from tests.conftest import Built, build, chat, write_config, write_jsonl
 from tests.see import planted_build
 from tests.test_mixture import ROLES, three_sources
@@ -34,13 +38,30 @@ def cluster():
     engine.__exit__(None, None, None)
 
 
-def on_ray(cfg: Path, local: Built, workers: int = 2) -> Built:
-    """`cfg` built on Ray in a store of its own: the same manifest, ledger and rows."""
-    built = build(cfg, store=cfg.parent / f"ray-{workers}", workers=workers, engine="ray")
+class Passes(Progress):
+    """Records the label of every pass the engine ran."""
+
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.seen: list[str] = []
+
+    @contextmanager
+    def task(self, label: str, total: int) -> Iterator[Any]:
+        self.seen.append(label)
+        with super().task(label, total) as bar:
+            yield bar
+
+
+def on_ray(cfg: Path, local: Built, workers: int = 2) -> list[str]:
+    """`cfg` built on Ray in a store of its own: the same manifest, ledger and rows.
+    Returns the passes it ran."""
+    passes = Passes()
+    store = cfg.parent / f"ray-{workers}"
+    built = build(cfg, store=store, workers=workers, engine="ray", progress=passes)
     assert built.id == local.id
     assert built.ledger == local.ledger
     assert built.rows == local.rows
-    return built
+    return passes.seen
 
 
 def test_planted_build_is_the_same_on_ray_with_one_or_two_workers(cluster, tmp_path):
@@ -53,7 +74,8 @@ def test_planted_build_is_the_same_on_ray_with_one_or_two_workers(cluster, tmp_p
         "special_token_injection",
     }
     for workers in (1, 2):
-        on_ray(cfg, local, workers)
+        # near dedup's bands were resolved as tasks, from the workers' files
+        assert on_ray(cfg, local, workers).count("bands (edges)") == 2
 
 
 def test_roles_floors_and_cluster_split_are_the_same_on_ray(cluster, tmp_path):
@@ -61,7 +83,7 @@ def test_roles_floors_and_cluster_split_are_the_same_on_ray(cluster, tmp_path):
     cfg = write_config(tmp_path, three_sources(tmp_path), extra=ROLES + split)
     local = build(cfg, store=tmp_path / "local", workers=2)
     assert local.manifest["mixture"]["roles"]["safety"]["bound"] == "min_share"
-    on_ray(cfg, local)
+    assert "loose bands (edges)" in on_ray(cfg, local)
 
 
 def test_overrides_are_the_same_on_ray(cluster, tmp_path):

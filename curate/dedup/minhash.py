@@ -23,9 +23,9 @@ each alive row gets a `cluster` index column, the id of its looser cluster's fir
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,10 @@ from curate.dedup.shingles import (
     text_bytes,
 )
 from curate.steps import GlobalStep, Verdicts, whole
+
+if TYPE_CHECKING:
+    from curate.dedup.bands import KeyParts
+    from curate.engines.base import Engine
 
 WINDOW = 4  # rows each row is paired with in its bucket, per band
 PROBES = 32  # densification probes per empty bin before falling back to rotation
@@ -180,6 +184,9 @@ class NearDedup(GlobalStep):
     stage = "near_dedup"
     version = "3"
 
+    # on a distributed engine these stay in the workers' files (`resolve_spread`)
+    spread_keys = ("bands", "loose_bands", "shingles")
+
     # Candidates are verified by exact Jaccard, so a false positive of the bands costs one
     # cheap check while a false negative is a duplicate missed: weigh them 1 to 19.
     FP_WEIGHT = 0.05
@@ -257,29 +264,49 @@ class NearDedup(GlobalStep):
         return band_hash, np.diff(np.asarray(shingles.offsets)) > 0, shingles
 
     def resolve(self, keys: pa.Table) -> Verdicts:
+        shingles = whole(keys.column("shingles"))
+
+        def edges_of(column: str, threshold: float) -> np.ndarray:
+            band_hash, usable, _ = self.unpack(keys, column)
+            return self.edges(band_hash, usable, shingles, threshold)
+
+        return self.verdicts(keys, edges_of, lambda pairs: jaccard(shingles, pairs))
+
+    def resolve_spread(self, engine: Engine, keys: pa.Table, parts: KeyParts) -> Verdicts:
+        """`resolve` with the band hashes and shingles left in the workers' files."""
+        from curate.dedup.bands import spread_edges
+
+        def edges_of(column: str, threshold: float) -> np.ndarray:
+            bands = self.bands if column == "bands" else self.loose[0]
+            return spread_edges(engine, parts, column, bands, threshold, WINDOW)
+
+        return self.verdicts(keys, edges_of, parts.jaccard)
+
+    def verdicts(
+        self,
+        keys: pa.Table,
+        edges_of: Callable[[str, float], np.ndarray],
+        similarity: Callable[[np.ndarray], np.ndarray],
+    ) -> Verdicts:
+        """Verdicts from the verified edges of a band column (`edges_of(column, threshold)`)
+        and the Jaccard of row pairs (`similarity`), wherever those are computed."""
         n = keys.num_rows
-        band_hash, usable, shingles = self.unpack(keys)
         verdicts = Verdicts.keep_all(n)
-        edges = self.edges(band_hash, usable, shingles, self.threshold)
+        edges = edges_of("bands", self.threshold)
         if len(edges):
             verdicts = duplicate_verdicts(
                 keys,
                 clusters(n, edges),
                 "near_duplicate",
                 "jaccard",
-                lambda rows, kept: jaccard(shingles, np.stack([rows, kept], axis=1)),
+                lambda rows, kept: similarity(np.stack([rows, kept], axis=1)),
             )
         if not self.cluster_threshold:
             return verdicts
         # what dedup joined is joined for the split too, whatever the looser bands find
-        return verdicts.with_columns(pa.table({"cluster": self.split_clusters(keys, edges)}))
-
-    def split_clusters(self, keys: pa.Table, tight: np.ndarray) -> pa.Array:
-        """Per row, the id of the first row of its cluster at `cluster_threshold`."""
-        assert self.cluster_threshold is not None
-        band_hash, usable, shingles = self.unpack(keys, "loose_bands")
-        loose = self.edges(band_hash, usable, shingles, self.cluster_threshold)
-        return cluster_ids(keys, keys.num_rows, np.concatenate([tight.reshape(-1, 2), loose]))
+        loose = edges_of("loose_bands", self.cluster_threshold)
+        clustered = cluster_ids(keys, n, np.concatenate([edges.reshape(-1, 2), loose]))
+        return verdicts.with_columns(pa.table({"cluster": clustered}))
 
 
 class SplitClusters(NearDedup):
@@ -297,6 +324,13 @@ class SplitClusters(NearDedup):
             del params[key]
         return params
 
-    def resolve(self, keys: pa.Table) -> Verdicts:
-        clusters = self.split_clusters(keys, np.empty((0, 2), dtype=np.int64))
-        return Verdicts.keep_all(keys.num_rows).with_columns(pa.table({"cluster": clusters}))
+    def verdicts(
+        self,
+        keys: pa.Table,
+        edges_of: Callable[[str, float], np.ndarray],
+        similarity: Callable[[np.ndarray], np.ndarray],
+    ) -> Verdicts:
+        assert self.cluster_threshold is not None
+        loose = edges_of("loose_bands", self.cluster_threshold)
+        clustered = cluster_ids(keys, keys.num_rows, loose)
+        return Verdicts.keep_all(keys.num_rows).with_columns(pa.table({"cluster": clustered}))

@@ -18,6 +18,9 @@ class Engine(Protocol):
 
     name: str
     workers: int
+    # whether tasks run on other machines: global steps that can (`spread_keys`) then leave
+    # their keys with the workers and resolve in parts, as tasks, instead of on the driver
+    distributed: bool
 
     def __enter__(self) -> Engine: ...
 

@@ -179,6 +179,7 @@ def default_workers() -> int:
 
 class LocalEngine:
     name = "local"
+    distributed = False
 
     def __init__(
         self,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ def ingest(
     keeps: dict[str, str | None] | None = None,
     cache: StepCache | None = None,
     state: str | None = None,
+    spill: str | None = None,
 ) -> SegmentOut:
     """Read a block (or take it from the cache) and run the first segment of steps on it.
 
@@ -85,6 +87,7 @@ def ingest(
     (`block_out`, or the step cache's) now holding the block with them, which later passes
     read instead of `cache_file`. With a step `cache` and the block's `state` (its read
     key), an entry made earlier for the same block, steps and decisions is used instead.
+    With `spill`, the key step's `spread_keys` go to that file, not back (`keep_keys`).
     """
     table = None
     read = False
@@ -98,7 +101,7 @@ def ingest(
         if (found := cache.load(key)) is not None:
             if found.block is None and not is_sealed(cache_file):  # later passes read it
                 found.read = _read_block(task, cache_file, cache.scratch)[1] or read
-            return found
+            return keep_keys(found, key_step, spill)
         block_out = cache.block_path(key)
     if table is None:
         table, read = _read_block(task, cache_file, Path(block_out).parent)
@@ -118,7 +121,18 @@ def ingest(
             pc.cast(_meta_field(table.column("meta"), field), pa.string()), 0, 1 << 20
         )
         index = index.append_column(column, values)
-    return _finish(SegmentOut(index, keys, None, key, read=read), augmented, block_out, cache)
+    out = _finish(SegmentOut(index, keys, None, key, read=read), augmented, block_out, cache)
+    return keep_keys(out, key_step, spill)
+
+
+def keep_keys(out: SegmentOut, key_step: GlobalStep | None, spill: str | None) -> SegmentOut:
+    """Where a distributed engine resolves `key_step` in parts: its `spread_keys` columns
+    written to `spill` (every row of the block, one chunk) and only the others sent back."""
+    if spill is None or key_step is None or out.keys is None:
+        return out
+    spread = [c for c in key_step.spread_keys if c in out.keys.column_names]
+    write_ipc(out.keys.select(spread).combine_chunks(), Path(spill))
+    return dataclasses.replace(out, keys=out.keys.drop_columns(spread), spilled=spill)
 
 
 def _read_block(task: BlockTask, cache_file: str, scratch: Path) -> tuple[pa.Table, bool]:
@@ -167,19 +181,22 @@ def run_segment(
     keeps: dict[str, str | None] | None = None,
     cache: StepCache | None = None,
     state: str | None = None,
+    spill: str | None = None,
 ) -> SegmentOut:
     """A later segment over a block (`alive`: its rows still alive), from the step cache
-    when an entry for the block's `state`, these rows, steps and decisions exists."""
+    when an entry for the block's `state`, these rows, steps and decisions exists; `spill`
+    as for `ingest`."""
     table = read_ipc(block_file)
     key = None
     if cache is not None and state is not None:
         kept = kept_in_block(table.column("id"), keeps)
         key = segment_key(state, row_steps, key_step, alive, {}, kept)
         if (found := cache.load(key)) is not None:
-            return found
+            return keep_keys(found, key_step, spill)
         block_out = cache.block_path(key)
     update, keys, augmented = _apply(table, alive, row_steps, key_step, keeps)
-    return _finish(SegmentOut(update, keys, None, key), augmented, block_out, cache)
+    out = _finish(SegmentOut(update, keys, None, key), augmented, block_out, cache)
+    return keep_keys(out, key_step, spill)
 
 
 def run_keys(

@@ -59,6 +59,7 @@ def _worker_code() -> str:
 
 class RayEngine:
     name = "ray"
+    distributed = True
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ class SegmentOut:
     state: str | None
     hit: bool = False
     read: bool = False  # the block was read from its source file
+    spilled: str | None = None  # the file holding the keys not sent back (`passes.keep_keys`)
 
 
 def segment_key(
