@@ -204,6 +204,33 @@ def test_a_task_whose_worker_dies_is_run_again_in_place(cluster, tmp_path):
     assert os.path.exists(marker)
 
 
+def test_a_build_killed_on_ray_resumes_from_the_blocks_it_finished(cluster, tmp_path):
+    """kill -9 of the command mid-build; the next build reads only the blocks not cached."""
+    import curate
+
+    cfg = many_blocks(tmp_path, files=8, rows=3000)
+    local = build(cfg, store=tmp_path / "local", workers=2)
+    store = tmp_path / "killed"
+    command = [sys.executable, "-m", "curate", "build", str(cfg), "--engine", "ray"]
+    proc = subprocess.Popen(
+        [*command, "--workers", "1", "--store", str(store), "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    blocks = store / "cache" / "blocks"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(blocks.rglob("*.arrow"))) < 2:
+        assert proc.poll() is None, "the build ended before it could be killed"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    cached = len(list(blocks.rglob("*.arrow")))
+    assert 2 <= cached < 8
+    resumed = curate.build(cfg, store=store, engine="ray", workers=2)
+    assert resumed.manifest_id == local.id
+    assert resumed.run["cache"]["blocks_read"] <= 8 - cached + 1  # one may be mid-write
+
+
 def test_cli_starts_ray_here_quietly_and_keeps_its_logs_in_the_store(tmp_path):
     """In a fresh process: `--engine ray` starts Ray, prints only the build's JSON, moves
     Ray's logs into the store and stops Ray; the manifest is the local engine's."""

@@ -38,6 +38,9 @@ TASK_RETRIES = 4
 # Variables every worker gets: each task has one core, so the libraries' own pools only fight.
 WORKER_ENV = {"POLARS_MAX_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 _settled = False
+# a local Ray's temporary folder: /tmp/curate-ray-<pid of the build>-<random>
+TEMP_PREFIX = "curate-ray-"
+STALE_SECONDS = 600  # a killed build's Ray processes end within a minute or so
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:
@@ -110,7 +113,8 @@ class RayEngine:
             if self.address == "local":
                 # Ray's sockets live in its temporary folder and a socket path is at most 107
                 # bytes: a store's own path is often longer, so Ray gets a short folder of ours
-                self._temp = tempfile.mkdtemp(prefix="curate-ray-")
+                _sweep_stale()
+                self._temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
                 cpus = self.requested or _cores()
                 ray.init(num_cpus=cpus, _temp_dir=self._temp, **quiet)
             else:
@@ -226,6 +230,23 @@ def _get(ray: Any, ref: Any) -> Any:
         if isinstance(cause, BaseException):
             raise cause from None
         raise
+
+
+def _sweep_stale() -> None:
+    """Remove the temporary folders of local Rays whose build was killed (kill -9 leaves no
+    chance to clean up; Ray's own processes of that build end by themselves)."""
+    import time
+
+    from curate.engines.local import _process_identity
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
+        try:
+            old = time.time() - folder.stat().st_mtime > STALE_SECONDS
+        except OSError:
+            continue
+        if pid.isdigit() and old and _process_identity(int(pid)) is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _reachable(address: str, seconds: float = 5.0) -> None:
