@@ -353,6 +353,9 @@ def main() -> None:
     parser.add_argument("--semantic-rows", type=int, default=3_000)
     parser.add_argument("--skip-semantic", action="store_true")
     parser.add_argument("--only-semantic", action="store_true")
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="skip datatrove and text-dedup, end to end"
+    )
     args = parser.parse_args()
 
     real = load_real()
@@ -399,6 +402,13 @@ def main() -> None:
         f"{'met' if ratio2 >= 25 else 'NOT met'} on 2 cores; precision >= 0.99 and recall >= 0.95: "
         f"{'met' if p >= 0.99 and r >= 0.95 else 'NOT met'}"
     )
+    if not args.skip_peers:
+        import tempfile
+
+        from peers import compare  # bench/ is on the path: run as python bench/dedup.py
+
+        with tempfile.TemporaryDirectory(prefix="curate-peers-") as folder:
+            compare(rows, truth, Path(folder))
     if not args.skip_semantic:
         semantic(sample(real, args.semantic_rows))
 
