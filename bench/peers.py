@@ -117,7 +117,10 @@ def run_curate(chat: Path, folder: Path, workers: int) -> dict[str, Any]:
     from curate.ledger import query
 
     manifest = curate.open_manifest(json.loads(out)["manifest_id"], store=store)
-    dropped = query(manifest, "SELECT origin, detail FROM ledger").to_pylist()
+    # its other rejections (an empty answer) are not dedup's: those rows stay out of this
+    dropped = query(
+        manifest, "SELECT origin, detail FROM ledger WHERE reason = 'near_duplicate'"
+    ).to_pylist()
     kept = query(manifest, "SELECT id, origin FROM rows").to_pylist()
     row_of = {r["id"]: _line(r["origin"]) for r in kept}
     pairs = [(_line(d["origin"]), row_of[json.loads(d["detail"])["duplicate_of"]]) for d in dropped]
@@ -150,11 +153,9 @@ def run_datatrove(
 
 
 def _documents(folder: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for f in sorted(folder.glob("*.jsonl"))
-        for line in f.read_text().splitlines()
-    ]
+    # lines end at "\n" only: a text may hold U+2028 or other breaks that `splitlines` cuts at
+    texts = [f.read_text(encoding="utf-8") for f in sorted(folder.glob("*.jsonl"))]
+    return [json.loads(line) for text in texts for line in text.split("\n") if line]
 
 
 def run_text_dedup(python: Path, plain: Path, folder: Path, workers: int, n: int) -> dict[str, Any]:

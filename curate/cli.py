@@ -72,7 +72,10 @@ def build(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (default: the machine's cores).")
+        int | None,
+        typer.Option(
+            min=1, help="Workers (default: the machine's cores; on Ray, the cluster's CPUs)."
+        ),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at the first bad row instead of quarantining it.")
