@@ -27,6 +27,7 @@ from curate.engines.stepcache import SegmentOut, StepCache, resolve_key
 from curate.sources import BlockTask
 from curate.steps import GlobalStep, RowStep, Step, Verdicts
 
+SPREAD_PARTS_PER_WORKER = 2  # parts of a partitioned step's keys (tasks of its resolve)
 READER_VERSION = "2"  # bump when reading/normalization changes what a cached block holds
 EMPTY_INDEX = {
     "id": pl.String,
@@ -216,12 +217,21 @@ def run_segments(
 
 def _spill_paths(
     engine: Engine, step: GlobalStep | None, work: Path, blocks: int, segment: int
-) -> list[str | None]:
-    """Per block, where its keys for `step` stay: on a distributed engine, for a step that
-    resolves in parts, a file beside the block (None elsewhere: keys come back)."""
+) -> list[tuple[str, int] | None]:
+    """Per block, where its keys for `step` stay and in how many parts: on a distributed
+    engine, for a step that resolves in parts, a file beside the block (None elsewhere:
+    keys come back). Parts only group rows for tasks: the verdicts never depend on them."""
     if not engine.distributed or step is None or not step.spread_keys:
         return [None] * blocks
-    return [str(work / f"keys-b{b}-s{segment}.arrow") for b in range(blocks)]
+    parts = max(1, SPREAD_PARTS_PER_WORKER * engine.workers) if step.partition_by else 1
+    return [(str(work / f"keys-b{b}-s{segment}.arrow"), parts) for b in range(blocks)]
+
+
+def _parts_of(files: list[str | None]) -> int:
+    """How many parts the spilled files hold (each has as many record batches)."""
+    path = next(f for f in files if f is not None)
+    with pa.memory_map(path) as source:
+        return pa.ipc.open_file(source).num_record_batches
 
 
 def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
@@ -312,10 +322,11 @@ def _resolve(
         if spread is None:
             verdicts = step.resolve(promised)
         else:
-            from curate.dedup.bands import KeyParts
+            from curate.engines.spread import KeyParts
 
             bounds = block_bounds(index)
-            parts = KeyParts(spread[1], [np.nonzero(is_alive[a:z])[0] for a, z in bounds])
+            rows = [np.nonzero(is_alive[a:z])[0] for a, z in bounds]
+            parts = KeyParts(spread[1], rows, _parts_of(spread[1]))
             verdicts = step.resolve_spread(spread[0], promised, parts)
         del promised
         release_freed()

@@ -207,6 +207,9 @@ class GlobalStep(Step, ABC):
     # `resolve_spread`, which runs the resolution in parts on the engine; () for steps whose
     # `resolve` takes every key on the driver.
     spread_keys: ClassVar[tuple[str, ...]] = ()
+    # A key column (unsigned integers, a hash) by which the spread keys are grouped into
+    # parts, so that rows with equal keys meet in one task; None: each task reads columns.
+    partition_by: ClassVar[str | None] = None
 
     @abstractmethod
     def keys(self, batch: pa.Table) -> pa.Table:

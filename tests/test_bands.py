@@ -10,10 +10,10 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curate.dedup.bands import KeyParts
 from curate.dedup.minhash import NearDedup, SplitClusters
 from curate.engines.local import LocalEngine
 from curate.engines.passes import _apply, keep_keys
+from curate.engines.spread import KeyParts
 from curate.engines.stepcache import SegmentOut
 from curate.rows import ROW_SCHEMA
 from curate.steps import GlobalStep, Verdicts
@@ -48,7 +48,9 @@ def both_ways(
         table = pa.Table.from_pylist([{"kind": "text", "text": t} for t in block], ROW_SCHEMA)
         _, found, _ = _apply(table, mask, [], step)  # what a worker sends back
         assert found is not None
-        spilled = keep_keys(SegmentOut(table, found, None, None), step, str(folder / f"{b}.arrow"))
+        spilled = keep_keys(
+            SegmentOut(table, found, None, None), step, (str(folder / f"{b}.arrow"), 1)
+        )
         assert spilled.keys is not None and "shingles" not in spilled.keys.column_names
         keys.append((found.filter(pa.array(mask)), spilled.keys.filter(pa.array(mask))))
         files.append(spilled.spilled)
@@ -108,3 +110,50 @@ def test_planted_twins_are_found_from_files_and_clusters_for_the_split(tmp_path)
     whole, spread = both_ways(SplitClusters(0.4, 64, 3), blocks, alive, tmp_path)
     assert whole.columns is not None and len(set(whole.columns.column("cluster").to_pylist())) < 150
     same(whole, spread)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**31),
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=5),
+    dead=st.floats(0, 0.5),
+    parts=st.integers(1, 7),
+)
+def test_exact_dedup_by_parts_gives_the_verdicts_of_resolve(tmp_path, seed, sizes, dead, parts):
+    """Rows drawn from a few contents (copies across blocks, within blocks), some dead; the
+    copies found part by part are the copies found over every hash at once."""
+    from curate.dedup.exact import ExactDedup
+
+    rng = np.random.default_rng(seed)
+    contents = [f"content {i} " * 3 for i in range(max(2, sum(sizes) // 3))]
+    step = ExactDedup()
+    keys, files, alive = [], [], []
+    for b, size in enumerate(sizes):
+        block = [contents[rng.integers(len(contents))] for _ in range(size)]
+        mask = rng.random(size) >= dead
+        table = pa.Table.from_pylist([{"kind": "text", "text": t} for t in block], ROW_SCHEMA)
+        _, found, _ = _apply(table, mask, [], step)
+        assert found is not None
+        out = keep_keys(SegmentOut(table, found, None, None), step, (str(tmp_path / f"{b}"), parts))
+        keys.append(found.filter(pa.array(mask)))
+        files.append(out.spilled)
+        alive.append(mask)
+    joined = pa.concat_tables(keys).combine_chunks()
+    ids = pa.array([f"r{i}" for i in range(joined.num_rows)])
+    whole = step.resolve(joined.append_column("id", ids))
+    kept = KeyParts(files, [np.nonzero(m)[0] for m in alive], parts)
+    with LocalEngine(1) as engine:
+        spread = step.resolve_spread(engine, pa.table({"id": ids}), kept)
+    same(whole, spread)
+    # and both are what a plain reading says: every later copy names the first one
+    first: dict[str, int] = {}
+    h = list(zip(joined.column("h1").to_pylist(), joined.column("h2").to_pylist(), strict=True))
+    expected = []
+    for i, key in enumerate(h):
+        if key in first:
+            expected.append((i, f'{{"duplicate_of": "r{first[key]}"}}'))
+        else:
+            first[key] = i
+    assert list(zip(whole.rows.tolist(), whole.detail.to_pylist(), strict=True)) == expected

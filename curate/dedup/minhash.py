@@ -42,8 +42,8 @@ from curate.dedup.shingles import (
 from curate.steps import GlobalStep, Verdicts, whole
 
 if TYPE_CHECKING:
-    from curate.dedup.bands import KeyParts
     from curate.engines.base import Engine
+    from curate.engines.spread import KeyParts
 
 WINDOW = 4  # rows each row is paired with in its bucket, per band
 PROBES = 32  # densification probes per empty bin before falling back to rotation

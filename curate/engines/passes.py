@@ -77,7 +77,7 @@ def ingest(
     keeps: dict[str, str | None] | None = None,
     cache: StepCache | None = None,
     state: str | None = None,
-    spill: str | None = None,
+    spill: tuple[str, int] | None = None,
 ) -> SegmentOut:
     """Read a block (or take it from the cache) and run the first segment of steps on it.
 
@@ -125,14 +125,20 @@ def ingest(
     return keep_keys(out, key_step, spill)
 
 
-def keep_keys(out: SegmentOut, key_step: GlobalStep | None, spill: str | None) -> SegmentOut:
+def keep_keys(
+    out: SegmentOut, key_step: GlobalStep | None, spill: tuple[str, int] | None
+) -> SegmentOut:
     """Where a distributed engine resolves `key_step` in parts: its `spread_keys` columns
-    written to `spill` (every row of the block, one chunk) and only the others sent back."""
+    written to `spill` (a path, and how many parts its rows are grouped in by the step's
+    `partition_by` column: `engines.spread.spill`), only the others sent back."""
     if spill is None or key_step is None or out.keys is None:
         return out
+    from curate.engines.spread import spill as write_spill
+
+    path, parts = spill
     spread = [c for c in key_step.spread_keys if c in out.keys.column_names]
-    write_ipc(out.keys.select(spread).combine_chunks(), Path(spill))
-    return dataclasses.replace(out, keys=out.keys.drop_columns(spread), spilled=spill)
+    write_spill(out.keys, spread, Path(path), key_step.partition_by, parts)
+    return dataclasses.replace(out, keys=out.keys.drop_columns(spread), spilled=path)
 
 
 def _read_block(task: BlockTask, cache_file: str, scratch: Path) -> tuple[pa.Table, bool]:
@@ -181,7 +187,7 @@ def run_segment(
     keeps: dict[str, str | None] | None = None,
     cache: StepCache | None = None,
     state: str | None = None,
-    spill: str | None = None,
+    spill: tuple[str, int] | None = None,
 ) -> SegmentOut:
     """A later segment over a block (`alive`: its rows still alive), from the step cache
     when an entry for the block's `state`, these rows, steps and decisions exists; `spill`

@@ -54,10 +54,21 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-def _worker_code() -> str:
+def _worker_code() -> dict[str, str]:
+    """The versions a manifest depends on: curate's, and the libraries whose hashes and
+    kernels its steps use (polars' row hashes are exact dedup's keys)."""
+    import numpy
+    import polars
+    import pyarrow
+
     from curate import __version__
 
-    return __version__
+    return {
+        "curate": __version__,
+        "polars": polars.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 class RayEngine:
@@ -131,14 +142,15 @@ class RayEngine:
         self._owned = True
 
     def _check_code(self, ray: Any) -> None:
-        """The same curate on the workers as here, or the manifest could silently differ."""
-        from curate import __version__
-
+        """The same curate (and libraries) on the workers as here, or the manifest could
+        silently differ."""
+        mine = _worker_code()
         theirs = ray.get(ray.remote(num_cpus=0)(_worker_code).remote())
-        if theirs != __version__:
+        differ = [f"{k} {theirs.get(k)} (here {v})" for k, v in mine.items() if theirs.get(k) != v]
+        if differ:
             raise UserError(
-                f"the Ray workers at {self.address} run curate {theirs}, this is {__version__}: "
-                "install the same version on every node"
+                f"the Ray workers at {self.address} run {', '.join(differ)}: install the same "
+                "versions on every node"
             )
 
     def __exit__(self, *exc: object) -> None:
