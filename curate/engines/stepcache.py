@@ -86,9 +86,15 @@ def segment_key(
 def code_digest() -> str:
     """sha256 over curate's modules: part of every cache key, so that a changed step (an
     upgrade, or an edit without a version bump) recomputes instead of reusing old outputs."""
+    import numpy
+    import polars
+
     import curate
 
-    digest = hashlib.sha256(f"{CACHE_VERSION}\x00{__version__}".encode())
+    # steps' keys come from these libraries too (exact dedup's are polars' row hashes, stable
+    # only within one polars version): an upgrade recomputes instead of mixing old keys in
+    libraries = f"polars {polars.__version__} pyarrow {pa.__version__} numpy {numpy.__version__}"
+    digest = hashlib.sha256(f"{CACHE_VERSION}\x00{__version__}\x00{libraries}".encode())
     package = Path(curate.__file__).parent
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\x00")
