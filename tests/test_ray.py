@@ -152,7 +152,7 @@ def busy_workers() -> list[int]:
                 title = fh.read().split(b"\0")[0]
         except OSError:
             continue
-        if title.startswith(b"ray::_call"):
+        if title.startswith(b"ray::_Worker.call"):
             pids.append(int(entry))
     return pids
 
@@ -202,6 +202,21 @@ def test_a_task_whose_worker_dies_is_run_again_in_place(cluster, tmp_path):
     with RayEngine(2) as engine:
         assert engine.map(square, [(i,) for i in range(8)], "test") == [i * i for i in range(8)]
     assert os.path.exists(marker)
+
+
+def test_every_pass_of_a_build_runs_on_the_same_actors(cluster):
+    """Workers are held for the whole build (what a pass loads, a model, stays loaded for
+    the next): two passes run in the same processes, at most `workers` of them."""
+    from curate.engines.ray import RayEngine
+
+    def pid(_: int) -> int:
+        time.sleep(0.02)
+        return os.getpid()
+
+    with RayEngine(2) as engine:
+        first = set(engine.map(pid, [(i,) for i in range(12)], "one"))
+        second = set(engine.map(pid, [(i,) for i in range(12)], "two"))
+    assert second == first and len(first) <= 2
 
 
 def test_a_build_killed_on_ray_resumes_from_the_blocks_it_finished(cluster, tmp_path):

@@ -1,20 +1,22 @@
-"""The Ray engine: the same ordered map over blocks, as Ray tasks on a machine or a cluster.
+"""The Ray engine: the same ordered map over blocks, on Ray actors on a machine or a cluster.
 
 Every pass of a build is `engine.map(fn, items)` over blocks (or slices of them); here each
-item is a Ray task on a worker of the cluster, and results are put back in the order of
-`items`, whatever order the tasks finish in: the canonical order comes from the task's
-position, never from arrival, so the manifest id is the local engine's for any number of
-workers. Tasks only write files atomically under names their inputs decide (scratch files
-in the build's folder, objects named by their sha256), so a task Ray runs again after its
-worker died writes the same bytes, and the build does not change.
+item is a call on one of the build's actors (one per worker, held for the whole build, so
+that what a pass loads, an embedding model or a tokenizer, is loaded once per actor), and
+results are put back in the order of `items`, whatever order the calls finish in: the
+canonical order comes from an item's position, never from arrival, so the manifest id is
+the local engine's for any number of workers. Calls only write files atomically under names
+their inputs decide (scratch files in the build's folder, objects named by their sha256),
+so a call Ray runs again after its actor died writes the same bytes, and the build does not
+change.
 
 `address`: "local" starts Ray in this process for this machine (its temporary folder, and so
 its logs, in a short folder of our own, moved into the store's `logs/ray/` at the end); any
 other address ("auto", "ray://host:10001", "host:6379") joins a running cluster, whose nodes
-must see the store at the same path (a shared filesystem) and run the same curate: the
-engine checks the version its workers import before the build starts. Where Ray is already
-initialized in this process (a notebook, a test session), the build uses it as it is and
-leaves it running.
+must see the store at the same path (a shared filesystem) and run the same curate and
+libraries: the engine checks the versions its workers import before the build starts.
+Where Ray is already initialized in this process (a notebook, a test session), the build
+uses it as it is, starts its actors there, and leaves it running.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from curate.progress import Progress
 
 T = TypeVar("T")
 
-# Ray runs a task again when its worker process or node dies (not when the task raises):
-# a killed worker costs a rerun of its block, nothing else.
+# Ray starts an actor again when its process or node dies and runs its call again (not when
+# the call raises): a killed worker costs a rerun of its block, nothing else.
 TASK_RETRIES = 4
-# Variables every worker gets: each task has one core, so the libraries' own pools only fight.
+# Variables every worker gets: each actor has one core, so the libraries' own pools only fight.
 WORKER_ENV = {"POLARS_MAX_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 _settled = False
 # a local Ray's temporary folder: /tmp/curate-ray-<pid of the build>-<random>
@@ -44,7 +46,7 @@ STALE_SECONDS = 600  # a killed build's Ray processes end within a minute or so
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:
-    """What each Ray task runs: `fn(*args)`, in a worker settled to one core."""
+    """What each call runs: `fn(*args)`, in a worker settled to one core."""
     global _settled
     if not _settled:
         import pyarrow as pa
@@ -52,6 +54,14 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
         pa.set_cpu_count(1)
         _settled = True
     return fn(*args)
+
+
+class _Worker:
+    """A worker process held for the whole build (an actor): what a pass loads into it (an
+    embedding model, a tokenizer, compiled kernels) is still loaded for the next call."""
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return _call(fn, *args)
 
 
 def _worker_code() -> dict[str, str]:
@@ -90,7 +100,7 @@ class RayEngine:
         self.kept_logs: str | None = None
         self._owned = False  # whether this engine started or joined Ray (and so ends it)
         self._temp: str | None = None
-        self._remote: Any = None
+        self._actors: list[Any] = []
 
     def describe(self) -> dict[str, Any]:
         """What the run record says of this engine."""
@@ -109,9 +119,17 @@ class RayEngine:
                 bar.advance()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = min(self.requested, cpus) if self.requested else cpus
-        self._remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_call)
         self._check_code(ray)
         return self
+
+    def _pool(self, ray: Any) -> list[Any]:
+        """The build's actors, started at its first pass (each holds a core while it lives,
+        so none are started before there is work). One that dies (its process or node) is
+        started again and its call run again."""
+        if not self._actors:
+            pool = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=TASK_RETRIES)
+            self._actors = [pool(_Worker).remote() for _ in range(self.workers)]
+        return self._actors
 
     def _start(self, ray: Any) -> None:
         quiet = {
@@ -154,9 +172,13 @@ class RayEngine:
             )
 
     def __exit__(self, *exc: object) -> None:
+        import ray
+
+        for actor in self._actors:  # a Ray this build joined goes on without them
+            ray.kill(actor)
+        self._actors = []
         if not self._owned:
             return
-        import ray
 
         ray.shutdown()
         self._owned = False
@@ -187,33 +209,33 @@ class RayEngine:
         label: str,
         weights: Sequence[int] | None = None,
     ) -> list[T]:
-        """`[fn(*item) for item in items]` as Ray tasks, in the order of `items`.
+        """`[fn(*item) for item in items]` on the build's actors, in the order of `items`.
 
-        At most `workers` tasks run at once (a new one starts as one ends), whichever of
-        them ends first; an argument object shared by many items (the steps, a broadcast
-        index) is put in Ray's object store once, not serialized again for every task.
+        Each actor runs one item at a time and takes the next as it ends, whichever ends
+        first; an argument object shared by many items (the steps, a broadcast index) is
+        put in Ray's object store once, not serialized again for every item.
         """
         import ray
 
         total = sum(weights) if weights else len(items)
         results: list[Any] = [None] * len(items)
         shared = _shared_args(ray, items)
-        where: dict[Any, int] = {}
+        where: dict[Any, tuple[int, Any]] = {}
         waiting = iter(range(len(items)))
 
-        def submit() -> None:
+        def submit(actor: Any) -> None:
             for i in waiting:
                 args = [shared.get(id(a), a) for a in items[i]]
-                where[self._remote.remote(fn, *args)] = i
+                where[actor.call.remote(fn, *args)] = (i, actor)
                 return
 
         with self.progress.task(label, total) as bar:
-            for _ in range(self.workers):
-                submit()
+            for actor in self._pool(ray):
+                submit(actor)
             while where:
                 done, _ = ray.wait(list(where), num_returns=1)
-                i = where.pop(done[0])
-                submit()
+                i, actor = where.pop(done[0])
+                submit(actor)
                 results[i] = _get(ray, done[0])
                 bar.advance(weights[i] if weights else 1)
         return results
@@ -233,7 +255,7 @@ def _shared_args(ray: Any, items: Sequence[Any]) -> dict[int, Any]:
 
 
 def _get(ray: Any, ref: Any) -> Any:
-    """A task's result; a task that raised raises its own error here (a UserError stays
+    """A call's result; a call that raised raises its own error here (a UserError stays
     one, with its message naming file and line), not Ray's wrapper."""
     try:
         return ray.get(ref)
