@@ -127,7 +127,13 @@ class RayEngine:
         so none are started before there is work). One that dies (its process or node) is
         started again and its call run again."""
         if not self._actors:
-            pool = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=TASK_RETRIES)
+            pool = ray.remote(
+                num_cpus=1,
+                max_restarts=-1,
+                max_task_retries=TASK_RETRIES,
+                # also where this build joined a Ray started without them (a notebook's)
+                runtime_env={"env_vars": WORKER_ENV},
+            )
             self._actors = [pool(_Worker).remote() for _ in range(self.workers)]
         return self._actors
 
