@@ -232,7 +232,7 @@ def export(
         import datasets
 
         target = out / "dataset"
-        parts = {s: load(manifest.id, s, manifest.store.root) for s in splits}
+        parts = {s: load(manifest.id, s, manifest.store.location) for s in splits}
         from curate.manifests.card import dataset_card
         from curate.manifests.manifest import warnings
 

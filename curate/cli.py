@@ -35,22 +35,19 @@ app = typer.Typer(
 )
 
 StoreOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--store",
-        help="Store folder (default: $CURATE_STORE, else .curate/ beside the config or here).",
+        help="Store folder or URI such as s3://bucket/prefix (default: $CURATE_STORE, else "
+        ".curate/ beside the config or here).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IdArg = Annotated[str, typer.Argument(help="Manifest id, unique prefix (8+ hex digits) or tag.")]
 
 
-def _store(store: Path | None) -> Path | None:
-    return (
-        store
-        if store is not None
-        else (Path(os.environ["CURATE_STORE"]) if os.environ.get("CURATE_STORE") else None)
-    )
+def _store(store: str | None) -> str | None:
+    return store if store is not None else (os.environ.get("CURATE_STORE") or None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -106,7 +103,7 @@ def build(
 
 def _build(
     config: Path,
-    store: Path | None,
+    store: str | None,
     where: tuple[str, str | None, int | None],
     strict: bool,
     parent: str | None,
@@ -115,7 +112,7 @@ def _build(
     report: bool,
 ) -> None:
     from curate.config import load_config
-    from curate.manifests.store import default_store
+    from curate.manifests.store import Store, default_store
     from curate.sources import Prescan, scratch_dir
 
     engine, address, workers = where
@@ -125,7 +122,7 @@ def _build(
     if engine == "local":
         prestart()  # the workers' forkserver imports in parallel with everything below
     # Hash the source files on threads while this process imports pyarrow and polars.
-    scratch = scratch_dir(_store(store) or default_store(config))
+    scratch = scratch_dir(Store(_store(store) or default_store(config)).root)
     prescan = Prescan([(str(p), scratch) for src in cfg.sources for p in cfg.source_files(src)])
 
     import curate.pipeline  # noqa: F401 - imported here, while the collector is off

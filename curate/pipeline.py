@@ -253,7 +253,7 @@ def run_build(
         "python": platform.python_version(),
         "engine": engine,
         **eng.describe(),
-        "store": str(store.root.resolve()),
+        "store": store.name,
         "config_dir": str(config.base_dir),
         "seconds": round(time.time() - started, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},

@@ -77,11 +77,11 @@ def write_outputs(
     steps, states = cache if cache is not None else (None, [])
     key = _outputs_key(plan_file, shard_rows, states)
     if steps is not None and key is not None:
-        done = steps.outputs(key, lambda sha: store.object_path(sha).is_file())
+        done = steps.outputs(key, store.has_object)
         if done is not None:
             return Written(done["splits"], done["ledger"], key, reused=True)
     items = [
-        (blocks[b], b, str(plan_file), a, z - a, str(work), shard_rows, str(store.root))
+        (blocks[b], b, str(plan_file), a, z - a, str(work), shard_rows, store.location)
         for b, (a, z) in enumerate(bounds)
     ]
     results = engine.map(passes.emit, items, "write", weights=[z - a for a, z in bounds])
@@ -94,7 +94,7 @@ def write_outputs(
     scratch = [str(work / f"shard-{c}-{s:06d}.parquet") for c, s in keys]
     objects = engine.map(
         passes.gather,
-        [(buckets[k], f, str(store.root)) for k, f in zip(keys, scratch, strict=True)],
+        [(buckets[k], f, store.location) for k, f in zip(keys, scratch, strict=True)],
         "shards",
     )
     # train and validation are always listed; test where a build holds rows out for it
@@ -151,4 +151,4 @@ def write_split_index(index: pl.DataFrame, work: Path, store: Store) -> dict[str
     kept = index.filter(pl.col("copies") > 0).select(
         "id", pl.col("split").cast(pl.Int8), pl.col("split_unit").cast(pl.String)
     )
-    return passes.write_object(kept.to_arrow(), work / "split-index.parquet", str(store.root))
+    return passes.write_object(kept.to_arrow(), work / "split-index.parquet", store.location)

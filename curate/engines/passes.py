@@ -358,8 +358,9 @@ PARQUET_OPTIONS = {
 }
 
 
-def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, Any]:
-    """Write `table` as Parquet and move it into the store under its sha256."""
+def write_object(table: pa.Table, scratch: Path, store: str) -> dict[str, Any]:
+    """Write `table` as Parquet and move it into the store under its sha256 (`store`: the
+    store's location, a folder or a URI: a worker writes the object itself)."""
     import pyarrow.parquet as pq
 
     from curate.manifests.store import Store
@@ -367,7 +368,7 @@ def write_object(table: pa.Table, scratch: Path, store_root: str) -> dict[str, A
     scratch.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, str(scratch), **PARQUET_OPTIONS)
     # made durable by the build, all at once, before its manifest names it
-    return {"object": Store(store_root).put_file(scratch, durable=False), "rows": table.num_rows}
+    return {"object": Store(store).put_file(scratch, durable=False), "rows": table.num_rows}
 
 
 def emit(
@@ -378,7 +379,7 @@ def emit(
     length: int,
     out_dir: str,
     shard_rows: tuple[int, ...],
-    store_root: str,
+    store: str,
 ) -> tuple[dict[str, Any] | None, list[tuple[int, int, str]]]:
     """Write the block's ledger part to the store and bucket its output rows by (split, shard).
 
@@ -401,7 +402,7 @@ def emit(
     rejected = table.filter(pc.is_valid(table.column("reason")))
     if rejected.num_rows:
         part = rejected.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
-        ledger = write_object(part, out / "ledger" / f"{block:07d}.parquet", store_root)
+        ledger = write_object(part, out / "ledger" / f"{block:07d}.parquet", store)
     counts = pc.list_value_length(positions).to_numpy(zero_copy_only=False)
     buckets: list[tuple[int, int, str]] = []
     if counts.sum():
@@ -422,10 +423,10 @@ def emit(
     return ledger, buckets
 
 
-def gather(parts: list[str], scratch: str, store_root: str) -> dict[str, Any]:
+def gather(parts: list[str], scratch: str, store: str) -> dict[str, Any]:
     """One output shard: concatenate its buckets, put rows in shuffled order, store as Parquet."""
     table = pa.concat_tables([read_ipc(p) for p in parts], promote_options="default")
     table = table.take(pc.sort_indices(table.column("_position"))).drop_columns(["_position"])
     for p in parts:
         os.unlink(p)
-    return write_object(table, Path(scratch), store_root)
+    return write_object(table, Path(scratch), store)

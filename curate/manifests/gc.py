@@ -27,12 +27,19 @@ RECOMPUTABLE = ("blocks", "steps", "decompressed")
 def collect(store: Store, delete: bool = False, cache: bool = False) -> dict[str, Any]:
     """{"manifests", "objects", "unreferenced": [sha...], "bytes", "deleted", "cache"}:
     with `cache`, also the recomputable caches (`RECOMPUTABLE`), by kind: bytes they hold."""
+    if store.remote:
+        # its lock is a file on this machine: a build elsewhere could be naming the objects
+        raise UserError(
+            f"curate gc does not run on a remote store ({store.location}): a build on another "
+            "machine may be writing objects no manifest names yet; use the bucket's own "
+            f"lifecycle rules, or gc its local copies by removing {store.root / 'objects'}"
+        )
     try:
         with store.lock("objects", exclusive=True, wait=False):
             return _collect(store, delete, cache)
     except BlockingIOError:
         raise UserError(
-            f"a build is writing to the store {store.root}; run `curate gc` when it is done"
+            f"a build is writing to the store {store.location}; run `curate gc` when it is done"
         ) from None
 
 

@@ -20,7 +20,7 @@ def latest_named(store: Store, name: str) -> tuple[str, dict[str, Any]] | None:
     that is missing or wrong (a store of an earlier version, an edit), by creation time
     over every manifest."""
     try:
-        mid = store.name_path(name).read_text().strip()
+        mid = store.latest_of(name) or ""
         data = store.read_manifest(mid)
         if data["config"]["build"]["name"] == name:
             return mid, data

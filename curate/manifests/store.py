@@ -10,6 +10,11 @@ Layout (contract):
     cache/                      step outputs keyed by fingerprint
 Every write goes to a temp file in the same folder, is fsynced and renamed into place, so a
 crash never leaves a half-written object under its final name.
+
+A store named by a URI (`s3://bucket/prefix?endpoint_override=…`) keeps objects, manifests,
+run records, names and tags in the bucket (curate/manifests/files.py: a PUT is atomic there)
+and the rest — cache/, tmp/, locks/, logs/ and a verified copy of every object read or
+written here — in a local folder (`mirror_root`).
 """
 
 from __future__ import annotations
@@ -25,17 +30,26 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import IntegrityError, UnknownIdError, UserError
-from curate.fsio import fsync_path, sha256_file, temp_folder, write_bytes
+from curate.fsio import atomic_path, fsync_path, sha256_file, temp_folder, write_bytes
+from curate.manifests.files import (
+    LocalFiles,
+    RemoteFiles,
+    is_uri,
+    local_path,
+    mirror_root,
+    remote_files,
+)
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def default_store(config_path: str | Path | None = None) -> Path:
-    """`--store`, else $CURATE_STORE, else `.curate/` beside the config (or here)."""
+def default_store(config_path: str | Path | None = None) -> str | Path:
+    """`--store`, else $CURATE_STORE (a folder or a URI), else `.curate/` beside the config
+    (or here)."""
     env = os.environ.get("CURATE_STORE")
     if env:
-        return Path(env)
+        return env if is_uri(env) else Path(env)
     base = Path(config_path).resolve().parent if config_path else Path.cwd()
     return base / ".curate"
 
@@ -48,21 +62,53 @@ def canonical_json(obj: Any) -> bytes:
     ).encode()
 
 
+def _object_name(sha: str) -> str:
+    if not isinstance(sha, str) or not HEX64.match(sha):
+        raise IntegrityError(
+            f"{str(sha)[:80]!r} is not an object name (a sha256 in hex): the manifest "
+            "naming it is corrupt or was edited; `curate verify` checks a build"
+        )
+    return f"objects/{sha[:2]}/{sha}"
+
+
+class _Mismatch(Exception):
+    """A downloaded object whose bytes hash to something else (the digest is the message)."""
+
+
 class Store:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        # `location` reopens this store in another process (a worker): a folder or a URI
+        self.location = str(root)
+        self.files: LocalFiles | RemoteFiles
+        if is_uri(self.location):
+            self.files = remote_files(self.location)
+            self.root = mirror_root(self.location)
+        else:
+            self.root = local_path(root)
+            self.files = LocalFiles(self.root)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Store, (self.location,))
+
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.files, RemoteFiles)
+
+    @property
+    def name(self) -> str:
+        """How run records and messages name the store: its URI, or its absolute folder."""
+        return self.location if self.remote else str(self.root.resolve())
 
     # -- objects ---------------------------------------------------------------------
 
     def object_path(self, sha: str) -> Path:
-        """Where object `sha` lives; a name that is not a sha256 digest is refused, so no
-        stored name (a tampered manifest's shard, say) can point outside the store."""
-        if not isinstance(sha, str) or not HEX64.match(sha):
-            raise IntegrityError(
-                f"{str(sha)[:80]!r} is not an object name (a sha256 in hex): the manifest "
-                "naming it is corrupt or was edited; `curate verify` checks a build"
-            )
-        return self.root / "objects" / sha[:2] / sha
+        """Where object `sha` lives here (for a remote store: its local verified copy); a
+        name that is not a sha256 digest is refused, so no stored name (a tampered
+        manifest's shard, say) can point outside the store."""
+        return self.root / _object_name(sha)
+
+    def has_object(self, sha: str) -> bool:
+        return self.files.size(_object_name(sha)) is not None
 
     def verified_object(self, sha: str) -> Path:
         """The path of object `sha` once its bytes are checked against its name.
@@ -78,7 +124,10 @@ class Store:
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         path = self.object_path(sha)
-        if not path.exists():
+        if self.remote:
+            if self.files.size(_object_name(sha)) != len(data):
+                self.files.write(_object_name(sha), data)
+        elif not path.exists():
             write_bytes(path, data)
             path.chmod(0o444)
         return sha
@@ -92,6 +141,11 @@ class Store:
         """
         sha = sha256_file(src)
         path = self.object_path(sha)
+        remote = self.files if isinstance(self.files, RemoteFiles) else None
+        if remote is not None:
+            if remote.size(_object_name(sha)) != src.stat().st_size:
+                remote.upload(_object_name(sha), src)  # durable once the PUT returns
+            durable = False  # the local copy is only a cache of it
         if path.exists() and path.stat().st_size == src.stat().st_size:
             src.unlink()
         else:
@@ -110,6 +164,9 @@ class Store:
         few journal commits): a manifest is written only after this."""
         from concurrent.futures import ThreadPoolExecutor
 
+        if self.remote:
+            return  # every upload was durable when it returned; local copies are a cache
+
         def sync(path: Path) -> None:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -127,11 +184,32 @@ class Store:
         """None when the object is present and its bytes hash to its name, else the problem."""
         if not isinstance(sha, str) or not HEX64.match(sha):
             return f"object name {str(sha)[:80]!r} is not a sha256 digest"
+        if self.remote:
+            return self._fetch(sha)
         path = self.object_path(sha)
         if not path.exists():
             return f"object {sha} is missing"
         actual = sha256_file(path)
         return None if actual == sha else f"object {sha} is corrupt: its bytes hash to {actual}"
+
+    def _fetch(self, sha: str) -> str | None:
+        """A remote object's local copy, made (or kept) once its bytes hash to its name."""
+        size = self.files.size(_object_name(sha))
+        if size is None:
+            return f"object {sha} is missing from {self.location}"
+        path = self.object_path(sha)
+        if path.is_file() and path.stat().st_size == size and sha256_file(path) == sha:
+            return None
+        assert isinstance(self.files, RemoteFiles)
+        try:
+            with atomic_path(path, durable=False) as tmp:
+                self.files.download(_object_name(sha), tmp)
+                if (actual := sha256_file(tmp)) != sha:
+                    raise _Mismatch(actual)  # the temp goes; nothing takes the object's name
+        except _Mismatch as exc:
+            return f"object {sha} in {self.location} is corrupt: its bytes hash to {exc}"
+        path.chmod(0o444)
+        return None
 
     def writing(self) -> AbstractContextManager[None]:
         """Held (shared) while a command writes objects a manifest or run record will name:
@@ -162,22 +240,21 @@ class Store:
     def put_manifest(self, manifest: dict[str, Any], run: dict[str, Any]) -> str:
         data = canonical_json(manifest)
         mid = hashlib.sha256(data).hexdigest()
-        path = self.root / "manifests" / f"{mid}.json"
-        if not path.exists():
-            write_bytes(path, data)
-        write_bytes(
-            self.root / "manifests" / f"{mid}.run.json",
-            json.dumps(run, indent=2, sort_keys=True).encode(),
+        if self.files.size(f"manifests/{mid}.json") is None:
+            self.files.write(f"manifests/{mid}.json", data)
+        self.files.write(
+            f"manifests/{mid}.run.json", json.dumps(run, indent=2, sort_keys=True).encode()
         )
         name = manifest.get("config", {}).get("build", {}).get("name")
         if isinstance(name, str):  # the next build of this name finds its parent here
-            write_bytes(self.name_path(name), mid.encode())
+            self.files.write(_name_file(name), mid.encode())
         return mid
 
-    def name_path(self, name: str) -> Path:
-        """Where the id of the latest build of `[build] name` is kept (a hint: lineage
-        checks it against the manifest, and reads every manifest where it is missing)."""
-        return self.root / "names" / hashlib.sha256(name.encode()).hexdigest()
+    def latest_of(self, name: str) -> str | None:
+        """The id of the latest build of `[build] name` (a hint: lineage checks it against
+        the manifest, and reads every manifest where it is missing)."""
+        blob = self.files.read(_name_file(name))
+        return blob.decode(errors="replace").strip() if blob is not None else None
 
     # -- records of other runs (mining) ----------------------------------------------
 
@@ -186,41 +263,42 @@ class Store:
         objects it names in `objects` are kept by `curate gc` like a manifest's."""
         data = canonical_json(record)
         rid = hashlib.sha256(data).hexdigest()
-        path = self.root / "runs" / kind / f"{rid}.json"
-        if not path.exists():
-            write_bytes(path, data)
+        if self.files.size(f"runs/{kind}/{rid}.json") is None:
+            self.files.write(f"runs/{kind}/{rid}.json", data)
         return rid
 
     def record_ids(self, kind: str) -> list[str]:
-        folder = self.root / "runs" / kind
-        if not folder.exists():
-            return []
-        return sorted(p.name[:-5] for p in folder.glob("*.json") if HEX64.match(p.name[:-5]))
+        return _ids(self.files.names(f"runs/{kind}"))
+
+    def read_pointer(self, name: str) -> str | None:
+        """A store-wide pointer `runs/NAME` (mining's latest candidate index), or None."""
+        blob = self.files.read(f"runs/{name}")
+        return blob.decode(errors="replace").strip() if blob is not None else None
+
+    def write_pointer(self, name: str, value: str) -> None:
+        self.files.write(f"runs/{name}", value.encode())
 
     def read_record(self, kind: str, rid: str) -> dict[str, Any]:
         """The record, once its bytes are checked against its id."""
         if not HEX64.match(rid):
             raise UnknownIdError(f"{rid[:80]!r} is not a {kind} run id")
-        try:
-            blob = (self.root / "runs" / kind / f"{rid}.json").read_bytes()
-        except FileNotFoundError:
-            raise UnknownIdError(f"{kind} run {rid} is not in store {self.root}") from None
+        blob = self.files.read(f"runs/{kind}/{rid}.json")
+        if blob is None:
+            raise UnknownIdError(f"{kind} run {rid} is not in store {self.location}")
         if hashlib.sha256(blob).hexdigest() != rid:
-            raise IntegrityError(f"{kind} run {rid} in {self.root} is corrupt: refusing to read it")
+            raise IntegrityError(
+                f"{kind} run {rid} in {self.location} is corrupt: refusing to read it"
+            )
         return json.loads(blob)
 
     def manifest_ids(self) -> list[str]:
-        folder = self.root / "manifests"
-        if not folder.exists():
-            return []
-        return sorted(p.name[:-5] for p in folder.glob("*.json") if HEX64.match(p.name[:-5]))
+        return _ids(self.files.names("manifests"))
 
     def resolve(self, ref: str) -> str:
         """A full id, a unique prefix of 8+ hex digits, or a tag → the manifest id."""
         ref = ref.strip()
-        tag = self.root / "refs" / ref
-        if TAG.match(ref) and tag.is_file():
-            return self._tag_target(ref, tag)
+        if TAG.match(ref) and (held := self.files.read(f"refs/{ref}")) is not None:
+            return self._tag_target(ref, held)
         ids = self.manifest_ids()
         if re.fullmatch(r"[0-9a-f]{8,64}", ref):
             found = [i for i in ids if i.startswith(ref)]
@@ -228,7 +306,7 @@ class Store:
                 return found[0]
             if len(found) > 1:
                 raise UnknownIdError(
-                    f"{ref!r} is ambiguous in store {self.root}: it starts {len(found)} manifests ({', '.join(f[:12] for f in found[:5])}); give more digits"
+                    f"{ref!r} is ambiguous in store {self.location}: it starts {len(found)} manifests ({', '.join(f[:12] for f in found[:5])}); give more digits"
                 )
         hint = (
             " (an id prefix needs at least 8 hex digits)"
@@ -236,18 +314,15 @@ class Store:
             else ""
         )
         raise UnknownIdError(
-            f"no manifest or tag {ref!r} in store {self.root}{hint}; `curate log --store {self.root}` lists them"
+            f"no manifest or tag {ref!r} in store {self.location}{hint}; `curate log --store {self.location}` lists them"
         )
 
-    def _tag_target(self, name: str, path: Path) -> str:
+    def _tag_target(self, name: str, held: bytes) -> str:
         """The manifest id a tag holds: a full id of a manifest in this store, nothing else."""
-        try:
-            mid = path.read_text(errors="replace").strip()
-        except OSError as exc:
-            raise IntegrityError(f"tag {name!r} in {self.root} cannot be read: {exc}") from exc
-        if not HEX64.match(mid) or not (self.root / "manifests" / f"{mid}.json").is_file():
+        mid = held.decode(errors="replace").strip()
+        if not HEX64.match(mid) or self.files.size(f"manifests/{mid}.json") is None:
             raise IntegrityError(
-                f"tag {name!r} in {self.root} holds {mid[:80]!r}, which is not the id of a "
+                f"tag {name!r} in {self.location} holds {mid[:80]!r}, which is not the id of a "
                 f"manifest in this store: the tag file was damaged or edited; re-tag with "
                 f"`curate tag {name} ID`"
             )
@@ -259,29 +334,30 @@ class Store:
         actual = hashlib.sha256(blob).hexdigest()
         if actual != mid:
             raise IntegrityError(
-                f"manifest {mid} in {self.root} is corrupt: its bytes hash to {actual}; "
+                f"manifest {mid} in {self.location} is corrupt: its bytes hash to {actual}; "
                 "refusing to read it (`curate verify` reports it)"
             )
         try:
             return json.loads(blob)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise IntegrityError(
-                f"manifest {mid} in {self.root} is not valid JSON ({exc}); `curate verify` reports it"
+                f"manifest {mid} in {self.location} is not valid JSON ({exc}); `curate verify` reports it"
             ) from exc
 
     def manifest_bytes(self, mid: str) -> bytes:
         if not HEX64.match(mid):
             raise UnknownIdError(f"{mid[:80]!r} is not a manifest id")
-        try:
-            return (self.root / "manifests" / f"{mid}.json").read_bytes()
-        except FileNotFoundError:
-            raise UnknownIdError(f"manifest {mid} is not in store {self.root}") from None
+        blob = self.files.read(f"manifests/{mid}.json")
+        if blob is None:
+            raise UnknownIdError(f"manifest {mid} is not in store {self.location}")
+        return blob
 
     def read_run(self, mid: str) -> dict[str, Any]:
-        path = self.root / "manifests" / f"{mid}.run.json"
+        """The build's volatile sidecar (times, host, durations); {} when missing or damaged."""
+        blob = self.files.read(f"manifests/{mid}.run.json") if HEX64.match(mid) else None
         try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return json.loads(blob) if blob is not None else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return {}
 
     # -- tags ------------------------------------------------------------------------
@@ -291,17 +367,15 @@ class Store:
             raise UserError(
                 f"tag name {name!r} is not usable: use letters, digits, '.', '_' or '-', not something that looks like an id"
             )
-        write_bytes(self.root / "refs" / name, (mid + "\n").encode())
+        self.files.write(f"refs/{name}", (mid + "\n").encode())
 
     def tags(self) -> Iterator[tuple[str, str]]:
-        folder = self.root / "refs"
-        if folder.exists():
-            for path in sorted(folder.iterdir()):
-                if path.is_file() and TAG.match(path.name):
-                    try:
-                        yield path.name, self._tag_target(path.name, path)
-                    except IntegrityError:
-                        continue  # `log` lists builds; a damaged tag is reported where used
+        for name in self.files.names("refs"):
+            if TAG.match(name) and (held := self.files.read(f"refs/{name}")) is not None:
+                try:
+                    yield name, self._tag_target(name, held)
+                except IntegrityError:
+                    continue  # `log` lists builds; a damaged tag is reported where used
 
     # -- cache -----------------------------------------------------------------------
 
@@ -309,3 +383,12 @@ class Store:
         if not HEX64.match(key):
             raise IntegrityError(f"{key[:80]!r} is not a cache key (a sha256 in hex)")
         return self.root / "cache" / kind / key[:2] / f"{key}{suffix}"
+
+
+def _name_file(name: str) -> str:
+    return f"names/{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def _ids(names: list[str]) -> list[str]:
+    """The ids among a folder's `<id>.json` file names."""
+    return sorted(n[:-5] for n in names if n.endswith(".json") and HEX64.match(n[:-5]))

@@ -60,10 +60,9 @@ def prompt_text(failures: pl.DataFrame) -> pl.Series:
 def latest_index(store: Store) -> tuple[str | None, pl.DataFrame]:
     """The latest candidate index: its object id, and its rows without their text
     (SLIM_INDEX: the text stays in the object, read a row group at a time)."""
-    pointer = store.root / "runs" / INDEX_POINTER
-    if not pointer.is_file():
+    sha = store.read_pointer(INDEX_POINTER)
+    if sha is None:
         return None, pl.DataFrame(schema=SLIM_INDEX)
-    sha = pointer.read_text().strip()
     return sha, pl.read_parquet(store.verified_object(sha), columns=list(SLIM_INDEX))
 
 

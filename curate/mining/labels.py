@@ -190,7 +190,7 @@ def _runs(store: Store, ids: list[str]) -> dict[str, Any]:
         except UnknownIdError:
             raise UserError(
                 f"the labels come from mining run {rid[:12]}, which is not in store "
-                f"{store.root}: pass --store (the store `curate mine` wrote to)"
+                f"{store.location}: pass --store (the store `curate mine` wrote to)"
             ) from None
         config = record["config"]
         out[rid] = {

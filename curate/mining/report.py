@@ -25,7 +25,7 @@ def resolve_run(store: Store, ref: str) -> str:
         return found[0]
     what = "is ambiguous" if len(found) > 1 else "is not a mining run"
     raise UnknownIdError(
-        f"{ref!r} {what} in store {store.root} (runs: {', '.join(r[:12] for r in store.record_ids('mining')[-5:]) or 'none'})"
+        f"{ref!r} {what} in store {store.location} (runs: {', '.join(r[:12] for r in store.record_ids('mining')[-5:]) or 'none'})"
     )
 
 

@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 
 from curate.engines.local import LocalEngine
 from curate.errors import UserError
-from curate.fsio import write_bytes
 from curate.manifests.store import Store
 from curate.mining import traffic
 from curate.mining.candidates import (
@@ -129,7 +128,7 @@ def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
         "objects": objects,
     }
     rid = store.put_record("mining", record)
-    write_bytes(store.root / "runs" / INDEX_POINTER, objects["candidates"]["object"].encode())
+    store.write_pointer(INDEX_POINTER, objects["candidates"]["object"])
     return MiningRun(rid, record, store)
 
 
@@ -413,7 +412,7 @@ def _put(table: pa.Table, store: Store) -> dict[str, Any]:
     from curate.engines.passes import write_object
 
     with store.temp_dir("mine-object-") as tmp:
-        entry = write_object(table, tmp / "object.parquet", str(store.root))
+        entry = write_object(table, tmp / "object.parquet", store.location)
     store.sync_objects([entry["object"]])
     return entry
 

@@ -66,7 +66,7 @@ def report_for(ref: str, store: Store) -> Report:
         return Report(html, folder / "report.html", f"run {folder.name}", owned=True)
     from curate import api
 
-    manifest = api.open_manifest(ref, store.root)
+    manifest = api.open_manifest(ref, store.location)
     entry = manifest.data.get("report")
     if entry:
         html = manifest.store.verified_object(entry["object"]).read_bytes()

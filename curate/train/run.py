@@ -228,7 +228,7 @@ def train(
     if out is not None:  # refused before any work is done
         claim_output_dir(out, RUN_FILES, overwrite)
     mid = store.resolve(ref)
-    check = api.verify(mid, store.root)
+    check = api.verify(mid, store.location)
     if check["problems"]:
         raise UserError(
             f"manifest {mid[:12]} does not verify; refusing to train on it:\n  - "
@@ -322,7 +322,7 @@ def train(
     summary = {
         "run_id": rid,
         "run_dir": str(run_dir),
-        "store": str(store.root.resolve()),
+        "store": store.name,
         "manifest": mid,
         "base_folder": str(base.folder),
         "steps": result.global_step,
@@ -522,7 +522,7 @@ def write_release(
         "rollback": (
             f"serve the base model {base.name} without this adapter, or the previous "
             f"release's adapter; rebuild this one with: curate train {summary['manifest'][:12]} "
-            f"--base {base.name} --store {store.root}"
+            f"--base {base.name} --store {store.location}"
         ),
         "settings": cfg.model_dump(),
         "serving": handoff(run_dir, base.name, base.folder, base.tokenizer, cfg.r),

@@ -1,0 +1,182 @@
+"""Where a store keeps its named files: a local folder, or a bucket named by a URI.
+
+A store's durable part (objects, manifests, tags, names, run records) is a set of files
+named by relative paths such as `manifests/<id>.json`. `LocalFiles` keeps them in a folder,
+written atomically through `fsio`; `RemoteFiles` keeps them in an object store that
+pyarrow opens from a URI (`s3://bucket/prefix?endpoint_override=host:port&scheme=http` for
+S3-compatible servers such as MinIO). An object-store PUT is atomic by itself: readers see
+the old bytes or the new ones, never half. A failed upload is deleted, since pyarrow
+completes a stream it closes even after an error (checked on S3).
+
+Credentials never go into the URI: the URI is recorded in run records and shown in
+messages, so keys come from the environment (AWS_ACCESS_KEY_ID, …), config files or the
+instance's role, as for every AWS tool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from curate.errors import UserError
+from curate.fsio import write_bytes
+
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+SECRET_PARAMS = {"access_key", "secret_key", "session_token"}
+CHUNK = 8 << 20
+
+
+def is_uri(location: str | Path) -> bool:
+    """A store named by a URI (s3://…), not a local path (`file://` is a local path)."""
+    text = str(location)
+    return bool(URI.match(text)) and not text.lower().startswith("file://")
+
+
+def local_path(location: str | Path) -> Path:
+    text = str(location)
+    return Path(text[len("file://") :] if text.lower().startswith("file://") else text)
+
+
+def mirror_root(uri: str) -> Path:
+    """The local folder of a remote store: its scratch, caches, locks, logs and a verified
+    copy of the objects read here. `$CURATE_STORE_CACHE` moves it (a Ray cluster's workers
+    need it on a path every node shares); else under the user's cache folder, one per URI."""
+    base = os.environ.get("CURATE_STORE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "curate", "stores"
+    )
+    return Path(base) / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+class LocalFiles:
+    """A store's named files in a folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            return (self.root / rel).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def write(self, rel: str, data: bytes) -> None:
+        write_bytes(self.root / rel, data)
+
+    def size(self, rel: str) -> int | None:
+        path = self.root / rel
+        return path.stat().st_size if path.is_file() else None
+
+    def names(self, folder: str) -> list[str]:
+        where = self.root / folder
+        return sorted(p.name for p in where.iterdir() if p.is_file()) if where.is_dir() else []
+
+
+class RemoteFiles:
+    """A store's named files in an object store, through pyarrow's filesystems."""
+
+    def __init__(self, uri: str):
+        import pyarrow.fs as pafs
+
+        query = parse_qs(urlsplit(uri).query)
+        if urlsplit(uri).password or SECRET_PARAMS & set(query):
+            raise UserError(
+                f"store URI {_shown(uri)} holds credentials: give them in the environment "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, …) or the provider's config files; "
+                "the URI is written into run records and messages"
+            )
+        try:
+            self.fs, base = pafs.FileSystem.from_uri(uri)
+        except (OSError, ValueError, TypeError) as exc:
+            raise UserError(f"store {uri}: not a store location pyarrow can open ({exc})") from exc
+        self.uri = uri
+        self.base = base.rstrip("/")
+
+    def _key(self, rel: str) -> str:
+        return f"{self.base}/{rel}"
+
+    def _error(self, what: str, rel: str, exc: Exception) -> UserError:
+        return UserError(f"store {self.uri}: cannot {what} {rel} ({exc})")
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            with self.fs.open_input_stream(self._key(rel)) as fh:
+                return bytes(fh.read())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error("read", rel, exc) from exc
+
+    def write(self, rel: str, data: bytes) -> None:
+        self._put(rel, lambda out: out.write(data))
+
+    def upload(self, rel: str, src: Path) -> None:
+        def copy(out: Any) -> None:
+            with open(src, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    out.write(chunk)
+
+        self._put(rel, copy)
+
+    def _put(self, rel: str, fill: Any) -> None:
+        key = self._key(rel)
+        try:
+            out = self.fs.open_output_stream(key)
+            try:
+                fill(out)
+            except BaseException:
+                out.close()  # pyarrow completes the upload here: the partial object goes next
+                self._delete(key)
+                raise
+            out.close()
+        except OSError as exc:
+            raise self._error("write", rel, exc) from exc
+
+    def _delete(self, key: str) -> None:
+        with contextlib.suppress(OSError):  # a size or hash check refuses what stays
+            self.fs.delete_file(key)
+
+    def download(self, rel: str, dest: Path) -> None:
+        try:
+            with self.fs.open_input_stream(self._key(rel)) as fh, open(dest, "wb") as out:
+                shutil.copyfileobj(fh, out, CHUNK)
+        except OSError as exc:
+            raise self._error("read", rel, exc) from exc
+
+    def size(self, rel: str) -> int | None:
+        import pyarrow.fs as pafs
+
+        try:
+            info = self.fs.get_file_info(self._key(rel))
+        except OSError as exc:
+            raise self._error("look up", rel, exc) from exc
+        return info.size if info.type == pafs.FileType.File else None
+
+    def names(self, folder: str) -> list[str]:
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self._key(folder), allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise self._error("list", folder, exc) from exc
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+
+@functools.lru_cache(maxsize=8)
+def remote_files(uri: str) -> RemoteFiles:
+    """One client per store URI and process: workers open the store once per call."""
+    return RemoteFiles(uri)
+
+
+def _shown(uri: str) -> str:
+    """The URI without what follows `@` in its authority or `?`: no secret in a message."""
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{host}{parts.path}"
