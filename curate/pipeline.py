@@ -225,6 +225,7 @@ def run_build(
 ) -> BuildResult:
     started = time.time()
     timings: dict[str, float] = {}
+    store.check()
     target = load_build_target(config, store)
     steps = build_steps(config, target, store)
     stages: list[IndexStage] = [MixtureStage(config), SplitStage(config)]

@@ -134,3 +134,56 @@ def smol(tmp_path_factory) -> Path:
     from curate.train.model import plain_copy
 
     return plain_copy(_smollm_gguf(), tmp_path_factory.mktemp("models"))
+
+
+@dataclass
+class S3:
+    """An S3-compatible server (moto) on 127.0.0.1: `store(bucket)` is a fresh bucket's URI."""
+
+    endpoint: str
+
+    def store(self, bucket: str) -> str:
+        import pyarrow.fs as pafs
+
+        host, scheme = self.endpoint, "http"
+        pafs.S3FileSystem(
+            endpoint_override=host, scheme=scheme, allow_bucket_creation=True
+        ).create_dir(bucket)
+        return f"s3://{bucket}/store?endpoint_override={host}&scheme={scheme}"
+
+    def fs(self) -> Any:
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(endpoint_override=self.endpoint, scheme="http")
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> Any:
+    """One S3 server for the session, with test credentials in the environment — set
+    before a Ray starts (its workers take the environment they are started with) — and
+    remote stores' local folders under the session's temp folder, not the user's cache."""
+    import logging
+    import os
+
+    from moto.server import ThreadedMotoServer
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "curate-test",
+        "AWS_SECRET_ACCESS_KEY": "curate-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "CURATE_STORE_CACHE": str(tmp_path_factory.mktemp("store-mirrors")),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield S3(f"{host}:{port}")
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A local Ray of 2 CPUs, started once: every build of this module joins it."""
+def cluster(s3):
+    """A local Ray of 2 CPUs, started once: every build of this module joins it (after the
+    S3 server's credentials are in the environment its workers inherit)."""
     from curate.engines.ray import RayEngine
 
     engine = RayEngine(2)
@@ -285,3 +286,31 @@ def test_cli_refuses_what_it_cannot_run(tmp_path):
     assert local.returncode == 2 and "--address is for --engine ray" in local.stderr
     other = curate("--engine", "spark")
     assert other.returncode == 2 and "unknown engine 'spark'" in other.stderr
+
+
+def test_the_workers_write_the_objects_into_an_s3_store(cluster, s3, tmp_path, monkeypatch):
+    import shutil
+
+    from curate import api
+    from curate.manifests.files import RemoteFiles
+    from curate.manifests.store import Store
+
+    cfg, local = planted_build(tmp_path, report=False)
+    by_driver: list[str] = []
+    upload = RemoteFiles.upload
+
+    def recorded(self, rel, src):
+        by_driver.append(rel.rsplit("/", 1)[-1])
+        upload(self, rel, src)
+
+    monkeypatch.setattr(RemoteFiles, "upload", recorded)  # in this process only
+    uri = s3.store("ray")
+    built = build(cfg, store=uri, workers=2, engine="ray", report=False)
+    assert (built.id, built.ledger, built.rows) == (local.id, local.ledger, local.rows)
+    splits = built.manifest["splits"].values()
+    shards = {s["object"] for e in splits for s in e["shards"]}
+    ledger = {p["object"] for p in built.manifest["ledger"]["parts"]}
+    assert shards and ledger and not (shards | ledger) & set(by_driver)
+    assert by_driver == [built.manifest["split_index"]["object"]]  # the driver's own write
+    shutil.rmtree(Store(uri).root / "objects")  # what is checked now comes from the bucket
+    assert api.verify(built.id, uri)["problems"] == []

@@ -39,10 +39,17 @@ T = TypeVar("T")
 TASK_RETRIES = 4
 # Variables every worker gets: each actor has one core, so the libraries' own pools only fight.
 WORKER_ENV = {"POLARS_MAX_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+# Passed on from the driver when set: where a remote store's local folder (the build's
+# scratch) is. Credentials are not: the cluster's own (environment, instance role) apply.
+DRIVER_ENV = ("CURATE_STORE_CACHE",)
 _settled = False
 # a local Ray's temporary folder: /tmp/curate-ray-<pid of the build>-<random>
 TEMP_PREFIX = "curate-ray-"
 STALE_SECONDS = 600  # a killed build's Ray processes end within a minute or so
+
+
+def _worker_env() -> dict[str, str]:
+    return WORKER_ENV | {k: os.environ[k] for k in DRIVER_ENV if os.environ.get(k)}
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:
@@ -132,7 +139,7 @@ class RayEngine:
                 max_restarts=-1,
                 max_task_retries=TASK_RETRIES,
                 # also where this build joined a Ray started without them (a notebook's)
-                runtime_env={"env_vars": WORKER_ENV},
+                runtime_env={"env_vars": _worker_env()},
             )
             self._actors = [pool(_Worker).remote() for _ in range(self.workers)]
         return self._actors
@@ -142,7 +149,7 @@ class RayEngine:
             "log_to_driver": False,  # workers' prints and warnings stay in the log files
             "logging_level": logging.ERROR,  # not its notices: the build prints its own
             "include_dashboard": False,
-            "runtime_env": {"env_vars": WORKER_ENV},
+            "runtime_env": {"env_vars": _worker_env()},
         }
         try:
             if self.address == "local":

@@ -84,8 +84,17 @@ class RemoteFiles:
     def __init__(self, uri: str):
         import pyarrow.fs as pafs
 
-        query = parse_qs(urlsplit(uri).query)
-        if urlsplit(uri).password or SECRET_PARAMS & set(query):
+        parts = urlsplit(uri)
+        if parts.scheme.lower() != "s3":
+            # pyarrow opens gs:// and hdfs:// too, but untried here (gs:// waited for a
+            # metadata server for minutes on a machine without one)
+            raise UserError(
+                f"store {_shown(uri)}: a store URI is s3://bucket/prefix (AWS S3 or an "
+                "S3-compatible server: add ?endpoint_override=host:port&scheme=http); "
+                f"{parts.scheme}:// stores are not supported"
+            )
+        query = parse_qs(parts.query)
+        if parts.password or SECRET_PARAMS & set(query):
             raise UserError(
                 f"store URI {_shown(uri)} holds credentials: give them in the environment "
                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, …) or the provider's config files; "
@@ -97,6 +106,20 @@ class RemoteFiles:
             raise UserError(f"store {uri}: not a store location pyarrow can open ({exc})") from exc
         self.uri = uri
         self.base = base.rstrip("/")
+
+    def check(self) -> None:
+        """Refuse, before any work, a bucket that does not exist (curate creates none)."""
+        import pyarrow.fs as pafs
+
+        bucket = self.base.split("/", 1)[0]
+        try:
+            missing = self.fs.get_file_info(bucket).type == pafs.FileType.NotFound
+        except OSError as exc:
+            raise UserError(f"store {self.uri}: cannot reach it ({exc})") from exc
+        if missing:
+            raise UserError(
+                f"store {self.uri}: bucket {bucket!r} does not exist (curate creates no bucket)"
+            )
 
     def _key(self, rel: str) -> str:
         return f"{self.base}/{rel}"

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -89,6 +90,11 @@ class Store:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Store, (self.location,))
+
+    def check(self) -> None:
+        """Refuse a remote store that cannot take a build, before the build does any work."""
+        if isinstance(self.files, RemoteFiles):
+            self.files.check()
 
     @property
     def remote(self) -> bool:
@@ -314,7 +320,7 @@ class Store:
             else ""
         )
         raise UnknownIdError(
-            f"no manifest or tag {ref!r} in store {self.location}{hint}; `curate log --store {self.location}` lists them"
+            f"no manifest or tag {ref!r} in store {self.location}{hint}; `curate log --store {shlex.quote(self.location)}` lists them"
         )
 
     def _tag_target(self, name: str, held: bytes) -> str:
