@@ -118,3 +118,17 @@ def test_a_store_path_is_still_a_folder(tmp_path):
     assert Store(tmp_path / "s").root == tmp_path / "s"
     assert Store(f"file://{tmp_path}/s").root == Path(f"{tmp_path}/s")
     assert not Store(tmp_path).remote
+
+
+def test_workers_see_the_environment_of_the_build(monkeypatch):
+    """The forkserver keeps the environment of its first start: a variable set since (AWS
+    credentials in a notebook) still reaches the workers of a later build."""
+    import os
+
+    from curate.engines.local import LocalEngine, prestart
+
+    prestart()
+    monkeypatch.setenv("CURATE_TEST_PROBE", "set after the forkserver started")
+    with LocalEngine(2, pool_only=True) as engine:
+        seen = engine.map(os.getenv, [("CURATE_TEST_PROBE",)] * 4, "probe")
+    assert seen == ["set after the forkserver started"] * 4

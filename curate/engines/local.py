@@ -154,9 +154,18 @@ def _hidden_now() -> tuple[str, ...]:
     return tuple(n for f in sys.meta_path if isinstance(f, HiddenModules) for n in f.names)
 
 
-def _worker_init(owner: int, identity: str | None, hide: tuple[str, ...]) -> None:
-    """Workers already fill the cores: Arrow's and polars' own pools get one thread each."""
+def _worker_init(
+    owner: int, identity: str | None, hide: tuple[str, ...], env: dict[str, str]
+) -> None:
+    """Workers already fill the cores: Arrow's and polars' own pools get one thread each.
+
+    The build's environment comes along: the forkserver keeps the one of its first start,
+    so a variable set since (a notebook's AWS credentials or CURATE_STORE_CACHE for a bucket
+    store) would otherwise be missing in workers — where a worker without credentials put
+    mangled uploads into an S3-compatible server (caught by the hash check on reading)."""
     _die_with(owner, identity)
+    os.environ.clear()
+    os.environ.update(env)
     if hide:
         sys.meta_path.insert(0, HiddenModules(hide))
     os.environ["POLARS_MAX_THREADS"] = "1"
@@ -224,7 +233,7 @@ class LocalEngine:
                     max_workers=size,  # else this process is the other worker
                     mp_context=_start_context(),
                     initializer=_worker_init,
-                    initargs=(me, _process_identity(me), _hidden_now()),
+                    initargs=(me, _process_identity(me), _hidden_now(), dict(os.environ)),
                 )
                 # every worker now (a pool spawns them on submit), none later
                 for _ in range(size):

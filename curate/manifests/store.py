@@ -147,11 +147,16 @@ class Store:
         """
         sha = sha256_file(src)
         path = self.object_path(sha)
-        remote = self.files if isinstance(self.files, RemoteFiles) else None
-        if remote is not None:
-            if remote.size(_object_name(sha)) != src.stat().st_size:
-                remote.upload(_object_name(sha), src)  # durable once the PUT returns
-            durable = False  # the local copy is only a cache of it
+        if isinstance(self.files, RemoteFiles):
+            if self.files.size(_object_name(sha)) != src.stat().st_size:
+                self.files.upload(_object_name(sha), src)  # durable once the PUT returns
+            try:  # kept as this machine's verified copy, if it is on the same filesystem
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, path)
+                path.chmod(0o444)
+            except OSError:
+                src.unlink(missing_ok=True)  # read back from the bucket when needed
+            return sha
         if path.exists() and path.stat().st_size == src.stat().st_size:
             src.unlink()
         else:
