@@ -50,7 +50,7 @@ def default_store(config_path: str | Path | None = None) -> str | Path:
     (or here)."""
     env = os.environ.get("CURATE_STORE")
     if env:
-        return env if is_uri(env) else Path(env)
+        return env  # as given: Store reads a URI, a file:// URI or a path from it
     base = Path(config_path).resolve().parent if config_path else Path.cwd()
     return base / ".curate"
 
