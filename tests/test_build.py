@@ -427,12 +427,15 @@ def test_a_weighted_source_with_nothing_left_does_not_empty_the_mixture(tmp_path
     assert b.manifest["mixture"]["sources"]["bad"]["capped"] is True
 
 
-def test_cli_build_in_a_fresh_process_matches_the_api(planted):
-    """The command forks its workers and hides pandas; the manifest must not change."""
+def test_cli_build_in_a_fresh_process_matches_the_api(planted, tmp_path):
+    """The command forks its workers and hides pandas; the manifest must not change,
+    and it leaves nothing in the temporary folder (the forkserver's socket included)."""
     import subprocess
     import sys
 
     cfg, b = planted
+    temp = tmp_path / "temp"
+    temp.mkdir()
     out = subprocess.run(
         [
             sys.executable,
@@ -448,10 +451,11 @@ def test_cli_build_in_a_fresh_process_matches_the_api(planted):
         ],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "CI": "true"},
+        env={**__import__("os").environ, "CI": "true", "TMPDIR": str(temp)},
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["manifest_id"] == b.id
+    assert sorted(p.name for p in temp.iterdir()) == []
 
 
 def test_an_interrupted_build_resumes_from_the_blocks_it_finished(tmp_path, monkeypatch):
