@@ -33,7 +33,9 @@ def _tagged(tag: str) -> list[psutil.Process]:
 
 
 def _build(cfg: Path, store: Path, tag: str) -> subprocess.Popen:
-    env = {**os.environ, "CI": "true", "CURATE_KILL_TEST": tag}
+    temp = cfg.parent / "tmp"  # what a kill leaves (the forkserver's folder) stays here
+    temp.mkdir(exist_ok=True)
+    env = {**os.environ, "CI": "true", "CURATE_KILL_TEST": tag, "TMPDIR": str(temp)}
     env.pop("CURATE_STORE", None)
     return subprocess.Popen(
         [CURATE, "build", str(cfg), "--store", str(store), "--workers", "2", "--json"],

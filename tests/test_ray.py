@@ -232,6 +232,7 @@ def test_a_build_killed_on_ray_resumes_from_the_blocks_it_finished(cluster, tmp_
         [*command, "--workers", "1", "--store", str(store), "--json"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # what the kill leaves stays here
     )
     blocks = store / "cache" / "blocks"
     deadline = time.time() + 120
@@ -249,15 +250,18 @@ def test_a_build_killed_on_ray_resumes_from_the_blocks_it_finished(cluster, tmp_
 
 def test_cli_starts_ray_here_quietly_and_keeps_its_logs_in_the_store(tmp_path):
     """In a fresh process: `--engine ray` starts Ray, prints only the build's JSON, moves
-    Ray's logs into the store and stops Ray; the manifest is the local engine's."""
+    Ray's logs into the store and stops Ray; the manifest is the local engine's. The
+    temporary folder is too long for Ray's sockets (as a cluster's TMPDIR often is)."""
     cfg, local = planted_build(tmp_path)
     store = tmp_path / "cli-ray"
+    temp = tmp_path / ("t" * 60)
+    temp.mkdir()
     out = subprocess.run(
         [sys.executable, "-m", "curate", "build", str(cfg), "--engine", "ray", "--workers", "2"]
         + ["--json", "--store", str(store)],
         capture_output=True,
         text=True,
-        env={**os.environ, "CI": "true"},
+        env={**os.environ, "CI": "true", "TMPDIR": str(temp)},
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -273,9 +277,10 @@ def test_cli_refuses_what_it_cannot_run(tmp_path):
     cfg = write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}])
     write_jsonl(tmp_path / "a.jsonl", [chat("q", "a")])
 
-    def curate(*args: str) -> subprocess.CompletedProcess[str]:
+    def curate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "curate", "build", str(cfg), *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+        env = {**os.environ, **env}
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
     started = time.time()
     nobody = curate("--engine", "ray", "--address", "127.0.0.1:1")
@@ -286,6 +291,12 @@ def test_cli_refuses_what_it_cannot_run(tmp_path):
     assert local.returncode == 2 and "--address is for --engine ray" in local.stderr
     other = curate("--engine", "spark")
     assert other.returncode == 2 and "unknown engine 'spark'" in other.stderr
+    long = tmp_path / ("t" * 60)
+    long.mkdir()
+    sockets = curate("--engine", "ray", RAY_TMPDIR=str(long))
+    assert sockets.returncode == 2
+    assert "needs a writable folder of at most" in sockets.stderr and "RAY_TMPDIR" in sockets.stderr
+    assert not list(long.iterdir())
 
 
 def test_the_workers_write_the_objects_into_an_s3_store(cluster, s3, tmp_path, monkeypatch):

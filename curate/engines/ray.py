@@ -43,8 +43,11 @@ WORKER_ENV = {"POLARS_MAX_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP
 # scratch) is. Credentials are not: the cluster's own (environment, instance role) apply.
 DRIVER_ENV = ("CURATE_STORE_CACHE",)
 _settled = False
-# a local Ray's temporary folder: /tmp/curate-ray-<pid of the build>-<random>
+# a local Ray's temporary folder: <base>/curate-ray-<pid of the build>-<random>
 TEMP_PREFIX = "curate-ray-"
+# Ray's longest socket below that folder, with a 7-digit pid; a socket path has 107 bytes
+SOCKET_TAIL = len("/session_2026-11-28_14-57-50_759355_4194304/sockets/plasma_store")
+SOCKET_MAX = 107
 STALE_SECONDS = 600  # a killed build's Ray processes end within a minute or so
 
 
@@ -153,17 +156,15 @@ class RayEngine:
         }
         try:
             if self.address == "local":
-                # Ray's sockets live in its temporary folder and a socket path is at most 107
-                # bytes: a store's own path is often longer, so Ray gets a short folder of ours
                 _sweep_stale()
-                self._temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+                self._temp = _short_temp()
                 cpus = self.requested or _cores()
                 ray.init(num_cpus=cpus, _temp_dir=self._temp, **quiet)
             else:
                 _reachable(self.address)
                 _with_token()
                 ray.init(address=self.address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             self._discard_temp()
             where = "start Ray here" if self.address == "local" else f"reach {self.address}"
             raise UserError(
@@ -279,6 +280,28 @@ def _get(ray: Any, ref: Any) -> Any:
         raise
 
 
+def _temp_bases() -> list[str]:
+    """Where a local Ray's folder may go, preferred first: Ray's own RAY_TMPDIR alone where
+    it is set (the user chose it), else the temporary folder, else /tmp."""
+    if os.environ.get("RAY_TMPDIR"):
+        return [os.environ["RAY_TMPDIR"]]
+    return list(dict.fromkeys([tempfile.gettempdir(), "/tmp"]))
+
+
+def _short_temp() -> str:
+    """A folder for a local Ray short enough for its sockets: Ray's sockets live in its
+    temporary folder, and a cluster's or pytest's TMPDIR is often too long for them."""
+    name = len(TEMP_PREFIX) + len(str(os.getpid())) + 1 + 8  # mkdtemp adds 8 characters
+    for base in _temp_bases():
+        if len(base) + 1 + name + SOCKET_TAIL <= SOCKET_MAX and os.access(base, os.W_OK):
+            return tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base)
+    longest = SOCKET_MAX - SOCKET_TAIL - name - 1
+    raise UserError(
+        f"--engine ray needs a writable folder of at most {longest} characters for the "
+        f"sockets of the Ray it starts (tried {', '.join(_temp_bases())}): set RAY_TMPDIR"
+    )
+
+
 def _sweep_stale() -> None:
     """Remove the temporary folders of local Rays whose build was killed (kill -9 leaves no
     chance to clean up; Ray's own processes of that build end by themselves)."""
@@ -286,7 +309,7 @@ def _sweep_stale() -> None:
 
     from curate.engines.local import _process_identity
 
-    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+    for folder in (f for base in _temp_bases() for f in Path(base).glob(f"{TEMP_PREFIX}*-*")):
         pid = folder.name.removeprefix(TEMP_PREFIX).split("-", 1)[0]
         try:
             old = time.time() - folder.stat().st_mtime > STALE_SECONDS
