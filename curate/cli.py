@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -787,18 +786,12 @@ def run() -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     sys.stdout.flush()
     sys.stderr.flush()
-    _remove_multiprocessing_temp()
+    if "multiprocessing.process" in sys.modules:  # else a command that started no workers
+        from curate.engines.sockets import remove_forkserver_folder
+
+        # without it every build with workers left a /tmp/pymp-* behind
+        remove_forkserver_folder()
     os._exit(code)
-
-
-def _remove_multiprocessing_temp() -> None:
-    """os._exit skips atexit, and with it multiprocessing's removal of its temporary folder
-    (the forkserver's socket): every build with workers left a /tmp/pymp-* behind. Only
-    the folder goes; multiprocessing's other exit work joins children, which could block."""
-    process = sys.modules.get("multiprocessing.process")
-    temp = process.current_process()._config.get("tempdir") if process else None
-    if temp:
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 if __name__ == "__main__":

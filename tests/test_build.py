@@ -427,15 +427,18 @@ def test_a_weighted_source_with_nothing_left_does_not_empty_the_mixture(tmp_path
     assert b.manifest["mixture"]["sources"]["bad"]["capped"] is True
 
 
-def test_cli_build_in_a_fresh_process_matches_the_api(planted, tmp_path):
-    """The command forks its workers and hides pandas; the manifest must not change,
-    and it leaves nothing in the temporary folder (the forkserver's socket included)."""
+@pytest.mark.parametrize("temp_name", ["temp", "t" * 80])
+def test_cli_build_in_a_fresh_process_matches_the_api(planted, tmp_path, temp_name):
+    """The command forks its workers and hides pandas; the manifest must not change, and
+    it leaves nothing in the temporary folder (the forkserver's socket included), also
+    where that folder is too long for the socket (which then goes to /tmp, and away)."""
     import subprocess
     import sys
 
     cfg, b = planted
-    temp = tmp_path / "temp"
+    temp = tmp_path / temp_name
     temp.mkdir()
+    before = set(Path("/tmp").glob("pymp-*"))
     out = subprocess.run(
         [
             sys.executable,
@@ -456,6 +459,7 @@ def test_cli_build_in_a_fresh_process_matches_the_api(planted, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["manifest_id"] == b.id
     assert sorted(p.name for p in temp.iterdir()) == []
+    assert set(Path("/tmp").glob("pymp-*")) <= before
 
 
 def test_an_interrupted_build_resumes_from_the_blocks_it_finished(tmp_path, monkeypatch):

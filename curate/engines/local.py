@@ -36,6 +36,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from curate.engines.sockets import short_forkserver_folder
 from curate.progress import Progress
 
 T = TypeVar("T")
@@ -74,6 +75,7 @@ def _without_user_main() -> Iterator[None]:
 def _start_context() -> Any:
     """The forkserver on Linux; spawn where there is none (the same guarantees, slower)."""
     if sys.platform == "linux":
+        short_forkserver_folder()
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         return ctx

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from curate.engines.sockets import SOCKET_MAX, fitting_base
 from curate.errors import UserError
 from curate.progress import Progress
 
@@ -45,9 +46,8 @@ DRIVER_ENV = ("CURATE_STORE_CACHE",)
 _settled = False
 # a local Ray's temporary folder: <base>/curate-ray-<pid of the build>-<random>
 TEMP_PREFIX = "curate-ray-"
-# Ray's longest socket below that folder, with a 7-digit pid; a socket path has 107 bytes
+# Ray's longest socket below that folder, with a 7-digit pid
 SOCKET_TAIL = len("/session_2026-11-28_14-57-50_759355_4194304/sockets/plasma_store")
-SOCKET_MAX = 107
 STALE_SECONDS = 600  # a killed build's Ray processes end within a minute or so
 
 
@@ -291,11 +291,11 @@ def _temp_bases() -> list[str]:
 def _short_temp() -> str:
     """A folder for a local Ray short enough for its sockets: Ray's sockets live in its
     temporary folder, and a cluster's or pytest's TMPDIR is often too long for them."""
-    name = len(TEMP_PREFIX) + len(str(os.getpid())) + 1 + 8  # mkdtemp adds 8 characters
-    for base in _temp_bases():
-        if len(base) + 1 + name + SOCKET_TAIL <= SOCKET_MAX and os.access(base, os.W_OK):
-            return tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base)
-    longest = SOCKET_MAX - SOCKET_TAIL - name - 1
+    tail = 1 + len(TEMP_PREFIX) + len(str(os.getpid())) + 1 + 8 + SOCKET_TAIL  # mkdtemp: 8
+    base = fitting_base(tail, _temp_bases())
+    if base is not None:
+        return tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base)
+    longest = SOCKET_MAX - tail
     raise UserError(
         f"--engine ray needs a writable folder of at most {longest} characters for the "
         f"sockets of the Ray it starts (tried {', '.join(_temp_bases())}): set RAY_TMPDIR"
