@@ -13,8 +13,8 @@ change.
 `address`: "local" starts Ray in this process for this machine (its temporary folder, and so
 its logs, in a short folder of our own, moved into the store's `logs/ray/` at the end); any
 other address ("auto", "ray://host:10001", "host:6379") joins a running cluster, whose nodes
-must see the store at the same path (a shared filesystem) and run the same curate and
-libraries: the engine checks the versions its workers import before the build starts.
+must see the store (a folder at the same path on a shared filesystem, or a bucket URI with
+CURATE_STORE_CACHE on a shared path for the scratch) and run the same curate and libraries: the engine checks the versions its workers import before the build starts.
 Where Ray is already initialized in this process (a notebook, a test session), the build
 uses it as it is, starts its actors there, and leaves it running.
 """

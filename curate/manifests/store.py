@@ -264,8 +264,7 @@ class Store:
     def latest_of(self, name: str) -> str | None:
         """The id of the latest build of `[build] name` (a hint: lineage checks it against
         the manifest, and reads every manifest where it is missing)."""
-        blob = self.files.read(_name_file(name))
-        return blob.decode(errors="replace").strip() if blob is not None else None
+        return self._read_text(_name_file(name))
 
     # -- records of other runs (mining) ----------------------------------------------
 
@@ -283,11 +282,15 @@ class Store:
 
     def read_pointer(self, name: str) -> str | None:
         """A store-wide pointer `runs/NAME` (mining's latest candidate index), or None."""
-        blob = self.files.read(f"runs/{name}")
-        return blob.decode(errors="replace").strip() if blob is not None else None
+        return self._read_text(f"runs/{name}")
 
     def write_pointer(self, name: str, value: str) -> None:
         self.files.write(f"runs/{name}", value.encode())
+
+    def _read_text(self, rel: str) -> str | None:
+        """A one-line file (a tag, a name's latest id, a pointer), stripped; None if absent."""
+        blob = self.files.read(rel)
+        return blob.decode(errors="replace").strip() if blob is not None else None
 
     def read_record(self, kind: str, rid: str) -> dict[str, Any]:
         """The record, once its bytes are checked against its id."""
@@ -308,7 +311,7 @@ class Store:
     def resolve(self, ref: str) -> str:
         """A full id, a unique prefix of 8+ hex digits, or a tag → the manifest id."""
         ref = ref.strip()
-        if TAG.match(ref) and (held := self.files.read(f"refs/{ref}")) is not None:
+        if TAG.match(ref) and (held := self._read_text(f"refs/{ref}")) is not None:
             return self._tag_target(ref, held)
         ids = self.manifest_ids()
         if re.fullmatch(r"[0-9a-f]{8,64}", ref):
@@ -328,9 +331,8 @@ class Store:
             f"no manifest or tag {ref!r} in store {self.location}{hint}; `curate log --store {shlex.quote(self.location)}` lists them"
         )
 
-    def _tag_target(self, name: str, held: bytes) -> str:
+    def _tag_target(self, name: str, mid: str) -> str:
         """The manifest id a tag holds: a full id of a manifest in this store, nothing else."""
-        mid = held.decode(errors="replace").strip()
         if not HEX64.match(mid) or self.files.size(f"manifests/{mid}.json") is None:
             raise IntegrityError(
                 f"tag {name!r} in {self.location} holds {mid[:80]!r}, which is not the id of a "
@@ -382,7 +384,7 @@ class Store:
 
     def tags(self) -> Iterator[tuple[str, str]]:
         for name in self.files.names("refs"):
-            if TAG.match(name) and (held := self.files.read(f"refs/{name}")) is not None:
+            if TAG.match(name) and (held := self._read_text(f"refs/{name}")) is not None:
                 try:
                     yield name, self._tag_target(name, held)
                 except IntegrityError:
