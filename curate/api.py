@@ -8,17 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from curate.config import MixtureConfig, load_config
 from curate.errors import IntegrityError, UserError
-from curate.fsio import atomic_path, claim_output_dir, discard, is_sealed, seal
 from curate.manifests.manifest import Manifest
 from curate.manifests.store import Store, default_store
 
 if TYPE_CHECKING:
     import datasets
 
+    from curate.manifests.export import Exported
     from curate.pipeline import BuildResult
     from curate.progress import Progress
-
-EXPORT_FORMATS = ("jsonl", "parquet", "hf")
 
 
 def store_for(store: str | Path | None = None, config_path: str | Path | None = None) -> Store:
@@ -68,47 +66,24 @@ def open_manifest(ref: str, store: str | Path | None = None) -> Manifest:
 
 
 def load(ref: str, split: str = "train", store: str | Path | None = None) -> datasets.Dataset:
-    """A split of a build as a `datasets.Dataset`, memory-mapped from the store's cache.
+    """A split of a build as a `datasets.Dataset`, memory-mapped from the store's cache,
+    with the columns an export has (`manifests.export`): for a tokenized build, `labels`
+    and `assistant_masks` beside `input_ids`, so a trainer given it as it is trains exactly
+    the tokens the build validated.
 
     The cache file is made once from the split's verified shards and sealed; a cache file
     that no longer matches its seal is made again.
     """
     import datasets
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from curate.manifests.export import split_arrow
 
     manifest = open_manifest(ref, store)
     if split not in manifest.data["splits"]:
         raise UserError(
             f"manifest {manifest.id[:12]} has no split {split!r}; it has {', '.join(manifest.split_names())}"
         )
-    path = manifest.store.cache_path("datasets", manifest.id, f"-{split}.arrow")
-    if not is_sealed(path):
-        discard(path)
-        shards = manifest.shard_paths(split)
-        schema = split_schema(shards)
-        with (
-            atomic_path(path, durable=False) as tmp,
-            pa.OSFile(str(tmp), "wb") as sink,
-            pa.ipc.new_stream(sink, schema) as writer,
-        ):
-            for shard in shards:
-                for batch in pq.ParquetFile(shard).iter_batches(batch_size=8192):
-                    writer.write_batch(batch)
-            if not shards:  # an empty split is still a Dataset (with no rows)
-                writer.write_table(schema.empty_table())
-        seal(path)
-    return datasets.Dataset.from_file(str(path), in_memory=False)
-
-
-def split_schema(shards: list[Path]) -> Any:
-    """The schema of a split's rows: the row schema, plus the token columns of a build
-    with a tokenizer (all shards of a build share one schema)."""
-    import pyarrow.parquet as pq
-
-    from curate.rows import ROW_SCHEMA
-
-    return pq.read_schema(shards[0]) if shards else ROW_SCHEMA
+    return datasets.Dataset.from_file(str(split_arrow(manifest, split)), in_memory=False)
 
 
 def verify(ref: str, store: str | Path | None = None) -> dict[str, Any]:
@@ -213,56 +188,22 @@ def _split_problems(manifest: Manifest) -> list[str]:
 
 
 def export(
-    ref: str, fmt: str, out: str | Path, store: str | Path | None = None, overwrite: bool = False
-) -> list[Path]:
-    """Write every split as `<out>/<split>.jsonl` / `.parquet`, or a DatasetDict folder (hf).
+    ref: str,
+    fmt: str,
+    out: str | Path,
+    store: str | Path | None = None,
+    overwrite: bool = False,
+    columns: str = "all",
+) -> Exported:
+    """Every split with rows as `<out>/<split>.jsonl` / `.parquet`, or a DatasetDict folder
+    (hf), in the form trainers read as it is (`manifests.export`); `columns="tokens"`:
+    exactly input_ids, attention_mask, labels (Axolotl's pre-tokenized format).
 
-    `out` must be new or empty unless `overwrite`; then only these files are replaced.
+    `out` must be new or empty unless `overwrite`; then only curate's files are replaced.
     """
-    import pyarrow.parquet as pq
+    from curate.manifests.export import export as write_export
 
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    manifest = open_manifest(ref, store)
-    out = Path(out)
-    splits = manifest.split_names()
-    owned = ["dataset"] if fmt == "hf" else [f"{split}.{fmt}" for split in splits]
-    claim_output_dir(out, owned, overwrite)
-    if fmt == "hf":
-        import datasets
-
-        target = out / "dataset"
-        parts = {s: load(manifest.id, s, manifest.store.location) for s in splits}
-        from curate.manifests.card import dataset_card
-        from curate.manifests.manifest import warnings
-
-        with atomic_path(target, is_dir=True, replace=True) as tmp:
-            datasets.DatasetDict(parts).save_to_disk(str(tmp))
-            card = dataset_card(manifest.id, manifest.data, warnings(manifest.data))
-            (Path(tmp) / "README.md").write_text(card, encoding="utf-8")
-        return [target]
-    written: list[Path] = []
-    for split in splits:
-        target = out / f"{split}.{fmt}"
-        shards = manifest.shard_paths(split)
-        with atomic_path(target) as tmp:
-            if fmt == "parquet":
-                from curate.engines.passes import PARQUET_OPTIONS
-
-                schema = split_schema(shards)
-                with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
-                    for shard in shards:
-                        writer.write_table(
-                            pq.read_table(shard), row_group_size=PARQUET_OPTIONS["row_group_size"]
-                        )
-            else:
-                import polars as pl
-
-                with open(tmp, "wb") as fh:
-                    for shard in shards:
-                        pl.read_parquet(shard).write_ndjson(fh)
-        written.append(target)
-    return written
+    return write_export(open_manifest(ref, store), fmt, Path(out), overwrite, columns)
 
 
 def log(store: str | Path | None = None) -> list[dict[str, Any]]:

@@ -466,21 +466,46 @@ def export(
     ref: IdArg,
     fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf")] = "jsonl",
     out: Annotated[Path, typer.Option("--out", help="Output folder")] = Path("export"),
+    columns: Annotated[
+        str,
+        typer.Option(
+            "--columns",
+            help="all: the rows with labels and assistant_masks beside input_ids (TRL, "
+            "datasets); tokens: exactly input_ids, attention_mask, labels (Axolotl's "
+            "pre-tokenized format, transformers.Trainer)",
+        ),
+    ] = "all",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace curate's own files in a used --out")
     ] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a build's splits as JSONL, Parquet or a datasets save_to_disk folder."""
+    """Write a build's splits as JSONL, Parquet or a datasets save_to_disk folder, in the
+    form trainers read as it is (labels -100 outside the trained tokens)."""
     from curate import api
 
-    paths = api.export(ref, fmt, out, _store(store), overwrite=overwrite)
+    done = api.export(ref, fmt, out, _store(store), overwrite=overwrite, columns=columns)
     if as_json:
-        print_json([str(p) for p in paths])
-    else:
-        for p in paths:
-            make_console().print(str(p))
+        print_json(
+            {
+                "paths": [str(p) for p in done.paths],
+                "rows": done.rows,
+                "skipped": done.skipped,
+                "columns": done.columns,
+            }
+        )
+        return
+    console = make_console()
+    for p in done.paths:
+        console.print(str(p), markup=False, highlight=False)
+    for split in done.skipped:
+        console.print(
+            f"{split}: no rows in this build, not written (an empty saved split cannot be "
+            "loaded back)",
+            markup=False,
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,7 +23,13 @@ def size_category(rows: int) -> str:
     return next((name for limit, name in SIZES if rows < limit), "1M<n<10M")
 
 
-def dataset_card(manifest_id: str, data: dict[str, Any], warnings: list[str]) -> str:
+def dataset_card(
+    manifest_id: str,
+    data: dict[str, Any],
+    warnings: list[str],
+    notes: dict[str, Any] | None = None,
+) -> str:
+    """The card; `notes` (`manifests.export.export_notes`): what training on it needs."""
     import yaml
 
     sources = data["sources"]
@@ -80,7 +86,43 @@ def dataset_card(manifest_id: str, data: dict[str, Any], warnings: list[str]) ->
             f"items found in {entry.get('rows', 0)} rows (removed)"
         )
     lines += ["", "## Splits", ""]
-    lines += [f"- {name}: {e['rows']} rows" for name, e in data["splits"].items()]
+    skipped = (notes or {}).get("skipped", [])
+    lines += [
+        f"- {name}: {e['rows']} rows"
+        + (" (not written: a split without rows)" if name in skipped else "")
+        for name, e in data["splits"].items()
+    ]
+    if notes and notes.get("tokenized"):
+        lines += ["", "## Training on it", ""] + training_notes(notes)
     lines += ["", "## Validation findings", ""]
     lines += [f"- {w}" for w in warnings] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+def training_notes(notes: dict[str, Any]) -> list[str]:
+    """How to train exactly the tokens the build validated, as card lines."""
+    eot, pad = notes.get("end_of_turn"), notes.get("pad_token")
+    rule = (
+        "the template's `{% generation %}` blocks (as transformers' `return_assistant_tokens_mask`)"
+        if notes.get("generation_markers")
+        else "each assistant turn up to and including its end-of-turn token"
+    )
+    lines = [
+        "Each row carries `input_ids` and `labels`: the ids of the trained tokens, -100 "
+        f"elsewhere. Trained: {rule}. Use `labels` as they are: TRL's `SFTTrainer` does "
+        "(it skips its own tokenization for rows with `input_ids`), so do Axolotl's "
+        "pre-tokenized datasets and `transformers.Trainer` with `DataCollatorForSeq2Seq` "
+        "(which pads labels with -100). `assistant_masks` (1 = trained) is the same mask "
+        "for collators that read it instead.",
+        "",
+        "Do not rebuild labels from `input_ids` (e.g. transformers' "
+        "`DataCollatorForLanguageModeling`): that trains prompts and masks every pad token.",
+    ]
+    if eot and pad and eot == pad:
+        lines += [
+            "",
+            f"**The tokenizer's pad token is its end-of-turn token ({eot!r}).** A collator "
+            "that masks padding by token id then never trains the end of turn, and the "
+            "model never learns to stop: keep these labels, or set a distinct pad token.",
+        ]
+    return lines

@@ -131,7 +131,11 @@ def assemble(
             k: {
                 **v,
                 **reports.get("splits", {}).get(k, {}),
-                **({"tokens": tokens["splits"].get(k, 0)} if tokens else {}),
+                **(
+                    tokens["splits"].get(k, {"tokens": 0, "trained_tokens": 0})
+                    if tokens
+                    else {}
+                ),
             }
             for k, v in splits.items()
         },
@@ -216,11 +220,17 @@ def token_report(state: pl.DataFrame, config: MixtureConfig) -> dict[str, Any]:
             "truncation_rate": round(truncated / mine.height, 6) if mine.height else 0.0,
             "tokens_cut": int(mine["tokens_cut"].sum()),
         }
-    split_tokens = {}
+    split_tokens: dict[str, dict[str, int]] = {}
     if "split" in kept.columns:
-        by_split = kept.group_by("split").agg((pl.col("n_tokens") * pl.col("copies")).sum())
-        for code, total in by_split.iter_rows():
-            split_tokens[SPLIT_NAMES[int(code)]] = int(total)
+        by_split = kept.group_by("split").agg(
+            (pl.col("n_tokens") * pl.col("copies")).sum().alias("tokens"),
+            (pl.col("n_trained") * pl.col("copies")).sum().alias("trained_tokens"),
+        )
+        for code, total, trained in by_split.iter_rows():
+            split_tokens[SPLIT_NAMES[int(code)]] = {
+                "tokens": int(total),
+                "trained_tokens": int(trained),
+            }
     return {
         "sources": sources,
         "splits": split_tokens,

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-IGNORE = -100
+from curate.tokens import IGNORE, flat_spans, labels_from_spans
+
+__all__ = ["IGNORE", "Examples", "build_packs", "collate", "pack_bfd", "read_examples"]
 
 
 @dataclass
@@ -67,30 +69,10 @@ def read_examples(shards: list[Path]) -> Examples:
         from curate.errors import UserError
 
         raise UserError("rows without input_ids: the manifest was built without a [tokenizer]")
-    offsets = np.asarray(ids_col.offsets.to_numpy(), dtype=np.int64)
-    offsets = offsets - offsets[0]
-    ids = np.asarray(ids_col.values.to_numpy(), dtype=np.int64)[: offsets[-1]]
-    spans = table.column("mask_spans").combine_chunks()
-    span_rows = np.repeat(np.arange(len(ids_col)), np.diff(spans.offsets.to_numpy()))
-    starts = np.asarray(spans.values.field("start").to_numpy(), dtype=np.int64)
-    ends = np.asarray(spans.values.field("end").to_numpy(), dtype=np.int64)
+    ids, offsets, span_rows, starts, ends = flat_spans(
+        ids_col, table.column("mask_spans").combine_chunks()
+    )
     return Examples(ids, labels_from_spans(ids, offsets, span_rows, starts, ends), offsets)
-
-
-def labels_from_spans(
-    ids: np.ndarray,
-    offsets: np.ndarray,
-    span_rows: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-) -> np.ndarray:
-    """Labels: the ids inside each row's [start, end) spans, IGNORE elsewhere (vectorized)."""
-    mark = np.zeros(len(ids) + 1, dtype=np.int64)
-    base = offsets[span_rows]
-    np.add.at(mark, base + starts, 1)
-    np.add.at(mark, base + ends, -1)
-    trained = np.cumsum(mark[:-1]) > 0
-    return np.where(trained, ids, IGNORE)
 
 
 def pack_bfd(lengths: np.ndarray, capacity: int) -> list[list[int]]:
