@@ -103,7 +103,8 @@ def test_probe_learns_header_and_end_of_turn_from_the_template(qwen_dir, smollm_
 
     smol = load_target(str(smollm_dir), Path("."), None, False, None).probe
     assert (smol.header, smol.end_of_turn) == ("<|im_start|>assistant\n", "<|im_end|>")
-    assert smol.prefix_property and not smol.rewrites_turns and smol.closes_final_turn
+    assert smol.prefix_property and not smol.rewrites_turns and smol.closes_earlier_turns
+    assert smol.closers == ("<|im_end|>",) and not smol.generation_markers
     qwen = load_target(str(qwen_dir), Path("."), None, False, None).probe
     assert (qwen.header, qwen.end_of_turn) == ("<|im_start|>assistant\n", "<|im_end|>")
     # Qwen3 drops the reasoning of earlier assistant turns: reported once, for the template
@@ -230,15 +231,21 @@ def test_planted_faults_each_caught_with_reason_and_count(tmp_path, smollm_dir):
     assert b.manifest["tokenizer"]["chat_template_source"] == "override"
 
 
-def test_missing_eos_when_the_template_leaves_the_last_turn_open(tmp_path, smollm_dir):
+def test_a_template_leaving_the_last_turn_open_is_refused_never_guessed(
+    tmp_path, smollm_dir, cli
+):
+    """The case another tool's side-by-side run found: this template's generation prompt
+    shares only `<|im_` with the rendered turn. The probe once took that as the header and
+    fell back to searching for the answer's text, which a user turn also held ("a scary
+    clown?"), so that row trained tokens of the user turn. Now the template is refused,
+    saying why, and nothing is built."""
     (tmp_path / "open.jinja").write_text(CHATML_OPEN_END)
     rows = [
         *CLEAN,
-        {  # ends with a user turn: every assistant turn is closed
+        {
             "messages": [
-                {"role": "user", "content": "a"},
-                {"role": "assistant", "content": "b"},
-                {"role": "user", "content": "c"},
+                {"role": "user", "content": "What is scarier than a scary clown?"},
+                {"role": "assistant", "content": "a scary clown?"},
             ]
         },
     ]
@@ -248,11 +255,13 @@ def test_missing_eos_when_the_template_leaves_the_last_turn_open(tmp_path, smoll
         [{"name": "o", "path": "o.jsonl"}],
         extra=tok_config(smollm_dir, chat_template="open.jinja"),
     )
-    b = build(cfg)
-    assert b.manifest["counts"]["rejected"] == {"missing_eos": len(CLEAN)}
-    assert {b.detail(r)["end_of_turn"] for r in b.rejected("missing_eos")} == {"<|im_end|>"}
-    assert len(b.rows) == 1
-    assert b.manifest["tokenizer"]["template"]["closes_final_turn"] is False
+    r = cli("build", cfg)
+    assert r.code == 2, r.err
+    assert "leaves the last assistant turn open" in r.err and "'<|im_end|>'" in r.err
+    assert "probe answer delta" in r.err  # the decoded render it saw
+    assert not (tmp_path / ".curate" / "manifests").exists() or not list(
+        (tmp_path / ".curate" / "manifests").iterdir()
+    )
 
 
 def test_template_that_never_closes_a_turn_is_refused_before_the_build(tmp_path, smollm_dir, cli):

@@ -1,15 +1,10 @@
-"""The target tokenizer and chat template: loading, fingerprints and the template probe.
+"""The target tokenizer and chat template: loading, fingerprints, renderers.
 
 `load_target` loads the tokenizer named by `[tokenizer]` (a local folder, a `.gguf` file, or a
-hub id when online), applies the optional chat-template override and fingerprints both. The
-probe renders small conversations with sentinel contents to learn, from the template itself
-and never from a per-model table:
-- the assistant header the generation prompt opens (`<|im_start|>assistant\\n`, ...);
-- the end-of-turn marker that closes an assistant turn (`<|im_end|>`, `<|eot_id|>`, ...);
-- whether the prompt render (`add_generation_prompt=True`) is a prefix of the full render,
-  and whether the template rewrites earlier turns (e.g. drops their reasoning) — both
-  properties completion masks built from prefixes silently depend on.
-A template that never closes an assistant turn is refused before any row is read.
+hub id when online), applies the optional chat-template override, fingerprints both, and
+probes the template (`validators.probe`: header, end of turn, or the template refused before
+any row is read). The renderers call the template as `apply_chat_template` does, compiled
+once; `render_marked` also returns the `{% generation %}` blocks' character spans.
 """
 
 from __future__ import annotations
@@ -25,6 +20,9 @@ from typing import Any
 
 from curate.errors import UserError
 from curate.fsio import atomic_path, sha256_file
+from curate.validators.probe import TemplateProbe, TemplateProblem, probe_template
+
+__all__ = ["Target", "TemplateProbe", "TemplateProblem", "load_target", "target_in_worker"]
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -38,39 +36,9 @@ TOKENIZER_FILES = (
     "chat_template.json",
 )
 
-# Sentinel contents: plain words no template touches, each tokenized on its own.
-PROBE_SYSTEM = "probe system alpha"
-PROBE_USER = ("probe user bravo", "probe user charlie")
-PROBE_ANSWER = ("probe answer delta", "probe answer echo")
-PROBE_REASONING = "probe reasoning foxtrot"
-
-
-class TemplateProblem(UserError):
-    """A chat template that cannot be trained on safely, found before the build."""
-
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class TemplateProbe:
-    header: str  # text that opens an assistant turn in the full render ("" if none found)
-    end_of_turn: str  # the special token that closes an assistant turn
-    closes_final_turn: bool  # False: the last assistant turn is left open (rows get missing_eos)
-    prefix_property: bool  # prompt render (generation prompt) is a prefix of the full render
-    rewrites_turns: bool  # an assistant turn renders differently once later turns follow
-    notes: list[str] = field(default_factory=list)
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "assistant_header": self.header,
-            "end_of_turn": self.end_of_turn,
-            "closes_final_turn": self.closes_final_turn,
-            "prefix_property": self.prefix_property,
-            "rewrites_earlier_turns": self.rewrites_turns,
-            "notes": self.notes,
-        }
 
 
 @dataclass
@@ -91,6 +59,11 @@ class Target:
         if self._render is None:
             self._render = renderer(self.template, self.template_kwargs())
         return self._render(messages, add_generation_prompt)
+
+    def render_marked(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+        """The full render and the character span of every `{% generation %}` block in it,
+        as transformers computes them for `return_assistant_tokens_mask`."""
+        return marked_renderer(self.template, self.template_kwargs())(messages)
 
     def template_kwargs(self) -> tuple[tuple[str, str], ...]:
         tok = self.tokenizer
@@ -125,6 +98,42 @@ def renderer(template: str, kwargs: tuple[tuple[str, str], ...]):
             add_generation_prompt=add_generation_prompt,
             **extra,
         )
+
+    return render
+
+
+GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def has_generation_markers(template: str) -> bool:
+    """Does the template mark what is trained with `{% generation %}` blocks (the test
+    transformers and TRL use)."""
+    return GENERATION_TAG.search(template) is not None
+
+
+@lru_cache(maxsize=8)
+def marked_renderer(template: str, kwargs: tuple[tuple[str, str], ...]):
+    """`render(messages) -> (text, spans)`: the render and its `{% generation %}` blocks'
+    character spans, tracked by the extension transformers registers on every compiled
+    template (the spans `apply_chat_template(return_assistant_tokens_mask=True)` masks)."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    compiled = _compile_jinja_template(template)
+    extra = dict(kwargs)
+
+    def render(messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+        blocks: list[str] = []
+        spans: list[tuple[int, int]] = []
+        with compiled.environment.activate_tracker(blocks, spans):
+            for block in compiled.generate(
+                messages=messages,
+                tools=None,
+                documents=None,
+                add_generation_prompt=False,
+                **extra,
+            ):
+                blocks.append(block)
+        return "".join(blocks), [(int(a), int(b)) for a, b in spans]
 
     return render
 
@@ -280,144 +289,3 @@ def _content_sha256(tok: Any) -> str:
         "special_tokens": {k: v for k, v in sorted(tok.special_tokens_map.items())},
     }
     return sha256_text(json.dumps(blob, sort_keys=True, ensure_ascii=False))
-
-
-# ---------------------------------------------------------------------------------------
-# the probe
-
-
-def probe_template(target: Target) -> TemplateProbe:
-    """Learn the assistant header and end-of-turn marker from the template; refuse bad ones."""
-    render = target.render
-    specials = target.special_tokens
-    user = [{"role": "user", "content": PROBE_USER[0]}]
-    one = [*user, {"role": "assistant", "content": PROBE_ANSWER[0]}]
-    two = [
-        *one,
-        {"role": "user", "content": PROBE_USER[1]},
-        {"role": "assistant", "content": PROBE_ANSWER[1]},
-    ]
-    try:
-        full_one, full_two = render(one), render(two)
-        prompt = render(user, True)
-        prompt_plain = render(user, False)
-    except Exception as exc:
-        raise TemplateProblem(
-            f"tokenizer: the chat template cannot render a plain user/assistant conversation: {exc}"
-        ) from exc
-    notes: list[str] = []
-    # the generation prompt as the template writes it, and the header an assistant turn
-    # really has in a full render: the part they share is where trained tokens start
-    generation = prompt[len(prompt_plain) :] if prompt.startswith(prompt_plain) else ""
-    start = full_one.find(PROBE_ANSWER[0])
-    rendered_header = full_one[len(prompt_plain) : start] if start >= 0 else ""
-    header = _common_prefix(generation, rendered_header)
-    if not generation:
-        notes.append("add_generation_prompt adds nothing: turns are located by rendering prefixes")
-
-    closing_mid = _closing_token(full_two, PROBE_ANSWER[0], PROBE_USER[1], specials)
-    closing_last = _closing_token(full_two, PROBE_ANSWER[1], None, specials)
-    closing_one = _closing_token(full_one, PROBE_ANSWER[0], None, specials)
-    end_of_turn = closing_last or closing_one or closing_mid
-    if end_of_turn is None and (closer := _closing_text(full_two, PROBE_ANSWER[0], PROBE_USER[1])):
-        raise TemplateProblem(
-            f"tokenizer: the chat template closes assistant turns with {closer!r}, which this "
-            "tokenizer does not hold as a special token (it would be split into ordinary "
-            "tokens, and a model trained on it never learns one token to stop at): the "
-            "template and the tokenizer do not match. Use the template written for this "
-            f"tokenizer (its EOS is {target.tokenizer.eos_token!r}), or the tokenizer the "
-            "template was written for."
-        )
-    if end_of_turn is None:
-        raise TemplateProblem(
-            "tokenizer: the chat template never closes an assistant turn with a special token "
-            "(no end-of-turn/EOS token follows the answer), so a model trained on it never "
-            "learns to stop. Use a template that ends each assistant turn with the end-of-turn "
-            f"token (the tokenizer's EOS is {target.tokenizer.eos_token!r})."
-        )
-    closes_final = closing_last == end_of_turn and closing_one == end_of_turn
-    if not closes_final:
-        notes.append(
-            f"the last assistant turn is not closed with {end_of_turn!r}: rows ending with an "
-            "assistant turn are rejected as missing_eos"
-        )
-
-    prefix_ok = True
-    rewrites = False
-    reasoning = [
-        *user,
-        {
-            "role": "assistant",
-            "content": f"<think>\n{PROBE_REASONING}\n</think>\n\n{PROBE_ANSWER[0]}",
-        },
-        {"role": "user", "content": PROBE_USER[1]},
-        {"role": "assistant", "content": PROBE_ANSWER[1]},
-    ]
-    for conv in (one, two, reasoning):
-        try:
-            full = render(conv)
-        except Exception:  # noqa: BLE001 - a template may refuse the probe's reasoning turn
-            continue
-        for i, msg in enumerate(conv):
-            if msg["role"] != "assistant":
-                continue
-            try:
-                before = render(conv[:i], True)
-                upto = render(conv[: i + 1], False)
-            except Exception:  # noqa: BLE001
-                continue
-            if not full.startswith(before) and prefix_ok:
-                prefix_ok = False
-                notes.append(
-                    f"the prompt render up to assistant turn {i} (add_generation_prompt=True) is "
-                    "not a prefix of the full render: masks are computed from the spans in the "
-                    "full render"
-                )
-            if i < len(conv) - 1 and not full.startswith(upto) and not rewrites:
-                rewrites = True
-                notes.append(
-                    f"assistant turn {i} renders differently once later turns follow (the "
-                    "template rewrites earlier turns, e.g. drops their reasoning): trained "
-                    "tokens are those of the full render"
-                )
-    return TemplateProbe(header, end_of_turn, closes_final, prefix_ok, rewrites, notes)
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
-
-
-def _closing_text(rendered: str, answer: str, next_content: str) -> str | None:
-    """What the template writes between an answer and the next turn's header, when it looks
-    like a marker (`<|eot|>`, `</s>`, `[/INST]`...) rather than plain whitespace."""
-    start = rendered.find(answer)
-    stop = rendered.find(next_content, start + 1) if start >= 0 else -1
-    if stop < 0:
-        return None
-    between = rendered[start + len(answer) : stop]
-    marker = re.search(r"<[^<>\s]{1,40}>|\[/?[A-Z_]{2,20}\]", between)
-    return marker.group(0) if marker else None
-
-
-def _closing_token(
-    rendered: str, answer: str, next_content: str | None, specials: tuple[str, ...]
-) -> str | None:
-    """The first special token after `answer` (and before the next turn's content)."""
-    start = rendered.find(answer)
-    if start < 0:
-        return None
-    start += len(answer)
-    stop = rendered.find(next_content, start) if next_content else len(rendered)
-    if stop < 0:
-        stop = len(rendered)
-    best: tuple[int, str] | None = None
-    for token in specials:
-        pos = rendered.find(token, start, stop)
-        if pos >= 0 and (best is None or pos < best[0]):
-            best = (pos, token)
-    return best[1] if best else None

@@ -1,11 +1,19 @@
 """Template validation: render, end-of-turn, special tokens, length, and the trained-token mask.
 
 Per chat row: one render of the whole conversation with the target's chat template and one
-tokenization with offsets (batched, in the fast tokenizer). The assistant turns are located
-in the full render (after the assistant header the probe learned, up to and including the
-end-of-turn token); their tokens are the trained tokens. So the mask always describes the
-tokens that are really there, even for templates that rewrite earlier turns, and never a
-prefix render that differs from the full one.
+tokenization with offsets (batched, in the fast tokenizer). What is trained is read off that
+full render, so the mask always describes the tokens that are really there, even for
+templates that rewrite earlier turns:
+- a template with `{% generation %}` blocks: every token that overlaps a block, exactly as
+  transformers' `apply_chat_template(return_assistant_tokens_mask=True)` marks them (so the
+  newline a block holds after `<|im_end|>` is trained, and a token straddling the block's
+  start is too);
+- any other template: each assistant turn from the answer's first token (after the header
+  the probe learned, or the prompt render where the header is ambiguous) through the
+  end-of-turn token, its trailing newline not trained. A token that starts in the header
+  and ends in the answer is not trained (the prompt's tokens stay a token prefix of the
+  row's), and counted in the manifest (`turns_with_token_across_turn_start`).
+A text row trains every token but its first (which nothing predicts).
 
 Rejections: `special_token_injection` (a message holds a special-token string), `template_error`
 (the template raises, or the row has no trained token), `missing_eos` (an assistant turn does
@@ -28,8 +36,6 @@ from curate.rows import TOKEN_FIELDS, list_offsets
 from curate.steps import ReportView, RowStep, Verdicts
 from curate.validators.target import TemplateProbe, target_in_worker
 
-_WHITESPACE = " \t\n\r"
-
 
 class _Reject(Exception):
     def __init__(self, reason: str, detail: dict[str, Any]):
@@ -39,7 +45,7 @@ class _Reject(Exception):
 class TemplateStep(RowStep):
     name = "template"
     stage = "template"
-    version = "2"
+    version = "3"
     index_columns: ClassVar[tuple[str, ...]] = (
         "n_tokens",
         "n_trained",
@@ -77,6 +83,7 @@ class TemplateStep(RowStep):
             "tokenizer": self.tokenizer_sha256,
             "chat_template": self.template_sha256,
             "end_of_turn": self.probe.end_of_turn,
+            "mask_rule": self.probe.report()["mask_rule"],
             "max_length": self.max_length,
             "on_too_long": self.on_too_long,
         }
@@ -126,9 +133,9 @@ class TemplateStep(RowStep):
                     spans = [(0, len(text))]
                 else:
                     conv = messages[r] + (chosen[r] or [])
-                    text, spans = self.render_spans(target.render, conv)
+                    text, spans = self.render_spans(target, conv)
                     if kinds[r] == "preference":  # the rejected answer must render cleanly too
-                        self.render_spans(target.render, messages[r] + (other[r] or []))
+                        self.render_spans(target, messages[r] + (other[r] or []))
             except _Reject as exc:
                 rejected[r] = (exc.reason, exc.detail)
                 continue
@@ -136,7 +143,7 @@ class TemplateStep(RowStep):
             texts.append(text)
             char_spans.append(spans)
 
-        eot_id = target.token_id(self.probe.end_of_turn)
+        closers = frozenset(i for c in self.probe.closers if (i := target.token_id(c)) is not None)
         bos_id = tok.bos_token_id
         encodings = (
             tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
@@ -150,7 +157,9 @@ class TemplateStep(RowStep):
             rows, encodings, texts, char_spans, (kinds[r] for r in rows), strict=True
         ):
             try:
-                ids, token_spans, cut, straddling = self.tokens(enc, spans, kind, eot_id, bos_id)
+                ids, token_spans, cut, straddling = self.tokens(
+                    enc, text, spans, kind, closers, bos_id
+                )
             except _Reject as exc:
                 rejected[r] = (exc.reason, exc.detail)
                 continue
@@ -187,23 +196,39 @@ class TemplateStep(RowStep):
 
     # -- one row --------------------------------------------------------------------------
 
-    def render_spans(self, render, conv: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-        """The full render and the character span of every assistant turn in it."""
+    def render_spans(self, target, conv: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+        """The full render and the character spans that are trained: the template's
+        `{% generation %}` blocks where it has them, else every assistant turn from its
+        header to its end-of-turn token."""
         try:
-            full = render(conv)
+            if self.probe.generation_markers:
+                return target.render_marked(conv)
+            full = target.render(conv)
         except Exception as exc:  # noqa: BLE001 - any template failure is the row's verdict
             raise _Reject("template_error", {"error": _message(exc)}) from None
         turns = [i for i, m in enumerate(conv) if m["role"] == "assistant"]
-        starts = self._turn_starts(render, full, conv, turns)
-        end_token = self.probe.end_of_turn
+        starts = self._turn_starts(target.render, full, conv, turns)
         spans = []
         for j, (i, start) in enumerate(zip(turns, starts, strict=True)):
+            if i < len(conv) - 1 and not self.probe.closes_earlier_turns:
+                raise _Reject(
+                    "missing_eos",
+                    {
+                        "turn": i,
+                        "end_of_turn": self.probe.end_of_turn,
+                        "error": "the template does not close an assistant turn another turn follows",
+                    },
+                )
             limit = starts[j + 1] if j + 1 < len(starts) else len(full)
-            end = _turn_end(full, conv[i]["content"], start, limit, end_token)
+            end = _turn_end(full, start, limit, self.probe.closers)
             if end is None:
                 raise _Reject(
                     "missing_eos",
-                    {"turn": i, "end_of_turn": end_token, "error": "assistant turn not closed"},
+                    {
+                        "turn": i,
+                        "end_of_turn": self.probe.end_of_turn,
+                        "error": "assistant turn not closed",
+                    },
                 )
             spans.append((start, end))
         return full, spans
@@ -211,6 +236,9 @@ class TemplateStep(RowStep):
     def _turn_starts(
         self, render, full: str, conv: list[dict[str, str]], turns: list[int]
     ) -> list[int]:
+        """Where each assistant turn's answer starts: after each occurrence of the header
+        when there is one per turn, else at the end of the prompt render up to the turn
+        (which must be a prefix of the full render). Never by searching for the answer."""
         header = self.probe.header
         if header:
             starts, pos = [], full.find(header)
@@ -219,55 +247,56 @@ class TemplateStep(RowStep):
                 pos = full.find(header, pos + len(header))
             if len(starts) == len(turns):
                 return starts
-        # no header, or as many headers as turns cannot be told apart: render each prompt
         starts, cursor = [], 0
         for i in turns:
             try:
                 before = render(conv[:i], True)
             except Exception as exc:  # noqa: BLE001
                 raise _Reject("template_error", {"turn": i, "error": _message(exc)}) from None
-            if full.startswith(before) and len(before) >= cursor:
-                starts.append(len(before))
-            else:
-                found = full.find(conv[i]["content"].strip(), cursor)
-                if found < 0:
-                    raise _Reject(
-                        "template_error",
-                        {"turn": i, "error": "the template drops this assistant turn"},
-                    )
-                starts.append(found)
+            if not full.startswith(before) or len(before) < cursor:
+                raise _Reject(
+                    "template_error",
+                    {
+                        "turn": i,
+                        "error": "cannot locate this assistant turn: the assistant header "
+                        f"{header!r} is not once per turn and the prompt render is not a "
+                        "prefix of the full render",
+                    },
+                )
+            starts.append(len(before))
             cursor = starts[-1]
         return starts
 
     def tokens(
-        self, enc, spans: list[tuple[int, int]], kind: str, eot_id: int | None, bos_id: int | None
+        self,
+        enc,
+        text: str,
+        spans: list[tuple[int, int]],
+        kind: str,
+        closers: frozenset[int],
+        bos_id: int | None,
     ) -> tuple[list[int], list[tuple[int, int]], int, list[tuple[int, int, int]]]:
         """Token ids, trained token spans, tokens cut, and the tokens that start in a turn's
         header and end in its answer, as (start char, end char, answer's first char)."""
         ids = enc.ids
-        token_spans = []
         straddling: list[tuple[int, int, int]] = []
-        for turn, (a, b) in enumerate(spans):
-            first = _token_at(enc, a, len(ids))
-            if first < len(ids) and enc.token_to_chars(first)[0] < a:
-                # a token that starts in the header and ends in the answer: the prompt's
-                # tokens are not a token prefix of the row's here; it counts as prompt, so
-                # the answer's first characters are not trained
-                s, e = enc.token_to_chars(first)
-                straddling.append((s, e, a))
-                first += 1
-            last = _token_at(enc, b - 1, len(ids)) + 1
-            if kind != "text" and (last <= first or ids[last - 1] != eot_id):
-                raise _Reject(
-                    "missing_eos",
-                    {
-                        "turn": turn,
-                        "end_of_turn": self.probe.end_of_turn,
-                        "error": "the turn's last token is not the end-of-turn token",
-                    },
-                )
-            if last > first:
-                token_spans.append((first, last))
+        if kind == "text":  # all of it but the first token, which nothing predicts
+            token_spans = [(1, len(ids))] if len(ids) > 1 else []
+        elif self.probe.generation_markers:
+            token_spans = overlap_spans(enc.offsets, spans)
+        else:
+            token_spans, straddling = derived_spans(enc, spans)
+        if kind != "text":
+            for turn, span in enumerate(token_spans):
+                if not is_closed(ids, enc.offsets, text, span, closers):
+                    raise _Reject(
+                        "missing_eos",
+                        {
+                            "turn": turn,
+                            "end_of_turn": self.probe.end_of_turn,
+                            "error": "the turn's last token is not the end-of-turn token",
+                        },
+                    )
         if not token_spans:
             raise _Reject("template_error", {"error": "no trained tokens in the rendered row"})
         cut = 0
@@ -288,6 +317,58 @@ class TemplateStep(RowStep):
         return ids, token_spans, cut, straddling
 
 
+def derived_spans(
+    enc, spans: list[tuple[int, int]]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """Trained token spans of a template without generation markers: each turn's tokens
+    from its answer's first character through its end-of-turn token. A token that starts in
+    the header and ends in the answer is not trained (the prompt's tokens must stay a token
+    prefix of the row's); it is returned as (start char, end char, answer's first char)."""
+    n = len(enc.ids)
+    token_spans, straddling = [], []
+    for a, b in spans:
+        first = _token_at(enc, a, n)
+        if first < n and enc.token_to_chars(first)[0] < a:
+            s, e = enc.token_to_chars(first)
+            straddling.append((s, e, a))
+            first += 1
+        last = _token_at(enc, b - 1, n) + 1
+        if last > first:
+            token_spans.append((first, last))
+    return token_spans, straddling
+
+
+def overlap_spans(
+    offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Trained token spans of a template with `{% generation %}` blocks: every token that
+    overlaps a block, as transformers' `return_assistant_tokens_mask` marks them (a token
+    whose end passes the block's start, before the block's end), in runs."""
+    if not spans or not offsets:
+        return []
+    tok = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    blocks = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    at = np.searchsorted(blocks[:, 1], tok[:, 0], side="right")  # first block ending after it
+    inside = at < len(blocks)
+    inside[inside] = tok[inside, 1] > blocks[at[inside], 0]
+    edges = np.diff(np.concatenate([[0], inside.astype(np.int8), [0]]))
+    return list(
+        zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True)
+    )
+
+
+def is_closed(
+    ids: list[int], offsets, text: str, span: tuple[int, int], closers: frozenset[int]
+) -> bool:
+    """Does the trained span end with an end-of-turn token (whitespace after it allowed, as
+    when a generation block holds the newline after `<|im_end|>`)."""
+    a, k = span
+    k -= 1
+    while k > a and ids[k] not in closers and not text[offsets[k][0] : offsets[k][1]].strip():
+        k -= 1
+    return ids[k] in closers
+
+
 def _token_at(enc, char: int, n: int) -> int:
     """The token covering character `char` (or the next one when none covers it)."""
     token = enc.char_to_token(char)
@@ -297,18 +378,11 @@ def _token_at(enc, char: int, n: int) -> int:
     return min(int(np.searchsorted(starts, char, side="left")), n - 1)
 
 
-def _turn_end(full: str, content: str, start: int, limit: int, end_token: str) -> int | None:
-    """Where the assistant turn starting at `start` ends, its end-of-turn token included."""
-    for probe in (content, content.strip()):
-        pos = full.find(probe, start, limit) if probe else -1
-        if pos >= 0:
-            after = pos + len(probe)
-            while after < limit and full[after] in _WHITESPACE:
-                after += 1
-            return after + len(end_token) if full.startswith(end_token, after) else None
-    # rewritten by the template (trimmed, reasoning moved): the first end-of-turn in the turn
-    pos = full.find(end_token, start, limit)
-    return pos + len(end_token) if pos >= 0 else None
+def _turn_end(full: str, start: int, limit: int, closers: tuple[str, ...]) -> int | None:
+    """Where the assistant turn starting at `start` ends: after the first end-of-turn token
+    in it (an answer cannot hold one: that is a special-token injection, rejected before)."""
+    found = [p + len(c) for c in closers if (p := full.find(c, start, limit)) >= 0]
+    return min(found) if found else None
 
 
 def _message(exc: Exception) -> str:
