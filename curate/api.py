@@ -35,9 +35,13 @@ def build(
     progress: Progress | None = None,
     prescanned: dict[tuple[str, str | None], Any] | None = None,
     report: bool = True,
+    allow_empty: bool = False,
 ) -> BuildResult:
     """Build the mixture a config describes; returns the manifest id, manifest and run info.
     `report`: write the HTML report (a store object the manifest names).
+    A build whose every row was rejected raises `pipeline.EmptyBuild` (a UserError naming
+    the step that rejected most, with an example; its manifest is stored) unless
+    `allow_empty`.
     `engine`: "local" (a process pool) or "ray", with `address` "local" (the default: Ray
     started here), "auto" or a cluster's address; both give the same manifest id."""
     from curate.pipeline import run_build
@@ -56,6 +60,7 @@ def build(
         parent=parent_id,
         prescanned=prescanned,
         report=report,
+        allow_empty=allow_empty,
     )
 
 

@@ -83,6 +83,12 @@ def build(
     no_report: Annotated[
         bool, typer.Option("--no-report", help="Skip the HTML report (`curate report` shows it).")
     ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty", help="Accept a build whose every row was rejected (else exit 2)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read, validate, deduplicate, mix and split the sources of CONFIG; print the manifest id."""
@@ -94,7 +100,8 @@ def build(
     gc.disable()
     try:
         where = (engine, address, workers)
-        _build(config, store, where, strict, parent, as_json, collecting, not no_report)
+        outputs = (as_json, not no_report, allow_empty)
+        _build(config, store, where, strict, parent, outputs, collecting)
     finally:
         gc.unfreeze()
         if collecting:
@@ -107,15 +114,16 @@ def _build(
     where: tuple[str, str | None, int | None],
     strict: bool,
     parent: str | None,
-    as_json: bool,
+    outputs: tuple[bool, bool, bool],
     collecting: bool,
-    report: bool,
 ) -> None:
+    """`outputs`: (print JSON, write the HTML report, accept a build without rows)."""
     from curate.config import load_config
     from curate.manifests.store import Store, default_store
     from curate.sources import Prescan, scratch_dir
 
     engine, address, workers = where
+    as_json, report, allow_empty = outputs
     cfg = load_config(config)
     from curate.engines.local import hidden, prestart
 
@@ -151,6 +159,7 @@ def _build(
             progress=progress,
             prescanned=prescanned,
             report=report,
+            allow_empty=allow_empty,
         )
     if as_json:
         data = result.manifest

@@ -126,6 +126,9 @@ class SplitSection(_Model):
     # value stay together; with `time_cutoff`, rows at or after it go to validation/test)
     by: str = "row"
     cluster_threshold: float = Field(0.5, gt=0, le=1)  # Jaccard that joins rows for by = cluster
+    # what that Jaccard joins: whole rows or prompts (user and tool turns: variants of one
+    # problem with other answers), "prompt" (the default); or whole rows only, "row"
+    cluster_on: Literal["prompt", "row"] = "prompt"
     # by = "cluster" with [dedup] semantic: rows at this cosine join one cluster too
     cluster_cosine: float = Field(0.85, gt=0, le=1)
     # ISO 8601 date or time (a TOML date is fine), or a number (epoch seconds)

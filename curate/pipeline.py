@@ -94,11 +94,12 @@ def build_steps(
         steps.append(ExactDedup())
     # a split by cluster joins rows at its looser threshold on the same signatures
     loose = config.split.cluster_threshold if config.split.by == "cluster" else None
+    on = config.split.cluster_on
     if config.dedup.near is not None:
         near = config.dedup.near
-        steps.append(NearDedup(near.threshold, near.num_perm, near.ngram, loose))
+        steps.append(NearDedup(near.threshold, near.num_perm, near.ngram, loose, on))
     elif loose is not None:
-        steps.append(SplitClusters(loose))
+        steps.append(SplitClusters(loose, cluster_on=on))
     if config.dedup.semantic is not None:
         from curate.dedup.semantic import SemanticDedup, resolve_model
 
@@ -222,7 +223,10 @@ def run_build(
     parent: str | None = None,
     prescanned: dict[tuple[str, str | None], FileScan] | None = None,
     report: bool = True,
+    allow_empty: bool = False,
 ) -> BuildResult:
+    """Build, store the manifest and return it. A build with no row out is an error
+    (`EmptyBuild`, exit 2, its manifest stored as the evidence) unless `allow_empty`."""
     started = time.time()
     timings: dict[str, float] = {}
     store.check()
@@ -261,7 +265,53 @@ def run_build(
         "cache": build.result.cache,
     }
     manifest_id = store.put_manifest(build.manifest, run)
+    if build.manifest["counts"]["rows_out"] == 0 and not allow_empty:
+        raise EmptyBuild(manifest_id, build.manifest, store)
     return BuildResult(manifest_id, build.manifest, run)
+
+
+class EmptyBuild(UserError):
+    """A build that rejected every row: the step that rejected most, its reasons and one
+    rejected row, and how to look at the rest (the manifest is stored, with its ledger)."""
+
+    def __init__(self, manifest_id: str, manifest: dict[str, Any], store: Store):
+        self.manifest_id = manifest_id
+        short = manifest_id[:12]
+        stages = [e for e in manifest["stages"] if e["rejected"]]
+        rows_in = manifest["counts"]["rows_in"]
+        if not stages:
+            super().__init__(
+                f"build {short}: no rows out: the sources hold no rows ({rows_in} read); "
+                "check the sources' paths and formats"
+            )
+            return
+        worst = max(stages, key=lambda e: sum(e["rejected"].values()))
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(worst["rejected"].items()))
+        example = _one_rejection(store, manifest, worst.get("stage", worst["name"]))
+        super().__init__(
+            f"build {short}: no rows out: all {rows_in} input rows were rejected. Step "
+            f"{worst['name']} rejected {sum(worst['rejected'].values())} ({reasons}); "
+            f"{example}. `curate review {short}` shows them with their evidence (the "
+            "manifest is stored); `--allow-empty` accepts a build without rows."
+        )
+
+
+def _one_rejection(store: Store, manifest: dict[str, Any], stage: str) -> str:
+    """One ledger row of `stage`, as `source 'a' (a.jsonl:3): reason {detail}`."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for part in manifest["ledger"]["parts"]:
+        table = pq.read_table(
+            store.verified_object(part["object"]),
+            columns=["source", "stage", "reason", "detail", "origin"],
+        )
+        hit = table.filter(pc.equal(table.column("stage"), stage))
+        if hit.num_rows:
+            row = hit.slice(0, 1).to_pylist()[0]
+            detail = (row["detail"] or "")[:200]
+            return f"e.g. source {row['source']!r} ({row['origin']}): {row['reason']} {detail}"
+    return "no example in the ledger"
 
 
 def plan(build: Build) -> None:

@@ -87,7 +87,7 @@ def test_empty_or_blank_files_give_no_phantom_row(tmp_path):
     (tmp_path / "w.json").write_text("  \n\t\n")
     (tmp_path / "w.csv").write_text("  \n \n")
     for name in ("e.json", "w.json", "w.csv"):
-        b = build(_one(tmp_path, name), store=tmp_path / f"st-{name}")
+        b = build(_one(tmp_path, name), store=tmp_path / f"st-{name}", allow_empty=True)
         assert b.manifest["counts"]["rows_in"] == 0 and not b.ledger, name
 
 

@@ -394,13 +394,15 @@ def test_examples_generator_and_demo_config(tmp_path):
     assert reasons["exact_duplicate"] >= 11
 
 
-def test_empty_sources_build_an_empty_mixture(tmp_path, cli):
+def test_empty_sources_build_an_empty_mixture_only_when_allowed(tmp_path, cli):
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "blank.jsonl").write_text("\n  \n")
     cfg = write_config(
         tmp_path, [{"name": "e", "path": "empty.jsonl"}, {"name": "b", "path": "blank.jsonl"}]
     )
-    b = build(cfg)
+    r = cli("build", cfg, "--store", tmp_path / ".store")
+    assert r.code == 2 and "no rows out: the sources hold no rows (0 read)" in r.err
+    b = build(cfg, allow_empty=True)
     assert b.manifest["counts"] == {
         "rows_in": 0,
         "rows_kept": 0,

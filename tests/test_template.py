@@ -231,9 +231,7 @@ def test_planted_faults_each_caught_with_reason_and_count(tmp_path, smollm_dir):
     assert b.manifest["tokenizer"]["chat_template_source"] == "override"
 
 
-def test_a_template_leaving_the_last_turn_open_is_refused_never_guessed(
-    tmp_path, smollm_dir, cli
-):
+def test_a_template_leaving_the_last_turn_open_is_refused_never_guessed(tmp_path, smollm_dir, cli):
     """The case another tool's side-by-side run found: this template's generation prompt
     shares only `<|im_` with the rendered turn. The probe once took that as the header and
     fell back to searching for the answer's text, which a user turn also held ("a scary

@@ -35,22 +35,30 @@ def band_edges(
     first: int,
     window: int,
     label: np.ndarray | None = None,
+    shingles: str = "shingles",
 ) -> np.ndarray:
     """One band's verified pairs: rows `first`..`window` places apart in its buckets, less
-    those `label` already joins, with Jaccard ≥ threshold (a task of `spread_edges`)."""
+    those `label` already joins, with Jaccard ≥ threshold of their `shingles` (a task of
+    `spread_edges`)."""
     from curate.dedup.minhash import band_buckets, band_pairs, unique_pairs
 
     n = parts.n
     hashes = parts.band(column, b).reshape(-1, 1)
-    ((rows, hs),) = band_buckets(hashes, parts.usable())
+    ((rows, hs),) = band_buckets(hashes, parts.usable(shingles))
     pairs = unique_pairs([band_pairs(rows, hs, first, window)], n)
     if label is not None and len(pairs):
         pairs = pairs[label[pairs[:, 0]] != label[pairs[:, 1]]]
-    return pairs[parts.jaccard(pairs) >= threshold]
+    return pairs[parts.jaccard(pairs, shingles) >= threshold]
 
 
 def spread_edges(
-    engine: Engine, parts: KeyParts, column: str, bands: int, threshold: float, window: int
+    engine: Engine,
+    parts: KeyParts,
+    column: str,
+    bands: int,
+    threshold: float,
+    window: int,
+    shingles: str = "shingles",
 ) -> np.ndarray:
     """`NearDedup.edges` with every band a task on `engine`: the chains of each bucket
     first, then the wider window's pairs between rows the chains did not join."""
@@ -59,12 +67,14 @@ def spread_edges(
     n = parts.n
     label = f"{column.replace('_', ' ')} (edges)"
     near = engine.map(
-        band_edges, [(parts, column, b, threshold, 1, 1) for b in range(bands)], label
+        band_edges,
+        [(parts, column, b, threshold, 1, 1, None, shingles) for b in range(bands)],
+        label,
     )
     edges = unique_pairs(near, n)
     if window > 1:
         joined = clusters(n, edges) if len(edges) else None
-        tasks = [(parts, column, b, threshold, 2, window, joined) for b in range(bands)]
+        tasks = [(parts, column, b, threshold, 2, window, joined, shingles) for b in range(bands)]
         far = engine.map(band_edges, tasks, label)
         edges = np.concatenate([edges, unique_pairs(far, n)])
     return edges

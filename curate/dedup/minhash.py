@@ -15,10 +15,13 @@ clusters (connected components). In each cluster one row is kept: the earliest s
 the longer answer, then input order; the others go to the ledger as `near_duplicate` with
 `duplicate_of`, `cluster` (the kept row's id) and `jaccard` (to the kept row).
 
-For a split by cluster, the same signatures also join rows at a looser `cluster_threshold`
-(variants of one problem that dedup keeps): the bands are then tuned to that threshold, and
-each alive row gets a `cluster` index column, the id of its looser cluster's first row.
-`SplitClusters` computes those clusters alone, for builds without near dedup.
+For a split by cluster, rows are also joined at a looser `cluster_threshold` (variants of
+one problem that dedup keeps), with bands tuned to that threshold, and each alive row gets a
+`cluster` index column, the id of its looser cluster's first row. With `cluster_on =
+"prompt"` (the default) rows whose prompts (user and tool turns) are that alike join too,
+found by a second signature, of the prompt turns, made in the same pass: variants of a
+problem (other numbers, other wording, so another answer) share their prompt far more than
+their whole row. `SplitClusters` computes those clusters alone, for builds without near dedup.
 """
 
 from __future__ import annotations
@@ -79,6 +82,11 @@ def _probe_table(num_perm: int) -> np.ndarray:
     return rng.integers(0, num_perm, size=(num_perm, PROBES))
 
 
+# the turns a problem is posed in: variants of one problem share them, not their answers.
+# System prompts are left out, as for dedup: a long one a source shares would join every row.
+PROMPT_ROLES = ("user", "tool")
+
+
 def near_keys(
     batch: pa.Table,
     num_perm: int,
@@ -86,22 +94,28 @@ def near_keys(
     bands: int,
     rows: int,
     loose: tuple[int, int] = (0, 0),
+    cluster_on: str = "row",
 ) -> pa.Table:
     """Per row: its LSH band hashes, its unique shingle hashes (for exact Jaccard), answer
-    length; and, with `loose` (bands, rows), band hashes tuned to a looser threshold."""
+    length; with `loose` (bands, rows), band hashes of the same signature tuned to a looser
+    threshold; and with `cluster_on = "prompt"` also such band hashes of a second signature,
+    of its prompt turns, with those turns' shingles (`prompt_bands`, `prompt_shingles`)."""
     from curate.dedup.kernels import BYTES, near_sketch
 
-    band_hash, offs, flat, loose_hash = near_sketch(
-        text_bytes(row_text(batch)),
-        np.uint64(SEED),
-        (BYTES, code_point_classes()),
-        ngram,
-        num_perm,
-        _probe_table(num_perm),
-        bands,
-        rows,
-        *loose,
-    )
+    def sketch(text: pa.Array, b: int, r: int, more: tuple[int, int]):
+        return near_sketch(
+            text_bytes(text),
+            np.uint64(SEED),
+            (BYTES, code_point_classes()),
+            ngram,
+            num_perm,
+            _probe_table(num_perm),
+            b,
+            r,
+            *more,
+        )
+
+    band_hash, offs, flat, loose_hash = sketch(row_text(batch), bands, rows, loose)
     columns = {
         "bands": pa.FixedSizeListArray.from_arrays(pa.array(band_hash.ravel()), bands),
         "shingles": pa.LargeListArray.from_arrays(pa.array(offs), pa.array(flat)),
@@ -110,6 +124,14 @@ def near_keys(
     if loose[0]:
         columns["loose_bands"] = pa.FixedSizeListArray.from_arrays(
             pa.array(loose_hash.ravel()), loose[0]
+        )
+    if loose[0] and cluster_on == "prompt":
+        prompt_hash, p_offs, p_flat, _ = sketch(row_text(batch, PROMPT_ROLES), *loose, (0, 0))
+        columns["prompt_bands"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(prompt_hash.ravel()), loose[0]
+        )
+        columns["prompt_shingles"] = pa.LargeListArray.from_arrays(
+            pa.array(p_offs), pa.array(p_flat)
         )
     return pa.table(columns)
 
@@ -182,10 +204,10 @@ def jaccard(shingles: pa.Array, pairs: np.ndarray) -> np.ndarray:
 class NearDedup(GlobalStep):
     name = "near_dedup"
     stage = "near_dedup"
-    version = "3"
+    version = "4"
 
     # on a distributed engine these stay in the workers' files (`resolve_spread`)
-    spread_keys = ("bands", "loose_bands", "shingles")
+    spread_keys = ("bands", "loose_bands", "shingles", "prompt_bands", "prompt_shingles")
 
     # Candidates are verified by exact Jaccard, so a false positive of the bands costs one
     # cheap check while a false negative is a duplicate missed: weigh them 1 to 19.
@@ -197,9 +219,11 @@ class NearDedup(GlobalStep):
         num_perm: int = 128,
         ngram: int = 5,
         cluster_threshold: float | None = None,
+        cluster_on: str = "row",
     ):
         self.threshold, self.num_perm, self.ngram = threshold, num_perm, ngram
         self.cluster_threshold = cluster_threshold
+        self.cluster_on = cluster_on if cluster_threshold else "row"
         self.bands, self.rows = optimal_bands(threshold, num_perm, self.FP_WEIGHT)
         # clusters for the split get bands of their own, from the same signatures: dedup's
         # candidates (and so its verdicts) are the same whether or not the split uses them
@@ -214,7 +238,11 @@ class NearDedup(GlobalStep):
     def params(self) -> dict[str, Any]:
         extra = {}
         if self.cluster_threshold:
-            extra = {"cluster_threshold": self.cluster_threshold, "cluster_bands": list(self.loose)}
+            extra = {
+                "cluster_threshold": self.cluster_threshold,
+                "cluster_bands": list(self.loose),
+                "cluster_on": self.cluster_on,
+            }
         return {
             **extra,
             "threshold": self.threshold,
@@ -228,7 +256,9 @@ class NearDedup(GlobalStep):
         }
 
     def keys(self, batch: pa.Table) -> pa.Table:
-        return near_keys(batch, self.num_perm, self.ngram, self.bands, self.rows, self.loose)
+        return near_keys(
+            batch, self.num_perm, self.ngram, self.bands, self.rows, self.loose, self.cluster_on
+        )
 
     def edges(
         self, band_hash: np.ndarray, usable: np.ndarray, shingles: pa.Array, threshold: float
@@ -255,20 +285,25 @@ class NearDedup(GlobalStep):
         return edges
 
     def unpack(
-        self, keys: pa.Table, column: str = "bands"
+        self, keys: pa.Table, column: str = "bands", shingles_column: str = "shingles"
     ) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         """(band hashes per row, rows with any shingle, shingle sets) of `keys`."""
         bands = whole(keys.column(column))
         band_hash = bands.flatten().to_numpy().reshape(keys.num_rows, bands.type.list_size)
-        shingles = whole(keys.column("shingles"))
+        shingles = whole(keys.column(shingles_column))
         return band_hash, np.diff(np.asarray(shingles.offsets)) > 0, shingles
+
+    @staticmethod
+    def shingles_of(column: str) -> str:
+        """The shingles the pairs of a band column are verified on."""
+        return "prompt_shingles" if column == "prompt_bands" else "shingles"
 
     def resolve(self, keys: pa.Table) -> Verdicts:
         shingles = whole(keys.column("shingles"))
 
         def edges_of(column: str, threshold: float) -> np.ndarray:
-            band_hash, usable, _ = self.unpack(keys, column)
-            return self.edges(band_hash, usable, shingles, threshold)
+            band_hash, usable, sets = self.unpack(keys, column, self.shingles_of(column))
+            return self.edges(band_hash, usable, sets, threshold)
 
         return self.verdicts(keys, edges_of, lambda pairs: jaccard(shingles, pairs))
 
@@ -278,9 +313,20 @@ class NearDedup(GlobalStep):
 
         def edges_of(column: str, threshold: float) -> np.ndarray:
             bands = self.bands if column == "bands" else self.loose[0]
-            return spread_edges(engine, parts, column, bands, threshold, WINDOW)
+            return spread_edges(
+                engine, parts, column, bands, threshold, WINDOW, self.shingles_of(column)
+            )
 
         return self.verdicts(keys, edges_of, parts.jaccard)
+
+    def loose_edges(self, edges_of: Callable[[str, float], np.ndarray]) -> np.ndarray:
+        """The pairs the split's clusters join: whole rows at `cluster_threshold`, and with
+        `cluster_on = "prompt"` also rows whose prompts are that alike."""
+        assert self.cluster_threshold is not None
+        found = [edges_of("loose_bands", self.cluster_threshold)]
+        if self.cluster_on == "prompt":
+            found.append(edges_of("prompt_bands", self.cluster_threshold))
+        return np.concatenate([e.reshape(-1, 2) for e in found])
 
     def verdicts(
         self,
@@ -304,7 +350,7 @@ class NearDedup(GlobalStep):
         if not self.cluster_threshold:
             return verdicts
         # what dedup joined is joined for the split too, whatever the looser bands find
-        loose = edges_of("loose_bands", self.cluster_threshold)
+        loose = self.loose_edges(edges_of)
         clustered = cluster_ids(keys, n, np.concatenate([edges.reshape(-1, 2), loose]))
         return verdicts.with_columns(pa.table({"cluster": clustered}))
 
@@ -315,8 +361,14 @@ class SplitClusters(NearDedup):
     name = "split_clusters"
     stage = "split_clusters"
 
-    def __init__(self, cluster_threshold: float, num_perm: int = 128, ngram: int = 5):
-        super().__init__(1.0, num_perm, ngram, cluster_threshold)
+    def __init__(
+        self,
+        cluster_threshold: float,
+        num_perm: int = 128,
+        ngram: int = 5,
+        cluster_on: str = "row",
+    ):
+        super().__init__(1.0, num_perm, ngram, cluster_threshold, cluster_on)
 
     def params(self) -> dict[str, Any]:
         params = super().params()
@@ -330,7 +382,5 @@ class SplitClusters(NearDedup):
         edges_of: Callable[[str, float], np.ndarray],
         similarity: Callable[[np.ndarray], np.ndarray],
     ) -> Verdicts:
-        assert self.cluster_threshold is not None
-        loose = edges_of("loose_bands", self.cluster_threshold)
-        clustered = cluster_ids(keys, keys.num_rows, loose)
+        clustered = cluster_ids(keys, keys.num_rows, self.loose_edges(edges_of))
         return Verdicts.keep_all(keys.num_rows).with_columns(pa.table({"cluster": clustered}))

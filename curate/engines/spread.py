@@ -64,16 +64,16 @@ class KeyParts:
                 parts.append(flat.reshape(-1, width)[rows, b])
         return np.concatenate(parts)
 
-    def usable(self) -> np.ndarray:
+    def usable(self, shingles: str = "shingles") -> np.ndarray:
         """Per alive row: whether it has any shingle (rows without one pair with nothing)."""
         parts = [np.empty(0, dtype=bool)]
         for block, rows in enumerate(self.rows):
             if len(rows):
-                offsets = np.asarray(self._column(block, "shingles").offsets)
+                offsets = np.asarray(self._column(block, shingles).offsets)
                 parts.append(np.diff(offsets)[rows] > 0)
         return np.concatenate(parts)
 
-    def jaccard(self, pairs: np.ndarray) -> np.ndarray:
+    def jaccard(self, pairs: np.ndarray, shingles: str = "shingles") -> np.ndarray:
         """Exact Jaccard of each pair of rows (`minhash.jaccard`), from only their shingles."""
         from curate.dedup.kernels import pair_jaccard
 
@@ -85,7 +85,7 @@ class KeyParts:
         taken = []
         for block in np.unique(block_of):
             local = self.rows[block][needed[block_of == block] - starts[block]]
-            taken.append(self._column(int(block), "shingles").take(pa.array(local)))
+            taken.append(self._column(int(block), shingles).take(pa.array(local)))
         shingles = pa.concat_arrays(taken)
         offs = np.asarray(shingles.offsets.to_numpy(), dtype=np.int64)
         flat = shingles.values.to_numpy()

@@ -50,6 +50,7 @@ def stage_entries(steps: list[Step], index: pl.DataFrame) -> list[dict[str, Any]
         entries.append(
             {
                 "name": step.name,
+                "stage": step.stage,
                 "fingerprint": step.fingerprint(),
                 "params": step.params(),
                 "rows_in": rows,
@@ -86,6 +87,9 @@ def assemble(
         by_reason = {
             r: int(n) for r, n in rejected.group_by("reason").len().sort("reason").iter_rows()
         }
+        by_step = {
+            st: int(n) for st, n in rejected.group_by("stage").len().sort("stage").iter_rows()
+        }
         sources.append(
             {
                 "name": src.name,
@@ -100,6 +104,7 @@ def assemble(
                 "rows_rejected": rejected.height,
                 "rows_emitted": int(rows["copies"].sum()),
                 "rejected": by_reason,
+                "rejected_by_step": by_step,
                 **({"tokens": tokens["sources"][src.name]} if tokens else {}),
                 **({"lineage": lineage[rank]} if lineage and lineage[rank] else {}),
             }
@@ -131,11 +136,7 @@ def assemble(
             k: {
                 **v,
                 **reports.get("splits", {}).get(k, {}),
-                **(
-                    tokens["splits"].get(k, {"tokens": 0, "trained_tokens": 0})
-                    if tokens
-                    else {}
-                ),
+                **(tokens["splits"].get(k, {"tokens": 0, "trained_tokens": 0}) if tokens else {}),
             }
             for k, v in splits.items()
         },
@@ -366,6 +367,18 @@ def warnings(data: dict[str, Any]) -> list[str]:
                 f"source {name!r}: {leaked} rows leak eval items (`contaminated`); "
                 f"`curate review ID --reason contaminated --source {name}` shows them beside the items"
             )
+        for step, n in sorted(src.get("rejected_by_step", {}).items()):
+            # reading and the mixture have warnings of their own (above and below)
+            if step not in ("read", "mixture") and n * 2 > rows_in:
+                reasons = ", ".join(
+                    f"{r} {c}"
+                    for r, c in sorted(src["rejected"].items())
+                    if r in step_reasons(data, step)
+                )
+                out.append(
+                    f"source {name!r}: step {step} rejected {n} of {rows_in} rows ({reasons}); "
+                    f"`curate review ID --source {name}` shows them with their evidence"
+                )
         left_out = src["rejected"].get("not_sampled", 0)
         if left_out * 2 >= rows_in:
             out.append(
@@ -382,6 +395,8 @@ def warnings(data: dict[str, Any]) -> list[str]:
             )
     out += risk_warnings(data) + override_warnings(data)
     tok = data.get("tokenizer") or {}
+    if warning := pad_warning(tok):
+        out.append(warning)
     straddling = tok.get("turns_with_token_across_turn_start", 0)
     if straddling:
         turns = tok.get("assistant_turns") or straddling
@@ -394,3 +409,27 @@ def warnings(data: dict[str, Any]) -> list[str]:
             "assistant header ends with a special token"
         )
     return out
+
+
+def step_reasons(data: dict[str, Any], stage: str) -> set[str]:
+    """The reasons the step of `stage` rejected rows for, in this build."""
+    return {r for entry in data["stages"] for r in entry["rejected"] if _stage_of(entry) == stage}
+
+
+def _stage_of(entry: dict[str, Any]) -> str:
+    return str(entry.get("stage") or entry["name"])  # manifests before stages were named
+
+
+def pad_warning(tok: dict[str, Any]) -> str | None:
+    """The tokenizer pads with its end-of-turn token: a trainer elsewhere that masks padding
+    by token id never trains the end of turn (TRL issue 976, transformers 23530)."""
+    eot = (tok.get("template") or {}).get("end_of_turn")
+    if not eot or tok.get("pad_token") != eot:
+        return None
+    return (
+        f"the tokenizer's pad token is its end-of-turn token {eot!r}: a collator that masks "
+        "padding by token id (transformers' DataCollatorForLanguageModeling) then never "
+        "trains the end of turn, and the model never learns to stop. curate train and the "
+        "exports' `labels` are not affected; elsewhere, train on `labels` as they are or set "
+        "a distinct pad token"
+    )

@@ -57,7 +57,9 @@ def main(argv: list[str]) -> None:
             assistant_only_loss="--assistant-only" in argv,
             dataloader_num_workers=0,
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=train, processing_class=tokenizer
+        )
         prepared = sum(trained(row) for row in trainer.train_dataset["labels"])
         epoch = 0
         for batch in trainer.get_train_dataloader():
