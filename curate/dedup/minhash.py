@@ -18,7 +18,8 @@ the longer answer, then input order; the others go to the ledger as `near_duplic
 For a split by cluster, rows are also joined at a looser `cluster_threshold` (variants of
 one problem that dedup keeps), with bands tuned to that threshold, and each alive row gets a
 `cluster` index column, the id of its looser cluster's first row. With `cluster_on =
-"prompt"` (the default) rows whose prompts (user and tool turns) are that alike join too,
+"prompt"` (the default) rows whose prompts (user and tool turns, numbers masked) are that
+alike join too,
 found by a second signature, of the prompt turns, made in the same pass: variants of a
 problem (other numbers, other wording, so another answer) share their prompt far more than
 their whole row. `SplitClusters` computes those clusters alone, for builds without near dedup.
@@ -87,6 +88,15 @@ def _probe_table(num_perm: int) -> np.ndarray:
 PROMPT_ROLES = ("user", "tool")
 
 
+def prompt_text(batch: pa.Table) -> pa.Array:
+    """Per row, its prompt turns with every number written as 0: variants of a problem with
+    other numbers are one problem (on GSM8K, shifting every number of a question leaves its
+    5-gram Jaccard at a median of 0.45 with the numbers, 1.0 without)."""
+    import pyarrow.compute as pc
+
+    return pc.replace_substring_regex(row_text(batch, PROMPT_ROLES), r"[0-9]+", "0")
+
+
 def near_keys(
     batch: pa.Table,
     num_perm: int,
@@ -99,7 +109,8 @@ def near_keys(
     """Per row: its LSH band hashes, its unique shingle hashes (for exact Jaccard), answer
     length; with `loose` (bands, rows), band hashes of the same signature tuned to a looser
     threshold; and with `cluster_on = "prompt"` also such band hashes of a second signature,
-    of its prompt turns, with those turns' shingles (`prompt_bands`, `prompt_shingles`)."""
+    of its prompt turns (`prompt_text`), with their shingles (`prompt_bands`,
+    `prompt_shingles`)."""
     from curate.dedup.kernels import BYTES, near_sketch
 
     def sketch(text: pa.Array, b: int, r: int, more: tuple[int, int]):
@@ -126,7 +137,7 @@ def near_keys(
             pa.array(loose_hash.ravel()), loose[0]
         )
     if loose[0] and cluster_on == "prompt":
-        prompt_hash, p_offs, p_flat, _ = sketch(row_text(batch, PROMPT_ROLES), *loose, (0, 0))
+        prompt_hash, p_offs, p_flat, _ = sketch(prompt_text(batch), *loose, (0, 0))
         columns["prompt_bands"] = pa.FixedSizeListArray.from_arrays(
             pa.array(prompt_hash.ravel()), loose[0]
         )

@@ -86,9 +86,9 @@ class KeyParts:
         for block in np.unique(block_of):
             local = self.rows[block][needed[block_of == block] - starts[block]]
             taken.append(self._column(int(block), shingles).take(pa.array(local)))
-        shingles = pa.concat_arrays(taken)
-        offs = np.asarray(shingles.offsets.to_numpy(), dtype=np.int64)
-        flat = shingles.values.to_numpy()
+        sets = pa.concat_arrays(taken)
+        offs = np.asarray(sets.offsets.to_numpy(), dtype=np.int64)
+        flat = sets.values.to_numpy()
         a, z = (np.searchsorted(needed, pairs[:, k]).astype(np.int64) for k in (0, 1))
         return pair_jaccard(offs, flat, a, z)
 

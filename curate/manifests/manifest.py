@@ -397,6 +397,21 @@ def warnings(data: dict[str, Any]) -> list[str]:
     tok = data.get("tokenizer") or {}
     if warning := pad_warning(tok):
         out.append(warning)
+    train = data["splits"].get("train", {})
+    if train.get("units_too_large_for_evaluation"):
+        split = data["config"].get("split", {})
+        out.append(
+            f"split: {train['units_too_large_for_evaluation']} groups of rows split together "
+            "are larger than a validation or test split's target and stayed in train (the "
+            f"largest holds {train['largest_unit_rows']} of {data['counts']['rows_kept']} "
+            f"rows); split by {split.get('by')!r}"
+            + (
+                f" on {split.get('cluster_on')!r}: rows sharing a long preamble join one "
+                'cluster; raise cluster_threshold or set cluster_on = "row"'
+                if split.get("by") == "cluster"
+                else ""
+            )
+        )
     straddling = tok.get("turns_with_token_across_turn_start", 0)
     if straddling:
         turns = tok.get("assistant_turns") or straddling

@@ -68,23 +68,29 @@ def assign_splits(
 
 def _take(split: np.ndarray, units: pl.DataFrame, targets: list[tuple[int, int | None]]) -> None:
     """Units in rank order to each (code, rows) target in turn: a split takes units until it
-    holds at least its target (None: every unit left)."""
+    holds at least its target (None: every unit left). A unit larger than a whole target is
+    passed over (it stays where it is, in train): one cluster that swallowed most rows (a
+    preamble many prompts share) would otherwise take an evaluation split for itself."""
     sizes = units["size"].to_numpy()
-    taken = np.cumsum(sizes)
-    start = 0
+    free = np.ones(len(sizes), dtype=bool)
     for code, target in targets:
-        if start >= len(sizes):
-            return
         if target is None:
-            stop = len(sizes)
+            chosen = np.flatnonzero(free)
         elif target <= 0:
             continue
         else:
-            before = taken[start - 1] if start else 0
-            stop = min(int(np.searchsorted(taken, before + target)) + 1, len(sizes))
-        chosen = units[start:stop]["row"].explode().to_numpy()
-        split[chosen] = code
-        start = stop
+            fits = np.flatnonzero(free & (sizes <= target))
+            stop = int(np.searchsorted(np.cumsum(sizes[fits]), target)) + 1
+            chosen = fits[: min(stop, len(fits))]
+        if len(chosen):
+            split[units[chosen]["row"].explode().to_numpy()] = code
+        free[chosen] = False
+
+
+def oversized_units(sizes: np.ndarray, rows: int, validation: float, test: float) -> int:
+    """Units too large for the smallest evaluation target they could go to (kept in train)."""
+    targets = [round(share * rows) for share in (validation, test) if share > 0]
+    return int((sizes > min(targets)).sum()) if targets else 0
 
 
 def output_positions(copies: np.ndarray, split: np.ndarray, seed: int) -> list[np.ndarray]:
