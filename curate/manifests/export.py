@@ -240,12 +240,18 @@ def _write_hf(
     from curate.manifests.manifest import warnings
 
     parts = {s: datasets.Dataset.from_file(str(split_arrow(manifest, s, columns))) for s in kept}
-    with atomic_path(target, is_dir=True, replace=True) as tmp:
-        datasets.DatasetDict(parts).save_to_disk(str(tmp))
-        card = dataset_card(
-            manifest.id, manifest.data, warnings(manifest.data), export_notes(manifest, skipped)
-        )
-        (Path(tmp) / "README.md").write_text(card, encoding="utf-8")
+    shown = not datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # curate prints what it wrote; no bar per split
+    try:
+        with atomic_path(target, is_dir=True, replace=True) as tmp:
+            datasets.DatasetDict(parts).save_to_disk(str(tmp))
+            card = dataset_card(
+                manifest.id, manifest.data, warnings(manifest.data), export_notes(manifest, skipped)
+            )
+            (Path(tmp) / "README.md").write_text(card, encoding="utf-8")
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
     return target
 
 
