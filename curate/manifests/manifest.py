@@ -186,6 +186,8 @@ def tokenizer_entry(config: MixtureConfig, target: Target | None) -> dict[str, A
         return None
     return {
         **target.fingerprint,
+        # a trainer elsewhere that masks padding by id never trains this end of turn
+        "pad_is_end_of_turn": target.fingerprint.get("pad_token") == target.probe.end_of_turn,
         "max_length": config.tokenizer.max_length,
         "on_too_long": config.tokenizer.on_too_long,
         "trust_remote_code": config.tokenizer.trust_remote_code,
@@ -439,7 +441,7 @@ def pad_warning(tok: dict[str, Any]) -> str | None:
     """The tokenizer pads with its end-of-turn token: a trainer elsewhere that masks padding
     by token id never trains the end of turn (TRL issue 976, transformers 23530)."""
     eot = (tok.get("template") or {}).get("end_of_turn")
-    if not eot or tok.get("pad_token") != eot:
+    if not eot or not tok.get("pad_is_end_of_turn", tok.get("pad_token") == eot):
         return None
     return (
         f"the tokenizer's pad token is its end-of-turn token {eot!r}: a collator that masks "

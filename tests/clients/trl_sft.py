@@ -34,40 +34,33 @@ def trained(labels) -> int:
     return sum(1 for label in labels[1:] if label != -100)
 
 
+def common_args(out: str, steps: int) -> dict:
+    """The settings both trainers share: a few cheap steps on the CPU, nothing saved."""
+    return {
+        "output_dir": out,
+        "max_steps": steps,
+        "per_device_train_batch_size": 2,
+        "optim": "sgd",
+        "learning_rate": 1e-5,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "dataloader_num_workers": 0,
+    }
+
+
 def trl_trainer(model, tokenizer, train, out: str, steps: int, max_length: int):
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(
-        output_dir=out,
-        max_steps=steps,
-        per_device_train_batch_size=2,
-        optim="sgd",
-        learning_rate=1e-5,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        max_length=max_length,
-        dataloader_num_workers=0,
-    )
+    args = SFTConfig(**common_args(out, steps), max_length=max_length)
     return SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
 
 
 def plain_trainer(model, tokenizer, train, out: str, steps: int):
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    args = TrainingArguments(
-        output_dir=out,
-        max_steps=steps,
-        per_device_train_batch_size=2,
-        optim="sgd",
-        learning_rate=1e-5,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        dataloader_num_workers=0,
-    )
+    args = TrainingArguments(**common_args(out, steps))
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     return Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
 
