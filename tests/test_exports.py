@@ -139,7 +139,12 @@ def test_trl_and_trainer_train_exactly_the_manifests_tokens_from_every_export(tm
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONHASHSEED": seed, "TOKENIZERS_PARALLELISM": "false"},
+            env={
+                **os.environ,
+                "PYTHONHASHSEED": seed,
+                "TOKENIZERS_PARALLELISM": "false",
+                "OMP_NUM_THREADS": "1",
+            },
         )
         for seed, kinds in (("0", ("jsonl", "trainer")), ("1", ("parquet", "hf")))
     ]
