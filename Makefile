@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test test-release lint bench clean install
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(STAMP)
 	$(BIN)/curate build examples/mixture.toml
 
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu and not release"
+
+test-release: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 lint: $(STAMP)
@@ -33,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/contamination.py
+	$(BIN)/python bench/exports.py
 
 clean:
 	rm -rf $(VENV) .curate examples/.curate examples/data

