@@ -383,6 +383,14 @@ def test_a_build_that_rejects_every_row_is_exit_2_naming_the_step(tmp_path, cli)
     assert "@example.com" not in r.err  # the example is the ledger's, redacted
     ok = cli("build", cfg, "--allow-empty", "--json")
     assert ok.code == 0 and ok.json()["counts"]["rows_out"] == 0
+    # the API raises the same error; the manifest it names is stored, with its ledger
+    import curate
+    from curate.pipeline import EmptyBuild
+
+    with pytest.raises(EmptyBuild) as raised:
+        curate.build(cfg, store=tmp_path / "api")
+    stored = curate.open_manifest(raised.value.manifest_id, store=tmp_path / "api")
+    assert stored.counts["rejected"] == {"pii": 4}
 
 
 def test_a_step_rejecting_most_of_a_source_is_warned(tmp_path, cli):
