@@ -147,13 +147,13 @@ def export_schema(manifest: Manifest, names: list[str]) -> pa.Schema:
 def split_arrow(manifest: Manifest, split: str, columns: str = "all") -> Path:
     """The split's exported rows as one Arrow stream file in the store's cache, made once
     and sealed (a file that no longer matches its seal is made again)."""
-    names = output_columns(manifest, columns)
     path = manifest.store.cache_path(
         "datasets", manifest.id, f"-{split}-{columns}-v{TABLE_VERSION}.arrow"
     )
-    if is_sealed(path):
+    if is_sealed(path):  # made from verified shards before: nothing to read or hash again
         return path
     discard(path)
+    names = output_columns(manifest, columns)
     schema = export_schema(manifest, names)
     with (
         atomic_path(path, durable=False) as tmp,
