@@ -559,5 +559,32 @@ def test_a_cluster_too_large_for_evaluation_stays_in_train_and_is_warned(tmp_pat
     r = cli("build", cfg, "--json", "--store", tmp_path / "st")
     assert r.code == 0 and r.json()["splits"] == {"train": 24, "validation": 6}
     warning = next(w for w in r.json()["warnings"] if w.startswith("split:"))
-    assert "1 groups of rows split together are larger than" in warning
-    assert "the largest holds 20 of 30 rows" in warning and 'cluster_on = "row"' in warning
+    assert "one group of rows split together holds 20 of 30 rows and stays in train" in warning
+    assert 'cluster_on = "row"' in warning
+
+
+def test_coarse_groups_still_fill_an_evaluation_split(tmp_path):
+    """Three users of 10 rows, validation 0.1 (3 rows): no group fits, so the first in rank
+    order goes whole (as before); none holds most of the rows, none stays back."""
+    rows = [
+        {**chat(f"q{u}-{i}", f"a{u}-{i}"), "user": f"u{u}"} for u in range(3) for i in range(10)
+    ]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    b = build(
+        write_config(
+            tmp_path,
+            [{"name": "a", "path": "a.jsonl"}],
+            extra='[split]\nvalidation = 0.1\nby = "meta.user"\n',
+        )
+    )
+    by_split = {
+        s: {json.loads(r["meta"])["user"] for r in b.rows if r["split"] == s}
+        for s in ("train", "validation")
+    }
+    assert len(by_split["validation"]) == 1 and len(by_split["train"]) == 2
+    assert not by_split["validation"] & by_split["train"]
+    assert b.manifest["splits"]["train"]["evaluation_short"] == []
+    assert b.manifest["splits"]["train"]["largest_unit_rows"] == 10
+    from curate.manifests.manifest import warnings
+
+    assert not [w for w in warnings(b.manifest) if w.startswith("split:")]

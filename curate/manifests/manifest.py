@@ -399,21 +399,8 @@ def warnings(data: dict[str, Any]) -> list[str]:
     tok = data.get("tokenizer") or {}
     if warning := pad_warning(tok):
         out.append(warning)
-    train = data["splits"].get("train", {})
-    if train.get("units_too_large_for_evaluation"):
-        split = data["config"].get("split", {})
-        out.append(
-            f"split: {train['units_too_large_for_evaluation']} groups of rows split together "
-            "are larger than a validation or test split's target and stayed in train (the "
-            f"largest holds {train['largest_unit_rows']} of {data['counts']['rows_kept']} "
-            f"rows); split by {split.get('by')!r}"
-            + (
-                f" on {split.get('cluster_on')!r}: rows sharing a long preamble join one "
-                'cluster; raise cluster_threshold or set cluster_on = "row"'
-                if split.get("by") == "cluster"
-                else ""
-            )
-        )
+    if warning := split_unit_warning(data):
+        out.append(warning)
     straddling = tok.get("turns_with_token_across_turn_start", 0)
     if straddling:
         turns = tok.get("assistant_turns") or straddling
@@ -450,3 +437,27 @@ def pad_warning(tok: dict[str, Any]) -> str | None:
         "exports' `labels` are not affected; elsewhere, train on `labels` as they are or set "
         "a distinct pad token"
     )
+
+
+def split_unit_warning(data: dict[str, Any]) -> str | None:
+    """A split by cluster or group that could not honour its shares: one unit holding most
+    rows (it stays in train), or an evaluation split under half its target."""
+    train = data["splits"].get("train", {})
+    largest, short = train.get("largest_unit_rows", 0), train.get("evaluation_short", [])
+    rows = data["counts"]["rows_kept"]
+    if not (largest * 2 > rows or short):
+        return None
+    split = data["config"].get("split", {})
+    what = (
+        f"one group of rows split together holds {largest} of {rows} rows and stays in train"
+        if largest * 2 > rows
+        else f"{' and '.join(short)} got less than half its target: the groups left (the "
+        f"largest {largest} rows) are larger than it, and a group is never cut"
+    )
+    fix = (
+        f' (by = "cluster" on {split.get("cluster_on")!r}: rows sharing a long preamble join '
+        'one cluster; raise cluster_threshold, or set cluster_on = "row")'
+        if split.get("by") == "cluster"
+        else ""
+    )
+    return f"split: {what}{fix}"

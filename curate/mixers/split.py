@@ -68,9 +68,10 @@ def assign_splits(
 
 def _take(split: np.ndarray, units: pl.DataFrame, targets: list[tuple[int, int | None]]) -> None:
     """Units in rank order to each (code, rows) target in turn: a split takes units until it
-    holds at least its target (None: every unit left). A unit larger than a whole target is
-    passed over (it stays where it is, in train): one cluster that swallowed most rows (a
-    preamble many prompts share) would otherwise take an evaluation split for itself."""
+    holds at least its target (None: every unit left). A unit larger than the whole target
+    is passed over while smaller ones remain, and where none is smaller it is taken only if
+    it holds at most half of the rows: one cluster that swallowed most rows (a preamble many
+    prompts share) stays in train rather than take an evaluation split for itself."""
     sizes = units["size"].to_numpy()
     free = np.ones(len(sizes), dtype=bool)
     for code, target in targets:
@@ -78,19 +79,30 @@ def _take(split: np.ndarray, units: pl.DataFrame, targets: list[tuple[int, int |
             chosen = np.flatnonzero(free)
         elif target <= 0:
             continue
-        else:
-            fits = np.flatnonzero(free & (sizes <= target))
+        elif len(fits := np.flatnonzero(free & (sizes <= target))):
             stop = int(np.searchsorted(np.cumsum(sizes[fits]), target)) + 1
-            chosen = fits[: min(stop, len(fits))]
+            chosen = fits[:stop]
+        else:
+            chosen = np.flatnonzero(free)[:1]
+            if len(chosen) and sizes[chosen[0]] * 2 > sizes.sum():
+                chosen = chosen[:0]
         if len(chosen):
             split[units[chosen]["row"].explode().to_numpy()] = code
         free[chosen] = False
 
 
-def oversized_units(sizes: np.ndarray, rows: int, validation: float, test: float) -> int:
-    """Units too large for the smallest evaluation target they could go to (kept in train)."""
-    targets = [round(share * rows) for share in (validation, test) if share > 0]
-    return int((sizes > min(targets)).sum()) if targets else 0
+def unit_report(groups: pa.Array, split: np.ndarray, validation: float, test: float) -> dict:
+    """What a split by cluster or group could not place: the rows of its largest unit, and
+    the evaluation splits that got less than half their target (units left too large)."""
+    frame = pl.DataFrame({"unit": pl.Series(groups)}).drop_nulls("unit")
+    sizes = frame.group_by("unit").len()["len"].to_numpy()
+    largest = int(sizes.max()) if len(sizes) else 0
+    short = [
+        name
+        for code, name, share in ((VALIDATION, "validation", validation), (TEST, "test", test))
+        if share > 0 and int((split == code).sum()) * 2 < round(share * len(split))
+    ]
+    return {"largest_unit_rows": largest, "evaluation_short": short}
 
 
 def output_positions(copies: np.ndarray, split: np.ndarray, seed: int) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from curate.config import MixtureConfig
-from curate.mixers.split import assign_splits, oversized_units
+from curate.mixers.split import assign_splits, unit_report
 from curate.mixers.weights import id_numbers, not_sampled_detail, plan_mixture
 from curate.rows import SPLIT_NAMES
 from curate.runner import apply_verdicts
@@ -90,8 +90,7 @@ class SplitStage(IndexStage):
         self.config = config
         self.section = config.split
         self.undated = 0
-        self.largest_unit = 0  # rows of the largest unit split together
-        self.oversized = 0  # units larger than an evaluation split's target: kept in train
+        self.units_placed: dict[str, Any] = {}  # `split.unit_report` of a split by units
 
     def params(self) -> dict[str, Any]:
         return self.section.model_dump(mode="json")
@@ -129,9 +128,7 @@ class SplitStage(IndexStage):
         units = pl.Series("split_unit", [], pl.String).clear(index.height)
         if groups is not None:
             units = units.scatter(kept, pl.Series(groups).cast(pl.String))
-            sizes = pl.Series(groups).drop_nulls().value_counts()["count"].to_numpy()
-            self.largest_unit = int(sizes.max()) if len(sizes) else 0
-            self.oversized = oversized_units(sizes, len(kept), section.validation, section.test)
+            self.units_placed = unit_report(groups, codes[kept], section.validation, section.test)
         return index.with_columns(pl.Series("split", codes), units)
 
     def units(self, index: pl.DataFrame, kept: np.ndarray) -> pa.Array | None:
@@ -163,9 +160,7 @@ class SplitStage(IndexStage):
             out[name] = entry
         if self.section.time_cutoff is not None:
             out["train"]["undated_rows"] = self.undated
-        if self.oversized:
-            out["train"]["largest_unit_rows"] = self.largest_unit
-            out["train"]["units_too_large_for_evaluation"] = self.oversized
+        out["train"].update(self.units_placed)
         return {"splits": out}
 
 
