@@ -57,10 +57,13 @@ def flat_spans(
     return ids, offsets, span_rows, starts, ends
 
 
-def mask_columns(ids_col: pa.Array, spans_col: pa.Array) -> tuple[pa.ListArray, pa.ListArray]:
+def mask_columns(
+    ids_col: pa.ChunkedArray, spans_col: pa.ChunkedArray
+) -> tuple[pa.ListArray, pa.ListArray]:
     """(`labels`, `assistant_masks`) for the rows of `input_ids` / `mask_spans` columns."""
-    ids_col = _whole(ids_col)
-    spans_col = _whole(spans_col)
+    from curate.steps import whole
+
+    ids_col, spans_col = whole(ids_col), whole(spans_col)
     ids, offsets, span_rows, starts, ends = flat_spans(ids_col, spans_col)
     flags = trained_flags(len(ids), offsets, span_rows, starts, ends)
     row_offsets = pa.array(offsets, pa.int32())
@@ -69,9 +72,3 @@ def mask_columns(ids_col: pa.Array, spans_col: pa.Array) -> tuple[pa.ListArray, 
     )
     masks = pa.ListArray.from_arrays(row_offsets, pa.array(flags.astype(np.int8), pa.int8()))
     return labels, masks
-
-
-def _whole(col: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(col, pa.ChunkedArray):
-        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    return col
