@@ -291,12 +291,11 @@ def trainers(
     exports["hf-without-labels"] = bare
     out = []
     for seed in seeds:
-        specs = []
         for kind, path in exports.items():
-            specs.append(f"{'hf' if kind.startswith('hf') else kind}={path}")
+            spec = f"{'hf' if kind.startswith('hf') else kind}={path}"
             env = {**os.environ, "PYTHONHASHSEED": seed, "TOKENIZERS_PARALLELISM": "false"}
             proc = subprocess.run(
-                [sys.executable, str(CLIENT), str(smol), "4096", str(steps), specs[-1]],
+                [sys.executable, str(CLIENT), str(smol), "4096", str(steps), spec],
                 capture_output=True,
                 text=True,
                 env=env,

@@ -144,16 +144,19 @@ def export_schema(manifest: Manifest, names: list[str]) -> pa.Schema:
     return pa.schema([pa.field(n, made[n]) if n in made else stored.field(n) for n in names])
 
 
-def split_arrow(manifest: Manifest, split: str, columns: str = "all") -> Path:
+def split_arrow(
+    manifest: Manifest, split: str, columns: str = "all", names: list[str] | None = None
+) -> Path:
     """The split's exported rows as one Arrow stream file in the store's cache, made once
-    and sealed (a file that no longer matches its seal is made again)."""
+    and sealed (a file that no longer matches its seal is made again); `names`: the
+    columns of `columns` where the caller has them already (`output_columns`)."""
     path = manifest.store.cache_path(
         "datasets", manifest.id, f"-{split}-{columns}-v{TABLE_VERSION}.arrow"
     )
     if is_sealed(path):  # made from verified shards before: nothing to read or hash again
         return path
     discard(path)
-    names = output_columns(manifest, columns)
+    names = names or output_columns(manifest, columns)
     schema = export_schema(manifest, names)
     with (
         atomic_path(path, durable=False) as tmp,
@@ -193,7 +196,7 @@ def export(
     claim_output_dir(out, owned, overwrite)
     result = Exported([], {s: rows[s] for s in kept}, skipped, names)
     if fmt == "hf":
-        result.paths.append(_write_hf(manifest, out / "dataset", kept, skipped, columns))
+        result.paths.append(_write_hf(manifest, out / "dataset", kept, skipped, columns, names))
         return result
     schema = export_schema(manifest, names)
     for split in kept:
@@ -232,14 +235,21 @@ def _write_jsonl(tmp: Path, tables: Iterator[pa.Table]) -> None:
 
 
 def _write_hf(
-    manifest: Manifest, target: Path, kept: list[str], skipped: list[str], columns: str
+    manifest: Manifest,
+    target: Path,
+    kept: list[str],
+    skipped: list[str],
+    columns: str,
+    names: list[str],
 ) -> Path:
     import datasets
 
     from curate.manifests.card import dataset_card
     from curate.manifests.manifest import warnings
 
-    parts = {s: datasets.Dataset.from_file(str(split_arrow(manifest, s, columns))) for s in kept}
+    parts = {
+        s: datasets.Dataset.from_file(str(split_arrow(manifest, s, columns, names))) for s in kept
+    }
     shown = not datasets.utils.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # curate prints what it wrote; no bar per split
     try:

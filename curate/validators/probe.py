@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from curate.validators.target import Target
 
 # Sentinel contents: plain words no template touches, each tokenized on its own.
-PROBE_SYSTEM = "probe system alpha"
 PROBE_USER = ("probe user bravo", "probe user charlie")
 PROBE_ANSWER = ("probe answer delta", "probe answer echo")
 PROBE_REASONING = "probe reasoning foxtrot"
