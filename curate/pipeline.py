@@ -241,30 +241,31 @@ def run_build(
         stages.insert(0, OverrideStage(overrides))
     shown = progress or Progress(enabled=False)
     eng = make_engine(engine, workers, shown, address, store.root / "logs" / "ray")
-    # the object lock: `curate gc` waits for this build's objects to have a manifest
-    with store.writing(), store.temp_dir("build-") as work, eng:
-        build = Build(
-            config, store, eng, work, strict, prescanned or {}, target, steps, stages, parent
-        )
-        build.keeps = overrides.keeps if overrides is not None else {}
-        build.report = report
-        for name, phase in PHASES:
-            t0 = time.time()
-            phase(build)
-            timings[name] = time.time() - t0
-    run = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "engine": engine,
-        **eng.describe(),
-        "store": store.name,
-        "config_dir": str(config.base_dir),
-        "seconds": round(time.time() - started, 3),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "cache": build.result.cache,
-    }
-    manifest_id = store.put_manifest(build.manifest, run)
+    # the object lock, held until the manifest names every object: `curate gc` waits
+    with store.writing():
+        with store.temp_dir("build-") as work, eng:
+            build = Build(
+                config, store, eng, work, strict, prescanned or {}, target, steps, stages, parent
+            )
+            build.keeps = overrides.keeps if overrides is not None else {}
+            build.report = report
+            for name, phase in PHASES:
+                t0 = time.time()
+                phase(build)
+                timings[name] = time.time() - t0
+        run = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "engine": engine,
+            **eng.describe(),
+            "store": store.name,
+            "config_dir": str(config.base_dir),
+            "seconds": round(time.time() - started, 3),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "cache": build.result.cache,
+        }
+        manifest_id = store.put_manifest(build.manifest, run)
     if build.manifest["counts"]["rows_out"] == 0 and not allow_empty:
         raise EmptyBuild(manifest_id, build.manifest, store)
     return BuildResult(manifest_id, build.manifest, run)

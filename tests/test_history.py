@@ -82,6 +82,62 @@ def test_gc_waits_for_a_running_build(tmp_path, cli):
     os.close(lock)
 
 
+_GC_LOOP = """
+import sys, time
+from curate.errors import UserError
+from curate.manifests.gc import collect
+from curate.manifests.store import Store
+store, deleted = Store(sys.argv[1]), 0
+while True:
+    try:
+        deleted += len(collect(store, delete=True)["unreferenced"])
+    except UserError:
+        pass  # a build holds the lock
+    time.sleep(0.001)
+"""
+
+
+def test_gc_in_a_loop_never_removes_what_a_finishing_build_names(tmp_path):
+    """gc --delete over and over while 20 builds finish: each build's objects are named by
+    its manifest before the lock lets gc in, so every manifest verifies."""
+    import subprocess
+    import sys
+
+    store = tmp_path / ".store"
+    write_jsonl(tmp_path / "a.jsonl", rows("seed", 3))
+    build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
+    loop = subprocess.Popen([sys.executable, "-c", _GC_LOOP, str(store)])
+    ids = []
+    try:
+        for k in range(20):  # new rows each time: new shards, ledgers, reports
+            write_jsonl(tmp_path / "a.jsonl", rows(f"b{k}", 8))
+            ids.append(curate.build(tmp_path / "mixture.toml", store=store, workers=1).manifest_id)
+    finally:
+        loop.kill()
+        loop.wait()
+    handle = curate.api.store_for(store)
+    missing = {
+        mid[:12]: [s for s in manifest_objects(handle.read_manifest(mid)) if handle.verify_object(s)]
+        for mid in ids
+    }
+    assert missing == {mid[:12]: [] for mid in ids}
+
+
+def test_gc_keeps_objects_younger_than_a_running_writer(tmp_path):
+    """Should the lock ever fail to hold (a store on a filesystem without flock), an object
+    written after the oldest running writer started is kept."""
+    from curate.manifests.gc import _collect
+
+    two_builds(tmp_path)
+    store = curate.api.store_for(tmp_path / ".store")
+    with store.writing():
+        orphan = store.put_bytes(b"written by a build with no manifest yet")
+        assert store.oldest_live_writer() is not None
+        assert orphan not in _collect(store, delete=True, cache=False)["unreferenced"]
+    assert store.oldest_live_writer() is None  # gone with its writer
+    assert _collect(store, delete=True, cache=False)["unreferenced"] == [orphan]
+
+
 def test_gc_stops_on_a_manifest_it_cannot_read(tmp_path, cli):
     first, _ = two_builds(tmp_path)
     path = tmp_path / ".store" / "manifests" / f"{first.id}.json"

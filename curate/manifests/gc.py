@@ -4,8 +4,9 @@ Objects are only ever named by manifests (tags name manifests), so an object is 
 no manifest in the store names it: the shards of a build whose manifest was deleted, or of a
 build killed before it wrote one. Every manifest is read first; one that cannot be read
 stops the collection (what it names is unknown, so nothing may go). A build holds the store's
-object lock (shared) while it writes; gc takes it exclusively, so it never removes the
-objects of a build still running.
+object lock (shared) from its first object until its manifest is written; gc takes it
+exclusively, so it never removes the objects of a build still running — and keeps any object
+younger than the oldest running writer, should a lock ever fail to hold.
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ def _collect(store: Store, delete: bool, cache: bool) -> dict[str, Any]:
     found = sorted(
         p for p in (store.root / "objects").glob("*/*") if p.is_file() and HEX64.match(p.name)
     )
-    garbage = [p for p in found if p.name not in named]
+    # belt and braces: an object younger than the oldest running writer stays (the lock
+    # already keeps gc out while one runs)
+    since = store.oldest_live_writer()
+    garbage = [
+        p
+        for p in found
+        if p.name not in named and (since is None or p.stat().st_mtime_ns < since)
+    ]
     size = sum(p.stat().st_size for p in garbage)
     caches = {kind: _size(store.root / "cache" / kind) for kind in RECOMPUTABLE} if cache else {}
     if delete:

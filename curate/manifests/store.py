@@ -24,7 +24,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shlex
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -136,6 +138,8 @@ class Store:
         elif not path.exists():
             write_bytes(path, data)
             path.chmod(0o444)
+        else:
+            _touch(path)
         return sha
 
     def put_file(self, src: Path, durable: bool = True) -> str:
@@ -159,6 +163,7 @@ class Store:
             return sha
         if path.exists() and path.stat().st_size == src.stat().st_size:
             src.unlink()
+            _touch(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             if durable:
@@ -222,11 +227,50 @@ class Store:
         path.chmod(0o444)
         return None
 
-    def writing(self) -> AbstractContextManager[None]:
-        """Held (shared) while a command writes objects a manifest or run record will name:
-        `gc` takes it exclusively, so it never removes the objects of a command still
-        running."""
-        return self.lock("objects")
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held (shared) while a command writes objects a manifest or run record will name,
+        until that manifest or record is written: `gc` takes it exclusively, so it never
+        removes the objects of a command still running. Each writer also leaves its start
+        time under locks/live/ while it runs (`oldest_live_writer`): gc keeps every object
+        younger than that, should a lock ever fail to hold."""
+        with self.lock("objects"), self._live_writer():
+            yield
+
+    @contextmanager
+    def _live_writer(self) -> Iterator[None]:
+        folder = self.root / "locks" / "live"
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.time_ns()
+        name = f"{start:020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = folder / f".{name}"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # locked before it has a name gc reads
+            os.replace(tmp, folder / name)
+            yield
+        finally:
+            (folder / name).unlink(missing_ok=True)
+            os.close(fd)
+
+    def oldest_live_writer(self) -> int | None:
+        """The start (ns since the epoch) of the oldest command writing objects now, or
+        None; entries of writers that died (their lock released) are swept."""
+        folder = self.root / "locks" / "live"
+        for path in sorted(folder.glob("[0-9]*")) if folder.is_dir() else []:
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # finished meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return int(path.name.split("-")[0])
+            else:
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return None
 
     @contextmanager
     def lock(self, name: str, exclusive: bool = False, wait: bool = True) -> Iterator[None]:
@@ -396,6 +440,14 @@ class Store:
         if not HEX64.match(key):
             raise IntegrityError(f"{key[:80]!r} is not a cache key (a sha256 in hex)")
         return self.root / "cache" / kind / key[:2] / f"{key}{suffix}"
+
+
+def _touch(path: Path) -> None:
+    """An object a command names again is young again: gc's age guard keeps it."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # another user's object in a shared store: its own age stands
 
 
 def _name_file(name: str) -> str:
