@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -248,3 +249,27 @@ def replace_dir(tmp: Path, target: Path) -> None:
     fsync_path(target.parent)
     if old is not None:
         _remove(old)
+
+
+def sealed_json(record: Any, key: str) -> bytes:
+    """`record` as JSON with a seal over its bytes and the key it is filed under: a record
+    edited or moved to another key (two entries' contents swapped) is not read back."""
+    import xxhash
+
+    body = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    seal = xxhash.xxh3_128(f"{key}\x00{body}".encode()).hexdigest()
+    return json.dumps({"record": record, "seal": f"xxh3_128:{seal}"}, sort_keys=True).encode()
+
+
+def unseal_json(data: bytes, key: str) -> Any | None:
+    """The record `sealed_json` wrote under `key`, or None when it is damaged, edited or
+    filed under another key."""
+    import xxhash
+
+    try:
+        entry = json.loads(data)
+        body = json.dumps(entry["record"], sort_keys=True, separators=(",", ":"))
+    except (ValueError, KeyError, TypeError):
+        return None
+    seal = xxhash.xxh3_128(f"{key}\x00{body}".encode()).hexdigest()
+    return entry["record"] if entry.get("seal") == f"xxh3_128:{seal}" else None

@@ -117,7 +117,9 @@ def test_gc_in_a_loop_never_removes_what_a_finishing_build_names(tmp_path):
         loop.wait()
     handle = curate.api.store_for(store)
     missing = {
-        mid[:12]: [s for s in manifest_objects(handle.read_manifest(mid)) if handle.verify_object(s)]
+        mid[:12]: [
+            s for s in manifest_objects(handle.read_manifest(mid)) if handle.verify_object(s)
+        ]
         for mid in ids
     }
     assert missing == {mid[:12]: [] for mid in ids}

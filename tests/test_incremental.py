@@ -162,3 +162,20 @@ def test_builds_that_handle_pii_cache_nothing_of_their_rows(tmp_path):
     assert again.run["cache"]["blocks_read"] == 4
     assert not (store / "cache" / "steps").exists()
     assert not (store / "cache" / "blocks").exists()
+
+
+def test_an_edited_write_record_is_not_reused(tmp_path):
+    """The write phase's cached record (which shards make which split) is sealed: with two
+    shard names swapped in it, a rebuild writes the splits again and keeps its id."""
+    config = write_config(tmp_path, _sources(tmp_path), "[split]\nvalidation = 0.2\n")
+    store = tmp_path / "store"
+    first = _build(config, store)
+    (path,) = (store / "cache" / "steps").glob("*/*.outputs.json")
+    entry = json.loads(path.read_text())
+    splits = entry["record"]["splits"]
+    train, validation = splits["train"]["shards"][0], splits["validation"]["shards"][0]
+    train["object"], validation["object"] = validation["object"], train["object"]
+    path.write_text(json.dumps(entry))
+    again = _build(config, store)
+    assert again.manifest_id == first.manifest_id
+    assert again.manifest["splits"] == first.manifest["splits"]

@@ -208,7 +208,7 @@ def test_a_rebuild_takes_the_report_it_made_before(planted, monkeypatch, tmp_pat
     monkeypatch.undo()
     entry.write_text('{"object": "00"}')  # a damaged entry: made again, to the same bytes
     assert build(config, store).id == built.id
-    assert json.loads(entry.read_text())["object"] == built.manifest["report"]["object"]
+    assert json.loads(entry.read_text())["record"]["object"] == built.manifest["report"]["object"]
 
 
 def test_review_app_names_a_damaged_decisions_file(planted, tmp_path):

@@ -19,7 +19,8 @@ it resolves over), and the write phase's objects under the plan of every row.
 
 Parts are immutable under their key. A small JSON record, written last, names each part's
 checksum: an entry without it (a kill -9 while writing) or whose parts no longer match it is
-never read, only recomputed. Builds that redact or reject PII keep no entries (their blocks
+never read, only recomputed. The write phase's record (which shards make which split) is
+sealed with its key likewise (`fsio.sealed_json`). Builds that redact or reject PII keep no entries (their blocks
 hold unredacted text before the PII step runs), as they keep no read blocks.
 """
 
@@ -37,10 +38,10 @@ import numpy as np
 import pyarrow as pa
 
 from curate import __version__
-from curate.fsio import atomic_path, checksum_file
+from curate.fsio import atomic_path, checksum_file, sealed_json, unseal_json
 from curate.steps import GlobalStep, RowStep, Verdicts
 
-CACHE_VERSION = "1"  # bump when what an entry holds changes
+CACHE_VERSION = "2"  # bump when what an entry holds changes
 
 
 @dataclass
@@ -232,7 +233,9 @@ class StepCache:
         """The write phase's record under `key` (its splits and ledger entries), when every
         object it names is still in the store (`exists`); else None."""
         try:
-            record = json.loads(self.path(key, "outputs.json").read_text())
+            record = unseal_json(self.path(key, "outputs.json").read_bytes(), key)
+            if record is None:  # damaged or edited (shards swapped between splits, say)
+                return None
             named = [s["object"] for split in record["splits"].values() for s in split["shards"]]
             named += [p["object"] for p in record["ledger"]["parts"]]
         except (OSError, ValueError, KeyError, TypeError):
@@ -242,4 +245,4 @@ class StepCache:
     def save_outputs(self, key: str, record: dict[str, Any]) -> None:
         path = self.path(key, "outputs.json")
         with atomic_path(path, durable=False, temp_dir=self.scratch) as tmp:
-            tmp.write_text(json.dumps(record, sort_keys=True))
+            tmp.write_bytes(sealed_json(record, key))

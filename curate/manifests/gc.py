@@ -53,9 +53,7 @@ def _collect(store: Store, delete: bool, cache: bool) -> dict[str, Any]:
     # already keeps gc out while one runs)
     since = store.oldest_live_writer()
     garbage = [
-        p
-        for p in found
-        if p.name not in named and (since is None or p.stat().st_mtime_ns < since)
+        p for p in found if p.name not in named and (since is None or p.stat().st_mtime_ns < since)
     ]
     size = sum(p.stat().st_size for p in garbage)
     caches = {kind: _size(store.root / "cache" / kind) for kind in RECOMPUTABLE} if cache else {}

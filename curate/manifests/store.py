@@ -19,6 +19,7 @@ written here — in a local folder (`mirror_root`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -444,10 +445,8 @@ class Store:
 
 def _touch(path: Path) -> None:
     """An object a command names again is young again: gc's age guard keeps it."""
-    try:
+    with contextlib.suppress(OSError):  # another user's object in a shared store: its age stands
         os.utime(path)
-    except OSError:
-        pass  # another user's object in a shared store: its own age stands
 
 
 def _name_file(name: str) -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from curate.errors import UserError
-from curate.fsio import write_bytes
+from curate.fsio import sealed_json, unseal_json, write_bytes
 from curate.manifests.store import Store, canonical_json
 
 
@@ -22,8 +21,8 @@ def stored_report(data: dict[str, Any], store: Store) -> dict[str, Any]:
     key = hashlib.sha256(canonical_json({**data, "report": None}) + _code()).hexdigest()
     remembered = store.cache_path("reports", key, ".json")
     try:
-        entry = json.loads(remembered.read_text())
-        if store.verify_object(entry["object"]) is None:
+        entry = unseal_json(remembered.read_bytes(), key)
+        if entry is not None and store.verify_object(entry["object"]) is None:
             return {"object": entry["object"], "bytes": int(entry["bytes"])}
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not made yet, or a damaged entry: made again
@@ -32,7 +31,7 @@ def stored_report(data: dict[str, Any], store: Store) -> dict[str, Any]:
 
     html = build_report(Manifest("", data, store)).encode()
     entry = {"object": store.put_bytes(html), "bytes": len(html)}
-    write_bytes(remembered, json.dumps(entry).encode())
+    write_bytes(remembered, sealed_json(entry, key))
     return entry
 
 
