@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -233,6 +234,43 @@ def test_lora_learns_the_planted_format_and_merges_exactly(tmp_path, smol, cli, 
     assert f"--lora-modules curate-{folder.name}={folder / 'adapter'}" in serving["vllm_adapter"]
     assert "--max-lora-rank 16" in serving["vllm_adapter"]
     gate_the_run(tmp_path, folder, b.rows, cli)
+    a_swapped_adapter_is_refused(tmp_path, folder, store, cli)
+
+
+def a_swapped_adapter_is_refused(tmp_path: Path, folder: Path, store, cli) -> None:
+    """Every file of adapter/ and merged/ is hashed when saved (summary, release.yaml, the
+    store's record); merge, gate and report refuse one that changed (exit 2 naming it)."""
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from curate.train.seal import folder_digests
+
+    summary = json.loads((folder / "summary.json").read_text())
+    packet = yaml.safe_load((folder / "release.yaml").read_text())
+    saved = folder_digests(folder / "adapter")
+    assert "adapter_model.safetensors" in saved
+    assert summary["adapter_sha256"] == packet["adapter_sha256"] == saved
+    assert summary["merged_sha256"] == packet["merged_sha256"] == folder_digests(folder / "merged")
+    (record,) = [store.read_record("training", r) for r in store.record_ids("training")]
+    assert record["adapter_sha256"] == saved
+    weights = folder / "adapter" / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    tensors = {k: v if "lora_B" not in k else v * 0 + 0.01 for k, v in load_file(weights).items()}
+    save_file(tensors, weights)  # a swapped adapter: same shapes, other numbers
+    gate_toml = str(tmp_path / "gate.toml")
+    for args in (("gate", str(folder), "--config", gate_toml), ("merge", str(folder)),
+                 ("report", str(folder))):  # fmt: skip
+        r = cli(*args)
+        assert r.code == 2 and f"{weights}: its sha256" in r.err, (args, r.err)
+    assert yaml.safe_load((folder / "release.yaml").read_text())["gate"] == packet["gate"]
+    weights.write_bytes(os.urandom(len(original)))  # random bytes: refused before loading
+    assert cli("gate", str(folder), "--config", gate_toml).code == 2
+    weights.write_bytes(original)
+    (folder / "merged" / "extra.bin").write_bytes(b"x")
+    r = cli("report", str(folder))
+    assert r.code == 2 and "extra.bin: not a file the run saved in merged/" in r.err
+    (folder / "merged" / "extra.bin").unlink()
+    assert cli("report", str(folder)).code == 0
 
 
 def AutoTokenizer(folder: Path):  # noqa: N802 - the transformers call, shortened

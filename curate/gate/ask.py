@@ -10,7 +10,6 @@ on planted answers.
 from __future__ import annotations
 
 import gc
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from curate.errors import UserError
 from curate.gate.generate import Generation
 from curate.manifests.store import Store
+from curate.train.seal import read_run
 
 
 @dataclass
@@ -86,7 +86,7 @@ def run_folder(ref: str, store: Store) -> Path | None:
 
 
 def run_subject(folder: Path, name: str = "candidate") -> Subject:
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = read_run(folder)  # its adapter as trained, or exit 2 naming the changed file
     return Subject(
         name, Path(summary["base_folder"]), folder / "tokenizer", folder, bool(summary["quantized"])
     )

@@ -27,6 +27,7 @@ from curate.gate.judge import Judge, pairwise, refusals
 from curate.gate.score import refused
 from curate.gate.sets import Items, load_items
 from curate.manifests.store import Store
+from curate.train.seal import read_summary
 
 BEHAVIOUR_FIELDS = ("checks", "options", "answer")
 
@@ -136,7 +137,7 @@ def leaks(sets: Sets, run: Path | None, store: Store) -> dict[str, Any] | None:
     from curate.contamination.index import ContaminationStep, EvalSet
     from curate.manifests.manifest import Manifest
 
-    summary = json.loads((run / "summary.json").read_text())
+    summary = read_summary(run)
     where = Store(summary["store"]) if summary.get("store") else store
     mid = summary["manifest"]
     manifest = Manifest(mid, where.read_manifest(mid), where)

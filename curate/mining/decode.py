@@ -41,6 +41,9 @@ FLAT = pl.Struct(
         "latency": pl.Float64,
     }
 )
+# polars decodes a lone high surrogate escape (`\ud800`) as NUL, silently: lines with any
+# surrogate escape are read in Python, which pairs them or counts the row unreadable
+SURROGATE_ESCAPE = r"\\[uU][dD][89a-fA-F][0-9a-fA-F]{2}"
 OTHER_SHAPES = ['"input"', '"messages"', '"responses"', '"completion"', '"tags"', '"metadata"']
 
 
@@ -52,6 +55,7 @@ def eligible(lines: pl.Series) -> pl.Series:
         & lines.str.contains(r'"response"\s*:\s*"')
         & ~lines.str.contains_any(OTHER_SHAPES)
         & ~lines.str.contains(r":\s*(true|false)\b")
+        & ~lines.str.contains(SURROGATE_ESCAPE)
     )
 
 
@@ -127,6 +131,7 @@ def eligible_proxy(lines: pl.Series) -> pl.Series:
         & ~lines.str.contains_any(['"metadata"', '"responses"'])
         & ~lines.str.contains(r":\s*(true|false)\b")
         & ~lines.str.contains(r'"(?:' + "|".join(TEXT_SIGNALS) + r')"\s*:\s*-?[0-9.]+[.eE]')
+        & ~lines.str.contains(SURROGATE_ESCAPE)
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from curate.errors import UserError
 from curate.fsio import atomic_path, claim_output_dir, sha256_file, write_bytes
 from curate.manifests.store import Store
 
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 QUEUE_FILES = ["queue.jsonl", "queue.csv"]
 QUEUE_BATCH = 4096  # queue records made and written at a time
 CSV_COLUMNS = [
@@ -119,33 +121,39 @@ def import_labels(
     """`labeled` (queue items a labeler edited: JSONL, or the CSV) as the source `name`;
     its lineage names the mining runs (in `store`) the items came from, their log files
     and rules."""
+    check_source_name(name)
     if not labeled.is_file():
-        raise UserError(f"label file not found: {labeled}")
+        raise UserError(f"label file not found (or not a regular file): {labeled}")
     items = _read_labeled(labeled)
     rows, pairs, discarded, unlabeled, runs = [], [], 0, 0, set()
     for line, item in items:
+        where = f"{labeled}:{line}"
+        _check_shapes(item, where)
         runs.add((item.get("metadata") or {}).get("mining_run"))
         decision = _answer(item, "decision")
         correction = _answer(item, "correction")
         turns = _answer(item, "correction_messages")
+        _check_answer(correction, turns, decision, where)
         if decision == "discard":
             discarded += 1
             continue
         if not correction and not turns:
             unlabeled += 1
             continue
-        prompt = item.get("messages") or [{"role": "user", "content": _field(item, "prompt", line)}]
+        prompt = item.get("messages") or [
+            {"role": "user", "content": _field(item, "prompt", where)}
+        ]
         answer = (
             turns if isinstance(turns, list) else [{"role": "assistant", "content": correction}]
         )
         meta = {"candidate": item.get("id"), "reason": (item.get("metadata") or {}).get("reason")}
         rows.append({"messages": [*prompt, *answer], **meta})
-        logged = _field(item, "response", line)
+        logged = _field(item, "response", where)
         chosen = answer[-1]["content"] if answer else correction
         if chosen and chosen != logged:
             pairs.append(
                 {
-                    "prompt": _field(item, "prompt", line),
+                    "prompt": _field(item, "prompt", where),
                     "chosen": chosen,
                     "rejected": logged,
                     **meta,
@@ -202,17 +210,36 @@ def _runs(store: Store, ids: list[str]) -> dict[str, Any]:
     return out
 
 
+def check_source_name(name: str) -> None:
+    """A source name is also a folder under --out: simple, one path component."""
+    if not SOURCE_NAME.fullmatch(name) or name in (".", ".."):
+        raise UserError(
+            f"--as {name!r}: a source name is letters, digits and - _ . (not . or ..), at "
+            "most 100 characters; it names the folder written under --out"
+        )
+
+
 def _source_block(name: str, path: str) -> str:
-    return (
-        "# corrections of failures found by `curate mine`; append to mixture.toml\n"
-        "[[sources]]\n"
-        f'name = "{name}"\n'
-        f'path = "{path}"\n'
-        'format = "chat"\n'
-        'role = "mined"\n'
-        "max_repeats = 3  # corrections upsampled up to 3x, the usual practice\n"
-        "# weight = 0.1\n"
+    """The `[[sources]]` block, written by a TOML writer (a name or path is data, never
+    TOML syntax)."""
+    import tomlkit
+
+    source = tomlkit.table()
+    source.add("name", name)
+    source.add("path", path)
+    source.add("format", "chat")
+    source.add("role", "mined")
+    source.add("max_repeats", 3)
+    source["max_repeats"].comment("corrections upsampled up to 3x, the usual practice")
+    sources = tomlkit.aot()
+    sources.append(source)
+    doc = tomlkit.document()
+    doc.add(
+        tomlkit.comment("corrections of failures found by `curate mine`; append to mixture.toml")
     )
+    doc.add("sources", sources)
+    doc.add(tomlkit.comment("weight = 0.1"))
+    return tomlkit.dumps(doc)
 
 
 def _read_labeled(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -232,13 +259,19 @@ def _read_labeled(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 for i, r in enumerate(csv.DictReader(fh), start=2)
             ]
     out = []
-    for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    for i, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
             item = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{i}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise UserError(f"{path}:{i}: JSON nested too deeply to be a labeled item") from None
         if not isinstance(item, dict):
             raise UserError(f"{path}:{i}: a labeled item is a JSON object")
         out.append((i, item))
@@ -265,9 +298,51 @@ def _answer(item: dict[str, Any], question: str) -> Any:
     return None
 
 
-def _field(item: dict[str, Any], name: str, line: int) -> str:
+def _field(item: dict[str, Any], name: str, where: str) -> str:
     fields = item.get("fields") or {}
     value = fields.get(name, item.get(name))
     if not isinstance(value, str):
-        raise UserError(f"line {line}: item {item.get('id')!r} has no `{name}` text")
+        raise UserError(f"{where}: item {item.get('id')!r} has no `{name}` text")
     return value
+
+
+def _check_shapes(item: dict[str, Any], where: str) -> None:
+    """The parts of a labeled item curate reads, each of the shape the queue wrote."""
+    fields = item.get("fields")
+    if fields is not None and not isinstance(fields, dict):
+        raise UserError(f"{where}: field `fields` is {_kind(fields)}, not an object")
+    if not isinstance(item.get("metadata") or {}, dict):
+        raise UserError(f"{where}: field `metadata` is {_kind(item['metadata'])}, not an object")
+    if item.get("messages") is not None:
+        _check_turns(item["messages"], "messages", where)
+
+
+def _check_turns(turns: Any, name: str, where: str) -> None:
+    if not isinstance(turns, list) or not turns:
+        raise UserError(f"{where}: field `{name}` is {_kind(turns)}, not a list of turns")
+    for k, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise UserError(f"{where}: field `{name}[{k}]` is {_kind(turn)}, not a turn object")
+        for key in ("role", "content"):
+            if not isinstance(turn.get(key), str):
+                raise UserError(f"{where}: field `{name}[{k}].{key}` is missing or not text")
+
+
+def _check_answer(correction: Any, turns: Any, decision: Any, where: str) -> None:
+    """A labeler's answer: a correction is text, corrected turns a list of turns, a
+    decision text; anything else is refused, never written into a source as it is."""
+    if correction not in (None, "") and not isinstance(correction, str):
+        raise UserError(
+            f"{where}: field `correction` is {_kind(correction)}; give the right answer as "
+            "text, or the turns as `correction_messages`"
+        )
+    if turns not in (None, ""):
+        _check_turns(turns, "correction_messages", where)
+    if decision not in (None, "") and not isinstance(decision, str):
+        raise UserError(f"{where}: field `decision` is {_kind(decision)}, not text")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, int | float) else "null"
+    )

@@ -166,12 +166,24 @@ def _normalized(records: Iterator[tuple[int, str, Any]], shown: str) -> Logs:
                 raise LogError("", obj.message)
             if not isinstance(obj, dict):
                 raise LogError("", f"a log row is a JSON object, not {type(obj).__name__}")
-            good.append({**normalize(obj, raw), "origin": origin})
+            row = normalize(obj, raw)
+            _check_encodable(row)
+            good.append({**row, "origin": origin})
         except LogError as exc:
             bad.append({"origin": origin, "field": exc.field, "error": str(exc), "raw": raw})
     return Logs(
         pa.Table.from_pylist(good, schema=LOG_SCHEMA), pa.Table.from_pylist(bad, schema=BAD_SCHEMA)
     )
+
+
+def _check_encodable(row: dict[str, Any]) -> None:
+    """A row whose text cannot be stored as UTF-8 (a lone surrogate such as `\\ud800`
+    escaped in its JSON) is one unreadable row, not the end of the run."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode()
+        raise LogError("", f"text holds {bad}, a lone surrogate: not valid Unicode") from None
 
 
 def _parquet_records(block: LogBlock) -> Iterator[tuple[int, str, Any]]:
@@ -199,6 +211,8 @@ def _parsed(numbered: list[tuple[int, str]]) -> Iterator[tuple[int, str, Any]]:
             yield i, text, json.loads(text)
         except json.JSONDecodeError as exc:
             yield i, text, _NotJson(f"not JSON: {exc.msg} at column {exc.colno}")
+        except RecursionError:
+            yield i, text, _NotJson("JSON nested too deeply to be a log row")
 
 
 class _NotJson:

@@ -8,15 +8,19 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from curate.errors import UserError
 from curate.report import svg
 from curate.report.page import Raw, fact, page, table
+from curate.train.seal import read_json_file, read_run
 
 
 def run_report(folder: Path) -> str:
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = read_run(folder, adapter=False)  # an adapter or merged model as saved
     metrics = _metrics(folder / "metrics.jsonl")
     gate_path = folder / "gate.json"
-    gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
+    gate = read_json_file(gate_path, "gate report") if gate_path.exists() else None
+    if gate is not None and not isinstance(gate, dict):
+        raise UserError(f"{gate_path}: not a gate report (a JSON object)")
     sections = [
         ("summary", "Summary", _summary(summary)),
         ("loss", "Loss", _loss(metrics)),
@@ -29,15 +33,30 @@ def run_report(folder: Path) -> str:
 
 
 def _metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
+    """The logged steps; a last line torn by a kill is left out (the rest still tells the
+    story), any other line that is not a step's record is exit 2 naming it."""
+    if not path.exists():
         return []
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: training metrics cannot be read ({exc})") from exc
     out = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            out.append(json.loads(line))
-        except ValueError:  # a line torn by a kill: the rest still tells the story
-            continue
+            entry = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                continue
+            raise UserError(f"{path}:{number}: not JSON; a damaged metrics file") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("step", 0), int | float):
+            raise UserError(f"{path}:{number}: not a logged step (an object with a `step`)")
+        out.append({k: v for k, v in entry.items() if k == "step" or _is_number(v)})
     return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _summary(s: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from curate.errors import UserError
 from curate.fsio import atomic_path, write_bytes
 from curate.manifests.store import Store
+from curate.train.seal import folder_digests, read_run
 
 PROMPTS = 8
 NEW_TOKENS = 16
@@ -121,10 +122,11 @@ def merge_run(run_dir: Path, store: Store | None = None) -> dict[str, Any]:
     import yaml
     from peft import PeftModel
 
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
+    if not (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir} is not a curate run folder (no summary.json)")
-    summary = json.loads(summary_path.read_text())
+    summary = read_run(
+        run_dir, merged=False
+    )  # the adapter as trained, or exit 2 naming the changed file
     if store is None:
         recorded = summary.get("store")
         inside = (
@@ -172,7 +174,10 @@ def merge_run(run_dir: Path, store: Store | None = None) -> dict[str, Any]:
         else {"max_logit_diff": vs_trained[0], "greedy_agreement": vs_trained[1]},
         "greedy_sample_ids": sample,
     }
+    summary["merged_sha256"] = folder_digests(target)  # what gate and report check
+    write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
     packet = yaml.safe_load((run_dir / "release.yaml").read_text())
     packet["merge_check"] = {k: v for k, v in report.items() if k != "greedy_sample_ids"}
+    packet["merged_sha256"] = summary["merged_sha256"]
     write_bytes(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode())
     return report

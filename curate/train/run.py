@@ -24,6 +24,7 @@ from curate.fsio import claim_output_dir, write_bytes
 from curate.manifests.store import Store
 from curate.train.config import TrainConfig
 from curate.train.data import Examples, build_packs, collate, read_examples
+from curate.train.seal import folder_digests
 from curate.train.serving import handoff
 
 
@@ -318,6 +319,7 @@ def train(
     after = _final_eval_loss(trainer, result.global_step) if val_packs else None
     trainer.model.save_pretrained(str(run_dir / "adapter"))
     base.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    adapter_sha256 = folder_digests(run_dir / "adapter")  # what merge, gate and report check
     tokens = sum(tokens_per_step[: result.global_step])
     summary = {
         "run_id": rid,
@@ -338,6 +340,7 @@ def train(
         "choices": {name: {"value": c.value, "why": c.why} for name, c in choices.items()},
         "gradient_checkpointing": bool(checkpointing),
         "peak_memory_gib": _peak_memory(where),
+        "adapter_sha256": adapter_sha256,
     }
     write_release(run_dir, summary, cfg, base, manifest.data, store)
     # the store's history names each run (wherever --out put it): manifest → training run
@@ -350,6 +353,7 @@ def train(
             "folder": str(run_dir.resolve()),
             "smoke": smoke,
             "steps": summary["steps"],
+            "adapter_sha256": adapter_sha256,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
@@ -502,6 +506,7 @@ def write_release(
     packet = {
         "run_id": summary["run_id"],
         "adapter": str(run_dir / "adapter"),
+        "adapter_sha256": summary["adapter_sha256"],
         "base_model": base.name,
         "base_revision": _weights_sha256(base.folder),
         "tokenizer_sha256": base.tokenizer_sha256,

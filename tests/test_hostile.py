@@ -1,0 +1,113 @@
+"""The second hostile round (issue 31): bad input and hostile requests get a clear answer
+(exit 2 or HTTP 400 naming the problem), never a traceback, a hang or a write outside."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+
+
+def _item(k: int, **labels) -> dict:
+    return {
+        "id": f"c{k}",
+        "fields": {"prompt": f"question {k}", "response": f"wrong answer {k}"},
+        "metadata": {"reason": "thumbs_down"},
+        **labels,
+    }
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs", ".", "..", "a/b/c", "a\nb", 'x"y', ""])
+def test_mine_import_refuses_names_that_are_not_one_simple_folder(tmp_path, cli, name):
+    write_jsonl(tmp_path / "labeled.jsonl", [_item(0, correction="right")])
+    r = cli("mine", "import", tmp_path / "labeled.jsonl", "--as", name, "--out", tmp_path / "m",
+            "--store", tmp_path / "s")  # fmt: skip
+    assert r.code == 2 and "a source name is letters, digits" in r.err
+    assert not (tmp_path / "m").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_mine_import_writes_source_toml_with_a_toml_writer(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "labeled.jsonl", [_item(0, correction="right")])
+    weird = tmp_path / 'we"ird\n[tokenizer]\ntrust_remote_code = true'
+    weird.mkdir()
+    r = cli("mine", "import", "labeled.jsonl", "--as", "fixes", "--out", weird, "--store", "s")
+    assert r.code == 0, r.err
+    block = tomllib.loads((weird / "fixes" / "source.toml").read_text())
+    assert set(block) == {"sources"}  # no [tokenizer] smuggled in through the path
+    (source,) = block["sources"]
+    assert source["name"] == "fixes" and source["role"] == "mined" and source["max_repeats"] == 3
+    assert Path(source["path"]) == Path(weird.name) / "fixes" / "rows.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({**_item(1), "fields": "prompt text", "correction": "x"}, "field `fields` is text"),
+        (_item(1, correction={"text": "x"}), "field `correction` is an object"),
+        (_item(1, correction=["x"]), "field `correction` is a list"),
+        ({**_item(1, correction="x"), "messages": 3}, "field `messages` is a number"),
+        (
+            {**_item(1, correction="x"), "messages": [{"role": "user"}]},
+            "field `messages[0].content` is missing",
+        ),
+        (
+            _item(1, correction_messages=[{"role": "assistant"}]),
+            "field `correction_messages[0].content`",
+        ),
+        (_item(1, correction_messages="fixed"), "field `correction_messages` is text"),
+        (_item(1, correction="x", decision=1), "field `decision` is a number"),
+        ({**_item(1, correction="x"), "metadata": [1]}, "field `metadata` is a list"),
+    ],
+)
+def test_label_files_of_the_wrong_shapes_name_file_line_and_field(tmp_path, cli, item, field):
+    path = tmp_path / "labeled.jsonl"
+    write_jsonl(path, [_item(0, correction="fine"), item])
+    r = cli("mine", "import", path, "--as", "fixes", "--out", tmp_path / "m", "--store", tmp_path)
+    assert r.code == 2 and f"{path}:2: {field}" in r.err, r.err
+    assert not (tmp_path / "m").exists()
+
+
+def test_unreadable_label_files_are_exit_2(tmp_path, cli):
+    import os
+
+    bad = tmp_path / "bytes.jsonl"
+    bad.write_bytes(b'{"id": "\xff"}\n')
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    for path, said in ((bad, "not UTF-8"), (deep, "nested too deeply"), (fifo, "not a regular")):
+        r = cli("mine", "import", path, "--as", "f", "--out", tmp_path / "m", "--store", tmp_path)
+        assert r.code == 2 and said in r.err, r.err
+
+
+def test_one_hostile_log_row_is_one_unreadable_row(tmp_path, cli):
+    """A 10,000-deep JSON line and lone surrogates (in a flat row, a proxy row, tags) are
+    counted unread; the run goes on over the other rows."""
+    good = [
+        {"request_id": f"r{i}", "prompt": f"q {i}", "response": "a", "user_feedback": "thumbs_down"}
+        for i in range(4)
+    ]
+    lines = [json.dumps(r) for r in good]
+    lines.append('{"request_id":"deep","prompt":' + "[" * 10_000 + "]" * 10_000 + "}")
+    lines.append(
+        '{"input":{"model":"m","messages":[{"role":"user","content":"bad \\ud800"}]},'
+        '"output":{"choices":[{"message":{"role":"assistant","content":"x"},'
+        '"finish_reason":"length"}]}}'
+    )
+    lines.append('{"request_id":"s","prompt":"q","response":"x","tags":{"a":"\\udc00"}}')
+    lines.append('{"request_id":"pair","prompt":"\\ud83d\\ude00","response":"x"}')  # kept
+    (tmp_path / "logs.jsonl").write_text("\n".join(lines) + "\n")
+    r = cli("mine", tmp_path / "logs.jsonl", "--store", tmp_path / "s", "--json")
+    assert r.code == 0, r.err
+    counts = r.json()["counts"]
+    assert (counts["rows"], counts["unread"], counts["failures"]) == (5, 3, 4)
+    from curate.mining.logs import read_logs
+
+    logs = read_logs([tmp_path / "logs.jsonl"])
+    assert logs.rows.column("messages").to_pylist()[-1] == [{"role": "user", "content": "😀"}]
