@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -18,21 +19,46 @@ from curate.gate.judge import Judge, pairwise, refusals, verdict
 TOKEN = "test-token-123"
 
 
+IDLE = 3  # seconds the test server waits on a silent connection
+
+
 @pytest.fixture(scope="module")
-def server(smol):
+def served(smol):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "curate.gate.serve", str(smol), "--port", "0", "--token", TOKEN],
+        [
+            sys.executable,
+            "-m",
+            "curate.gate.serve",
+            str(smol),
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--idle-seconds",
+            str(IDLE),
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("serving judge at http://127.0.0.1:"), line
-        yield line.split(" at ")[1].strip()
+        yield line.split(" at ")[1].strip(), proc
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        _, err = proc.communicate(timeout=30)
+        assert "Traceback" not in err, err  # no request ended in one
+
+
+@pytest.fixture
+def server(served):
+    return served[0]
+
+
+@pytest.fixture
+def server_pid(served):
+    return served[1].pid
 
 
 class Recording(Judge):
@@ -144,3 +170,75 @@ min_win_rate = 0.0
     harmful = decided["safety"].figures["harmful"]
     assert decided["safety"].figures["refusal_detector"] == "judge" and harmful["items"] == 6
     assert harmful["diff"] == 0.0  # the same answers, judged alike for both models
+
+
+def _raw(url: str, head: str, body: bytes = b"", token: str | None = TOKEN) -> tuple[int, str]:
+    """Send a hand-made request; (status, body) of the answer (0: the connection dropped)."""
+    import socket
+
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}{head}\r\n".encode())
+        sock.sendall(body)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    if not reply:
+        return 0, ""
+    status = int(reply.split(b" ", 2)[1])
+    return status, reply.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def _post(url: str, body: bytes) -> tuple[int, str]:
+    return _raw(url, f"Content-Length: {len(body)}\r\n", body)
+
+
+@pytest.mark.slow
+def test_hostile_requests_get_an_answer_and_the_server_stays_up(server):
+    ok = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}).encode()
+    assert _raw(server, "Content-Length: -1\r\n", ok)[0] == 400  # not read to the end
+    assert _raw(server, "Content-Length: abc\r\n", ok)[0] == 400
+    assert _raw(server, f"Content-Length: {2 << 20}\r\n", b"{")[0] == 413
+    assert _raw(server, "", ok)[0] == 411
+    assert _raw(server, f"Content-Length: {len(ok)}\r\n", ok, token=None)[0] == 401
+    deep = b'{"messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for body, said in [
+        (deep, "not JSON"),
+        (b"[1]", "a JSON object"),
+        (b'{"messages": []}', "non-empty list"),
+        (b'{"messages": [{"role": "user"}]}', "messages[0]"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -5}', "max_tokens"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}', "max_tokens"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "temperature": -1}', "temperature"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "temperature": Infinity}', "temp"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', "temperature"),
+    ]:
+        status, text = _post(server, body)
+        assert status == 400 and said in json.loads(text)["error"]["message"], (body[:60], text)
+    status, text = _post(server, ok)
+    assert status == 200 and json.loads(text)["usage"]["completion_tokens"] <= 2
+
+
+@pytest.mark.slow
+def test_idle_connections_are_capped_and_timed_out(server, server_pid):
+    """300 idle unauthenticated connections: the server's threads stay under its cap, and
+    once they time out a real request is answered."""
+    import socket
+    import time
+
+    from curate.gate.serve import MAX_CONNECTIONS
+
+    host, port = server.split("//")[1].split("/")[0].split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(300)]
+    time.sleep(0.5)
+    status = Path(f"/proc/{server_pid}/status").read_text().splitlines()
+    threads = int(next(x for x in status if x.startswith("Threads:")).split()[1])
+    assert threads <= MAX_CONNECTIONS + 16, threads  # the cap, and torch's own threads
+    time.sleep(IDLE + 1)  # each served one is closed by the server
+    closed = sum(1 for s in idle if s.recv(1) == b"")
+    assert closed == 300
+    for s in idle:
+        s.close()
+    ok = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}).encode()
+    assert _post(server, ok)[0] == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import json
+import math
 import secrets
 import sys
 import threading
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 MAX_BODY = 1 << 20
+MAX_TOKENS = 4096
+MAX_CONNECTIONS = 32
+IDLE_SECONDS = 10.0
 
 
 class Chat:
@@ -70,7 +74,7 @@ class Chat:
         return answer, reason, int(ids.shape[1]), len(new)
 
 
-def handler(chat: Chat, token: str) -> type[BaseHTTPRequestHandler]:
+def handler(chat: Chat, token: str, idle: float = IDLE_SECONDS) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
             pass
@@ -104,23 +108,20 @@ def handler(chat: Chat, token: str) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
-            size = int(self.headers.get("Content-Length") or 0)
             try:
-                if size > MAX_BODY:
-                    raise ValueError(f"a body of {size} bytes is over {MAX_BODY}")
-                body = json.loads(self.rfile.read(size))
-                messages = [
-                    {"role": str(m["role"]), "content": str(m["content"])} for m in body["messages"]
-                ]
-                max_tokens = min(int(body.get("max_tokens") or 256), 4096)
-                temperature = float(body.get("temperature") or 0.0)
-            except (ValueError, KeyError, TypeError) as exc:
+                messages, max_tokens, temperature = parse_request(self._body())
+            except BadRequest as exc:
                 self._send(
-                    400,
+                    exc.status,
                     {"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}},
                 )
+                self.close_connection = True  # what is left of the body is never read
                 return
-            text, reason, prompt_tokens, made = chat.complete(messages, max_tokens, temperature)
+            try:
+                text, reason, prompt_tokens, made = chat.complete(messages, max_tokens, temperature)
+            except Exception as exc:  # the model failed on this request; the server stays up
+                self._send(500, {"error": {"message": f"generation failed: {exc}"[:300]}})
+                return
             self._send(
                 200,
                 {
@@ -143,12 +144,92 @@ def handler(chat: Chat, token: str) -> type[BaseHTTPRequestHandler]:
                 },
             )
 
+        def _body(self) -> bytes:
+            """The request's body: a Content-Length of digits, at most MAX_BODY."""
+            given = self.headers.get("Content-Length")
+            if given is None:
+                raise BadRequest("a Content-Length header is required", 411)
+            if not given.strip().isdigit():
+                raise BadRequest(f"Content-Length {given[:20]!r} is not a byte count")
+            size = int(given)
+            if size > MAX_BODY:
+                raise BadRequest(f"a body of {size} bytes is over {MAX_BODY}", 413)
+            return self.rfile.read(size)
+
+    Handler.timeout = idle  # a connection that sends nothing for this long is closed
     return Handler
 
 
-def serve(folder: Path, name: str, port: int, token: str) -> None:
-    """Serve until interrupted; the first line on stdout says where (port 0: any free one)."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler(Chat(folder, name), token))
+class BadRequest(ValueError):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_request(body: bytes) -> tuple[list[dict[str, str]], int, float]:
+    """(messages, max_tokens, temperature) of a chat request, or BadRequest saying why."""
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not JSON ({str(exc)[:80]})") from None
+    if not isinstance(request, dict):
+        raise BadRequest("the body is a JSON object")
+    turns = request.get("messages")
+    if not isinstance(turns, list) or not turns:
+        raise BadRequest("`messages` is a non-empty list of {role, content}")
+    for k, m in enumerate(turns):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)):  # fmt: skip
+            raise BadRequest(f"`messages[{k}]` is not a {{role, content}} object of text")
+    messages = [{"role": m["role"], "content": m["content"]} for m in turns]
+    max_tokens = request.get("max_tokens", 256)
+    if max_tokens is None:
+        max_tokens = 256
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise BadRequest("`max_tokens` is a whole number")
+    if not 1 <= max_tokens <= MAX_TOKENS:
+        raise BadRequest(f"`max_tokens` {max_tokens} is not between 1 and {MAX_TOKENS}")
+    temperature = request.get("temperature", 0.0)
+    if temperature is None:
+        temperature = 0.0
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise BadRequest("`temperature` is a number")
+    if not (math.isfinite(temperature) and 0.0 <= temperature <= 2.0):
+        raise BadRequest(f"`temperature` {temperature} is not between 0 and 2")
+    return messages, max_tokens, float(temperature)
+
+
+class CappedServer(ThreadingHTTPServer):
+    """At most `MAX_CONNECTIONS` connections served at once (each a thread); one more is
+    closed at once, not queued: idle clients cannot pile up threads."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def serve(folder: Path, name: str, port: int, token: str, idle: float = IDLE_SECONDS) -> None:
+    """Serve until interrupted; the first line on stdout says where (port 0: any free one).
+    A connection silent for `idle` seconds is closed."""
+    server = CappedServer(("127.0.0.1", port), handler(Chat(folder, name), token, idle))
     print(f"serving {name} at http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
     try:
         server.serve_forever()
@@ -164,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="judge")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--token", required=True)
+    parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS)
     args = parser.parse_args(argv)
-    serve(args.model, args.name, args.port, args.token)
+    serve(args.model, args.name, args.port, args.token, args.idle_seconds)
 
 
 if __name__ == "__main__":
