@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from curate.errors import UserError
+
 TEMP_MARK = ".curate-tmp-"
 # A temp younger than this is left alone even when its lock is free: its writer may be
 # between creating it and locking it.
@@ -223,8 +225,6 @@ def claim_output_dir(out: Path, owned: list[str], overwrite: bool, flag: str = "
     and even then only the entries named in `owned` are ever replaced — nothing else in it
     is touched. Temps left there by a killed run of curate are removed.
     """
-    from curate.errors import UserError
-
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag} {out}: exists and is not a folder")
     sweep_stale(out)
@@ -273,3 +273,47 @@ def unseal_json(data: bytes, key: str) -> Any | None:
         return None
     seal = xxhash.xxh3_128(f"{key}\x00{body}".encode()).hexdigest()
     return entry["record"] if entry.get("seal") == f"xxh3_128:{seal}" else None
+
+
+def read_regular(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of a regular file a user named; a folder, FIFO, socket or device is refused
+    (a FIFO would block the read forever), and so is a file that goes missing."""
+    import stat
+
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: {what} is a folder, not a file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: {what} cannot be read ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a folder"
+                if stat.S_ISDIR(mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "not a regular file"
+            )
+            raise UserError(f"{path}: {what} is {kind}; give a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UserError(f"{path}: {what} cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def read_regular_text(path: str | Path, what: str = "file") -> str:
+    """`read_regular` decoded as UTF-8, or a UserError naming the file and byte."""
+    data = read_regular(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None

@@ -236,3 +236,79 @@ def test_review_app_names_a_damaged_decisions_file(planted, tmp_path):
         )
     finally:
         server.stop()
+
+
+def _ask(port: int, path: str, method: str = "GET", body: bytes | None = None, **headers) -> int:
+    import http.client
+
+    con = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        con.request(method, path, body=body, headers={"Host": f"127.0.0.1:{port}", **headers})
+        return con.getresponse().status
+    finally:
+        con.close()
+
+
+def test_review_app_refuses_foreign_hosts_origins_and_bad_numbers(planted, tmp_path):
+    """DNS rebinding (another Host), a POST from another origin's page, indexes past 2^63 and
+    deeply nested bodies: 403 or 400, never a 500; the decisions file as a folder, a FIFO or
+    bytes that are not UTF-8: 400 (and exit 2 before serving), naming the file."""
+    import os
+
+    from curate import api
+    from curate.errors import UserError
+    from curate.review.web import Review, Server
+
+    folder, _, built = planted
+    manifest = api.open_manifest(built.id, folder / ".store")
+    decisions = tmp_path / "d.jsonl"
+    review = Review(manifest, decisions)
+    server = Server(review).start()
+    t, port = review.token, server.port
+    keep = json.dumps({"id": built.ledger[0]["id"], "decision": "keep"}).encode()
+    try:
+        assert _ask(port, f"/?token={t}") == 200
+        assert _ask(port, f"/?token={t}", Host="localhost:%d" % port) == 200
+        assert _ask(port, f"/?token={t}", Host="evil.example:%d" % port) == 403
+        assert _ask(port, f"/?token={t}", Host="127.0.0.1:1") == 403
+        assert _ask(port, f"/decide?token={t}", "POST", keep, Origin="http://evil.example") == 403
+        assert (
+            _ask(port, f"/decide?token={t}", "POST", keep, **{"Sec-Fetch-Site": "cross-site"})
+            == 403
+        )
+        assert not decisions.exists()
+        assert (
+            _ask(port, f"/decide?token={t}", "POST", keep, Origin=f"http://127.0.0.1:{port}") == 200
+        )
+        for query in (f"i={2**63}", f"i={2**64 + 5}", "i=-1", "i=x", f"offset={2**63}"):
+            path = "/row" if query.startswith("i") else "/"
+            assert _ask(port, f"{path}?token={t}&{query}") == 400, query
+        assert _ask(port, f"/row?token={t}&i=999999") == 404
+        deep = b'{"id":' + b"[" * 20_000 + b"]" * 20_000 + b"}"  # under the size cap
+        assert _ask(port, f"/decide?token={t}", "POST", deep) == 400
+        lines = decisions.read_bytes()
+        decisions.unlink()
+        decisions.mkdir()  # replaced by a folder
+        assert _ask(port, f"/?token={t}") == 400
+        decisions.rmdir()
+        decisions.write_bytes(lines + b'{"id": "\xff\xfe", "decision": "keep"}\n')
+        assert _ask(port, f"/?token={t}") == 400
+    finally:
+        server.stop()
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="fifo.jsonl: decisions file is a FIFO"):
+        Review(manifest, fifo)  # refused at once, not a hang
+
+
+def test_a_whole_last_decision_without_its_newline_is_kept(tmp_path):
+    from curate.review.decisions import append, read
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "decision": "keep"}\n{"id": "b", "decision": "reject"}')
+    assert [d.id for d in read(path)] == ["a", "b"]  # an editor saved it without the newline
+    append(path, [{"id": "c", "decision": "keep"}])
+    assert [d.id for d in read(path)] == ["a", "b", "c"]
+    path.write_bytes(path.read_bytes() + b'{"id": "d", "deci')  # torn by a crash: cut
+    append(path, [{"id": "e", "decision": "keep"}])
+    assert [d.id for d in read(path)] == ["a", "b", "c", "e"]

@@ -216,3 +216,20 @@ def test_a_bad_decision_line_names_file_and_line(tmp_path, bad):
     path.write_text('{"id": "a", "decision": "keep"}\n' + bad + "\n")
     with pytest.raises(UserError, match=r"d.jsonl:2"):
         read(path, "d.jsonl")
+
+
+def test_a_damaged_decisions_file_is_exit_2_in_stats_and_builds(tmp_path, cli):
+    planted(tmp_path)
+    first = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=NEAR))
+    store = str(tmp_path / ".store")
+    folder = tmp_path / "review" / "decisions.jsonl"
+    folder.mkdir(parents=True)  # a folder where the file should be
+    r = cli("review", first.id, "--store", store, "--stats", "--decisions", folder)
+    assert r.code == 2 and "decisions.jsonl: decisions file is a folder" in r.err
+    folder.rmdir()
+    folder.write_bytes(b'{"id": "x", "decision": "keep"}\n{"id": "\xff", "decision": "keep"}\n')
+    r = cli("review", first.id, "--store", store, "--stats", "--decisions", folder)
+    assert r.code == 2 and "decisions.jsonl:2: not UTF-8" in r.err
+    extra = NEAR + '[[overrides]]\npath = "review/decisions.jsonl"\n'
+    r = cli("build", write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}], extra=extra))
+    assert r.code == 2 and "decisions.jsonl:2: not UTF-8" in r.err

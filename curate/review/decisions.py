@@ -4,7 +4,8 @@ One JSON object per line: `id`, `decision` (`keep`: the rejection was wrong; `re
 was right, or a kept row must go; `undo`: take back this id's previous decision), `reason_reviewed`,
 `note`, `reviewer`, `time`, `manifest`. Lines are only ever appended, each in one write under
 a lock, after an fsync of the line before; a crash can leave at most a torn last line (no
-newline), which readers skip and the next append cuts off. The last decision per id wins,
+newline), which readers skip and the next append cuts off. A whole decision without its
+newline (a file saved by an editor) is read, and the next append adds the newline first. The last decision per id wins,
 across files in the order given.
 """
 
@@ -15,12 +16,14 @@ import getpass
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from curate.errors import UserError
+from curate.fsio import read_regular
 
 DECISIONS = ("keep", "reject")
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
@@ -59,13 +62,23 @@ def append(path: Path, records: list[dict[str, Any]]) -> None:
     """Append `records` as whole lines (one write), never touching complete lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        raise UserError(f"{path}: decisions file cannot be written ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{path}: decisions file is not a regular file")
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash: cut it
+        if size and os.pread(fd, 1, size - 1) != b"\n":
             tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
-            os.ftruncate(fd, size - (len(tail) - tail.rfind(b"\n") - 1))
+            last = tail[tail.rfind(b"\n") + 1 :]
+            if _whole(last):  # a whole decision written without its newline: kept
+                os.lseek(fd, 0, os.SEEK_END)
+                os.write(fd, b"\n")
+            else:  # a torn line from a crash: cut it
+                os.ftruncate(fd, size - len(last))
             os.fsync(fd)
         os.lseek(fd, 0, os.SEEK_END)
         os.write(fd, data.encode())
@@ -78,20 +91,23 @@ def read(path: Path, shown: str | None = None) -> list[Decision]:
     """Every decision in a file, in order; a torn last line is skipped, any other bad line
     is an error naming file and line."""
     shown = shown or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{shown}: decisions file not found") from None
-    lines = text.split("\n")[:-1]  # what follows the last newline is torn (or empty)
+    data = read_regular(path, "decisions file")
+    lines = data.split(b"\n")
+    if not _whole(lines[-1]):  # torn by a crash (or empty): skipped, cut by the next append
+        lines.pop()
     out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, raw in enumerate(lines, 1):
         where = f"{shown}:{number}"
         try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+        if not line.strip():
+            continue
+        try:
             obj = json.loads(line)
-        except ValueError as exc:
-            raise UserError(f"{where}: not a JSON object ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"{where}: not a JSON object ({str(exc)[:80]})") from None
         decision = obj.get("decision") if isinstance(obj, dict) else None
         if decision not in (*DECISIONS, "undo") or not isinstance(obj.get("id"), str):
             raise UserError(
@@ -108,6 +124,16 @@ def read(path: Path, shown: str | None = None) -> list[Decision]:
             )
         )
     return out
+
+
+def _whole(line: bytes) -> bool:
+    """A last line without its newline that is a whole decision (an editor saved it so), not
+    a line torn by a crash."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and obj.get("decision") in (*DECISIONS, "undo")
 
 
 def latest(decisions: list[Decision]) -> dict[str, Decision]:

@@ -11,6 +11,7 @@ reads them.
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 import socket
 import threading
@@ -25,6 +26,8 @@ from curate.review.loop import decide, decisions_path, stats
 from curate.review.pages import TEMPLATE_REASONS, failing_turn, list_page, row_page
 
 HOST = "127.0.0.1"
+MAX_BODY = 64 << 10  # a decision is a few hundred bytes
+MAX_INDEX = 10**12  # past any list's end (a 404), and far inside what the ledger's SQL takes
 
 
 class Review:
@@ -77,7 +80,8 @@ class Review:
         return [self._tokenizer.decode([i]) for i in ids[:2000]]
 
 
-def app(review: Review) -> Any:
+def app(review: Review, port: int | None = None) -> Any:
+    """The app; `port`: the only one its Host header may name (None: any)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -118,8 +122,11 @@ def app(review: Review) -> Any:
 
     async def decide_route(request: Request) -> Response:
         try:
-            body = await request.json()
-        except ValueError:
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                return JSONResponse({"error": f"a body over {MAX_BODY} bytes"}, status_code=413)
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         if not isinstance(body, dict) or body.get("decision") not in ("keep", "reject", "undo"):
             return JSONResponse({"error": "decision must be keep, reject or undo"}, status_code=400)
@@ -147,11 +154,12 @@ def app(review: Review) -> Any:
         return PlainTextResponse(str(exc), status_code=400)
 
     starlette = Starlette(routes=routes, exception_handlers={UserError: refused})
-    return _guarded(starlette, review.token)
+    return _guarded(starlette, review.token, port)
 
 
-def _guarded(inner: Any, token: str) -> Any:
-    """ASGI middleware: 403 for any request without the token."""
+def _guarded(inner: Any, token: str, port: int | None) -> Any:
+    """ASGI middleware: 403 for a request without the token, addressed to another host than
+    this app's (DNS rebinding), or a POST from a page of another origin."""
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
 
@@ -159,8 +167,13 @@ def _guarded(inner: Any, token: str) -> Any:
         if scope["type"] == "http":
             request = Request(scope)
             given = request.query_params.get("token") or request.headers.get("x-curate-token") or ""
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                await PlainTextResponse("forbidden: this app needs its token", status_code=403)(
+            problem = (
+                "this app needs its token"
+                if not hmac.compare_digest(given.encode(), token.encode())
+                else _foreign(request, port)
+            )
+            if problem:
+                await PlainTextResponse(f"forbidden: {problem}", status_code=403)(
                     scope, receive, send
                 )
                 return
@@ -169,11 +182,29 @@ def _guarded(inner: Any, token: str) -> Any:
     return guard
 
 
+def _foreign(request: Any, port: int | None) -> str | None:
+    """Why a request comes from elsewhere than this app's own pages, or None."""
+    hosts = {f"{name}:{port}" if port else name for name in ("127.0.0.1", "localhost")}
+    host = (request.headers.get("host") or "").lower()
+    if (host if port else host.rsplit(":", 1)[0]) not in hosts:
+        return f"Host {host[:60]!r} is not this app's address"
+    if request.method not in ("GET", "HEAD"):
+        origin = request.headers.get("origin")
+        if origin is not None and origin.lower().removeprefix("http://") not in hosts:
+            return f"a request from the page of another origin ({origin[:60]})"
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return "a request from the page of another site"
+    return None
+
+
 def _int(value: str | None, default: int) -> int:
-    try:
-        return max(int(value), 0) if value is not None else default
-    except ValueError:
+    """A row index or offset from the query: a whole number from 0 up to a bound any list
+    fits in; anything else is a 400 naming it."""
+    if value is None:
         return default
+    if not value.isdigit() or len(value) > 12:
+        raise UserError(f"{value[:30]!r} is not a row index (0 to {MAX_INDEX})")
+    return min(int(value), MAX_INDEX)
 
 
 def loopback_socket(port: int) -> socket.socket:
@@ -199,7 +230,7 @@ class Server:
         self.review = review
         self.sock = loopback_socket(port)
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app(review), log_level="warning", lifespan="off")
+        config = uvicorn.Config(app(review, self.port), log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
 
