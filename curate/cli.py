@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from curate.terminal import (
+    clean,
     decide_loop,
     make_console,
     print_json,
@@ -787,7 +788,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {clean(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -801,7 +802,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         print(
-            f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in curate; run again with --debug for the traceback)",
+            f"internal error: {type(exc).__name__}: {clean(str(exc))}\n(this is a bug in curate; run again with --debug for the traceback)",
             file=sys.stderr,
         )
         sys.exit(1)

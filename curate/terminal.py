@@ -8,11 +8,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# control characters (C0 but newline and tab, DEL, C1) and the bidi overrides that reorder
+# what a terminal shows: shown as escapes, so no row can move the cursor, clear the screen,
+# retitle the window, ring the bell or hide text
+_UNSAFE = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0),
+           *range(0x202A, 0x202F), *range(0x2066, 0x206A)]  # fmt: skip
+_SHOWN = str.maketrans({c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNSAFE})
+
+
+def clean(text: str) -> str:
+    """`text` as a terminal may show it: control characters as `\\x1b`-style escapes."""
+    return text.translate(_SHOWN)
+
 
 def make_console(stderr: bool = False) -> Any:
+    """A rich console whose every string (text, markup, table cells, panels, titles) has
+    its control characters escaped (`clean`): user data rendered by it cannot drive the
+    terminal; rich's own styling still does."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    class SafeConsole(Console):
+        def render_str(self, text: str, **kwargs: Any) -> Any:
+            return super().render_str(clean(text), **kwargs)
+
+    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=False)
 
 
 def print_json(obj: Any) -> None:

@@ -111,3 +111,19 @@ def test_one_hostile_log_row_is_one_unreadable_row(tmp_path, cli):
 
     logs = read_logs([tmp_path / "logs.jsonl"])
     assert logs.rows.column("messages").to_pylist()[-1] == [{"role": "user", "content": "😀"}]
+
+
+def test_terminal_output_escapes_control_characters_of_user_data(tmp_path, cli):
+    from tests.conftest import build, chat, write_config
+
+    evil = "evil \x1b[2J\x1b]0;pwned\x07 title \x00 nul \u202e rtl"
+    write_jsonl(tmp_path / "a.jsonl", [chat(evil, ""), chat("fine question", "fine answer")])
+    built = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
+    r = cli("review", built.id, "--store", tmp_path / ".store")
+    assert r.code == 0
+    shown = "".join(r.out.split())  # the panel wraps lines
+    assert "\\x1b[2J\\x1b]0;pwned\\x07title\\x00nul\\u202e" in shown
+    assert not set(r.out) & {"\x1b", "\x00", "\x07", "\u202e"}
+    bad = tmp_path / "b\x1b[31m.jsonl"
+    r = cli("build", bad)
+    assert r.code == 2 and "\x1b" not in r.err and "b\\x1b[31m.jsonl" in r.err
