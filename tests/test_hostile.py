@@ -127,3 +127,17 @@ def test_terminal_output_escapes_control_characters_of_user_data(tmp_path, cli):
     bad = tmp_path / "b\x1b[31m.jsonl"
     r = cli("build", bad)
     assert r.code == 2 and "\x1b" not in r.err and "b\\x1b[31m.jsonl" in r.err
+
+
+@pytest.mark.parametrize(
+    "query", ["ACCESS_KEY=AKIAEXAMPLEKEY", "Secret_Key=hunter2secret", "aws_session_token=t0k3n"]
+)
+def test_store_uris_with_credentials_in_any_case_are_refused_unechoed(tmp_path, cli, query):
+    r = cli("log", "--store", f"s3://bucket/prefix?{query}")
+    value = query.split("=")[1]
+    assert r.code == 2 and "holds credentials" in r.err and value not in r.err
+
+
+def test_a_uri_query_value_is_never_echoed_in_an_error(cli):
+    r = cli("log", "--store", "s3://bucket/prefix?bogus_option=SUPERSECRETVALUE")
+    assert r.code == 2 and "SUPERSECRETVALUE" not in r.err and "bogus_option=…" in r.err

@@ -94,7 +94,7 @@ class RemoteFiles:
                 f"{parts.scheme}:// stores are not supported"
             )
         query = parse_qs(parts.query)
-        if parts.password or SECRET_PARAMS & set(query):
+        if parts.password or any(_is_secret(key) for key in query):
             raise UserError(
                 f"store URI {_shown(uri)} holds credentials: give them in the environment "
                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, …) or the provider's config files; "
@@ -103,7 +103,10 @@ class RemoteFiles:
         try:
             self.fs, base = pafs.FileSystem.from_uri(uri)
         except (OSError, ValueError, TypeError) as exc:
-            raise UserError(f"store {uri}: not a store location pyarrow can open ({exc})") from exc
+            raise UserError(
+                f"store {_shown(uri)}: not a store location pyarrow can open "
+                f"({_scrubbed(str(exc), uri)})"
+            ) from None
         self.uri = uri
         self.base = base.rstrip("/")
 
@@ -115,17 +118,22 @@ class RemoteFiles:
         try:
             missing = self.fs.get_file_info(bucket).type == pafs.FileType.NotFound
         except OSError as exc:
-            raise UserError(f"store {self.uri}: cannot reach it ({exc})") from exc
+            raise UserError(
+                f"store {_shown(self.uri)}: cannot reach it ({_scrubbed(str(exc), self.uri)})"
+            ) from None
         if missing:
             raise UserError(
-                f"store {self.uri}: bucket {bucket!r} does not exist (curate creates no bucket)"
+                f"store {_shown(self.uri)}: bucket {bucket!r} does not exist (curate creates no "
+                "bucket)"
             )
 
     def _key(self, rel: str) -> str:
         return f"{self.base}/{rel}"
 
     def _error(self, what: str, rel: str, exc: Exception) -> UserError:
-        return UserError(f"store {self.uri}: cannot {what} {rel} ({exc})")
+        return UserError(
+            f"store {_shown(self.uri)}: cannot {what} {rel} ({_scrubbed(str(exc), self.uri)})"
+        )
 
     def read(self, rel: str) -> bytes | None:
         try:
@@ -199,7 +207,25 @@ def remote_files(uri: str) -> RemoteFiles:
 
 
 def _shown(uri: str) -> str:
-    """The URI without what follows `@` in its authority or `?`: no secret in a message."""
+    """The URI as messages show it: no user or password, and its query's keys without their
+    values (`?endpoint_override=…`): no secret in a message, whatever its key's spelling."""
     parts = urlsplit(uri)
     host = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{host}{parts.path}"
+    keys = "&".join(f"{k}=…" for k in parse_qs(parts.query, keep_blank_values=True))
+    return f"{parts.scheme}://{host}{parts.path}" + (f"?{keys}" if keys else "")
+
+
+def _is_secret(key: str) -> bool:
+    """A query key that names a credential, in any letter case or spelling AWS uses."""
+    low = key.lower().replace("-", "_")
+    return low in SECRET_PARAMS or any(w in low for w in ("secret", "password", "token", "key_id"))
+
+
+def _scrubbed(text: str, uri: str) -> str:
+    """`text` (a library's error) without the URI's password and query values in it."""
+    parts = urlsplit(uri)
+    values = [v for vs in parse_qs(parts.query).values() for v in vs]
+    values += [v for v in (parts.password, parts.username) if v]
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, "…")
+    return text
