@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from curate.errors import ConfigError, Problem
+from curate.errors import ConfigError, Problem, UserError
+from curate.fsio import read_regular_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -243,8 +244,10 @@ def read_toml(path: Path, hint: str = "give the path of a TOML file") -> dict[st
         what = "file not found" if not path.exists() else f"not a file ({hint})"
         raise ConfigError([Problem("config", what, file=shown)])
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return tomllib.loads(read_regular_text(path, "config"))
+    except UserError as exc:
+        raise ConfigError([Problem("config", str(exc), file=shown)]) from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError([Problem("config", f"not valid TOML: {exc}", file=shown)]) from exc
 
 

@@ -141,3 +141,48 @@ def test_store_uris_with_credentials_in_any_case_are_refused_unechoed(tmp_path, 
 def test_a_uri_query_value_is_never_echoed_in_an_error(cli):
     r = cli("log", "--store", "s3://bucket/prefix?bogus_option=SUPERSECRETVALUE")
     assert r.code == 2 and "SUPERSECRETVALUE" not in r.err and "bogus_option=…" in r.err
+
+
+def _run_folder(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"run_id": "abcd", "manifest": "f" * 64, "device": "cpu", "steps": 1}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    return run
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("summary.json", b"{not json", "summary.json: run summary cannot be read"),
+        ("summary.json", b"[1, 2]", "summary.json: not a curate run summary"),
+        ("gate.json", b"\xff\xfe", "gate.json: gate report cannot be read"),
+        ("gate.json", b'"pass"', "gate.json: not a gate report"),
+        ("metrics.jsonl", b'{"step": 1}\nnot json\n{"step": 2}\n', "metrics.jsonl:2: not JSON"),
+        ("metrics.jsonl", b'{"step": 1}\n[3]\n', "metrics.jsonl:2: not a logged step"),
+        ("metrics.jsonl", b'{"step": "x"}\n', "metrics.jsonl:1: not a logged step"),
+        ("metrics.jsonl", b"\xff\n", "metrics.jsonl: training metrics cannot be read"),
+    ],
+)
+def test_report_of_a_damaged_run_is_exit_2_naming_the_file(tmp_path, cli, name, content, said):
+    run = _run_folder(tmp_path)
+    (run / name).write_bytes(content)
+    r = cli("report", run)
+    assert r.code == 2 and said in r.err, r.err
+
+
+def test_report_out_a_folder_and_gate_schema_a_fifo_are_exit_2(tmp_path, cli):
+    import os
+
+    run = _run_folder(tmp_path)
+    (tmp_path / "out").mkdir()
+    for extra in ((), ("--overwrite",)):
+        r = cli("report", run, "--out", tmp_path / "out", *extra)
+        assert r.code == 2 and "is a folder" in r.err
+    assert cli("report", run, "--out", tmp_path / "r.html").code == 0
+    os.mkfifo(tmp_path / "schema.json")
+    (tmp_path / "sets.jsonl").write_text('{"prompt": "p", "reference": "r"}\n')
+    (tmp_path / "gate.toml").write_text('[format]\npath = "sets.jsonl"\nschema = "schema.json"\n')
+    r = cli("gate", run, "--config", tmp_path / "gate.toml")
+    assert r.code == 2 and "schema.json: JSON schema is a FIFO" in r.err, r.err

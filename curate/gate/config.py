@@ -60,6 +60,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from curate.config import ConfigError, Problem, _Model, read_model
+from curate.errors import UserError
+from curate.fsio import read_regular_text
 
 SET_SUFFIXES = (".jsonl", ".csv")
 
@@ -184,8 +186,8 @@ def _bad_values(config: GateConfig, base: Path, shown: str) -> list[Problem]:
             )
     if config.format and config.format.schema_ is not None:
         try:
-            json.loads((base / config.format.schema_).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            json.loads(read_regular_text(base / config.format.schema_, "JSON schema"))
+        except (UserError, ValueError, RecursionError) as exc:
             problems.append(
                 Problem("format.schema", f"not a JSON schema: {exc}", config.format.schema_, shown)
             )

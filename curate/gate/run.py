@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import UserError
-from curate.fsio import sha256_file, write_bytes
+from curate.fsio import read_regular_text, sha256_file, write_bytes
 from curate.gate import suites as S
 from curate.gate.ask import Answers, Plan, Subject, answer, model_subject, run_folder, run_subject
 from curate.gate.config import GateConfig, load_gate_config
@@ -109,7 +109,7 @@ def load_sets(config: GateConfig, base: Path) -> Sets:
     if problems:
         raise UserError("gate eval sets:\n  - " + "\n  - ".join(problems[:20]))
     schema = (
-        json.loads((base / config.format.schema_).read_text())
+        json.loads(read_regular_text(base / config.format.schema_, "JSON schema"))
         if config.format and config.format.schema_
         else None
     )

@@ -48,6 +48,7 @@ from curate.config import (
     read_model,
 )
 from curate.errors import UserError
+from curate.fsio import read_regular_text
 from curate.mining.rules import RULES, RuleSettings
 
 
@@ -108,8 +109,8 @@ def load_mine_config(path: Path | None) -> tuple[MineConfig, RuleSettings, dict[
     schemas = {}
     for name, file in config.formats.items():
         try:
-            schemas[name] = json.loads((base / file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            schemas[name] = json.loads(read_regular_text(base / file, "JSON schema"))
+        except (UserError, ValueError, RecursionError) as exc:
             problems.append(Problem(f"formats.{name}", f"not a JSON schema: {exc}", file, shown))
     if problems:
         raise ConfigError(problems, shown)

@@ -80,6 +80,8 @@ def write_report(html: bytes, out: Path, overwrite: bool, owned: bool = False) -
     """Write `html` to `out` atomically; a different file already there is the user's and is
     kept unless `overwrite` (or curate `owned` it: a run's report.html). False when the same
     bytes were already there."""
+    if out.exists() and not out.is_file():  # a folder is never replaced, --overwrite or not
+        raise UserError(f"--out {out} is a folder (or not a regular file); give a file path")
     if out.is_file() and out.read_bytes() == html:
         return False
     if out.exists() and not (overwrite or owned):
