@@ -186,3 +186,34 @@ def test_report_out_a_folder_and_gate_schema_a_fifo_are_exit_2(tmp_path, cli):
     (tmp_path / "gate.toml").write_text('[format]\npath = "sets.jsonl"\nschema = "schema.json"\n')
     r = cli("gate", run, "--config", tmp_path / "gate.toml")
     assert r.code == 2 and "schema.json: JSON schema is a FIFO" in r.err, r.err
+
+
+def test_mine_redacts_every_log_field_it_keeps_or_prints(tmp_path, cli):
+    """Secrets in `model`, `request_id`, `timestamp`, `finish_reason`, tags, metadata and a
+    bad row's evidence reach neither the queue, the store nor the printed report."""
+    email, key = "ops.lead@example.com", "AKIA" + "QWERTYUIOPASDFGH"
+    token = "ghp_" + "Zq8Xw7Cv6Bn5Mm4Ll3Kk2Jj1Hh0Gg9Ff8Dd7"
+    rows = [
+        {"request_id": f"{key}-{i}", "prompt": f"question {i}", "response": "wrong",
+         "user_feedback": "thumbs_down", "model": f"ft:{email}", "finish_reason": token,
+         "timestamp": f"2026-11-0{i + 1} {email}",
+         "tags": {"customer": email}, "metadata": {"api_key": token}}
+        for i in range(3)
+    ]  # fmt: skip
+    lines = [json.dumps(r) for r in rows]
+    lines.append(json.dumps({"prompt": "q", "response": "a", "user_feedback": f"bad {email}"}))
+    (tmp_path / "logs.jsonl").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "s"
+    r = cli("mine", tmp_path / "logs.jsonl", "--store", store, "--queue", tmp_path / "q", "--json")
+    assert r.code == 0, r.err
+    run = r.json()
+    assert run["counts"]["unread"] == 1 and run["pii"]["email"] >= 7
+    shown = [r.out, cli("mine", "report", run["mining_run"], "--store", store).out,
+             cli("mine", "report", run["mining_run"], "--store", store, "--json").out]  # fmt: skip
+    stored = [p.read_bytes().decode("utf-8", "replace") for p in store.rglob("*") if p.is_file()]
+    queued = [p.read_text() for p in (tmp_path / "q").iterdir()]
+    for text in shown + stored + queued:
+        for secret in (email, key, token):
+            assert secret not in text, (secret, text[:200])
+    queue = (tmp_path / "q" / "queue.jsonl").read_text()
+    assert "[EMAIL]" in queue and "[API_KEY]" in queue

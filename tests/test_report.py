@@ -268,8 +268,8 @@ def test_review_app_refuses_foreign_hosts_origins_and_bad_numbers(planted, tmp_p
     keep = json.dumps({"id": built.ledger[0]["id"], "decision": "keep"}).encode()
     try:
         assert _ask(port, f"/?token={t}") == 200
-        assert _ask(port, f"/?token={t}", Host="localhost:%d" % port) == 200
-        assert _ask(port, f"/?token={t}", Host="evil.example:%d" % port) == 403
+        assert _ask(port, f"/?token={t}", Host=f"localhost:{port}") == 200
+        assert _ask(port, f"/?token={t}", Host=f"evil.example:{port}") == 403
         assert _ask(port, f"/?token={t}", Host="127.0.0.1:1") == 403
         assert _ask(port, f"/decide?token={t}", "POST", keep, Origin="http://evil.example") == 403
         assert (

@@ -26,7 +26,8 @@ def test_redact_each_kind_with_typed_placeholders():
         "Mail jane.doe@example.com or call +1 (415) 555-2671. Card 4111 1111 1111 1111, "
         "IBAN GB82 WEST 1234 5698 7654 32, key AKIAIOSFODNN7EXAMPLE, token "
         "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB.\n"
-        "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----"
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+        "-----END RSA PRIVATE KEY-----"
     )
     out, found = redact(text)
     assert found == {

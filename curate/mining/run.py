@@ -301,6 +301,7 @@ def judge_block(
     if pii != "off":
         rows, hit = _redact(rows, found)
         bad = bad.set_column(3, "raw", redact_texts(bad.column("raw").combine_chunks())[0])
+        bad = bad.set_column(2, "error", redact_texts(bad.column("error").combine_chunks())[0])
         if pii == "reject" and hit.any():
             refused = rows.filter(pa.array(hit)).select(["origin"])
             n = refused.num_rows
@@ -445,7 +446,15 @@ def _redact(rows: pa.Table, found: dict[str, int]) -> tuple[pa.Table, np.ndarray
     out = rows.set_column(LOG_SCHEMA.get_field_index("messages"), "messages", messages)
     out = out.set_column(LOG_SCHEMA.get_field_index("responses"), "responses", responses)
     out = out.set_column(LOG_SCHEMA.get_field_index("tags"), "tags", tags)
+    for name in LOGGED_TEXT:  # every other text a log row carries into the queue and report
+        column, per = redact_texts(out.column(name).combine_chunks())
+        count(per)
+        out = out.set_column(LOG_SCHEMA.get_field_index(name), name, column)
     return out.cast(LOG_SCHEMA), hit
+
+
+# the log fields curate keeps as they were written (not normalized to a fixed set)
+LOGGED_TEXT = ("request_id", "model", "timestamp", "expected_format", "finish_reason")
 
 
 def _item_rows(lists: pa.ListArray) -> np.ndarray:

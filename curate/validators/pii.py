@@ -1,5 +1,7 @@
-"""PII and secrets: emails, phone numbers, credit cards (Luhn), IBANs (mod 97), API keys and
-tokens, private keys — redacted with typed placeholders (`[EMAIL]`, ...) or rejected (`pii`).
+"""PII and secrets — emails, phone numbers, payment cards, IBANs, IP addresses, US SSNs
+(`personal`), private keys, vendors' tokens (gitleaks' rules), JWTs, assigned passwords and
+high-entropy strings (`secrets`) — redacted with typed placeholders (`[EMAIL]`, ...) or
+rejected (`pii`).
 
 A vectorized RE2 pre-filter over every message finds the few contents that may hold one;
 only those are scanned with the exact patterns and checksums in Python. In both modes the
@@ -13,7 +15,6 @@ while reading (malformed, invalid schema, empty), their raw line and the evidenc
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,91 +23,94 @@ import pyarrow.compute as pc
 
 from curate.rows import MESSAGES, list_offsets
 from curate.steps import ReportView, RowStep, Verdicts
+from curate.validators import personal, secrets
+from curate.validators.personal import is_iban, is_luhn
 
-# (type, exact pattern, RE2 pre-filter that matches whenever the exact one can)
-PATTERNS: list[tuple[str, str, str]] = [
-    (
-        "private_key",
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
-        r"PRIVATE KEY-----",
-    ),
-    (
-        "api_key",
-        r"\b(?:AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,}"
-        r"|sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|sk_live_[0-9A-Za-z]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}"
-        r"|AIza[0-9A-Za-z_-]{35}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
-        r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{20,}=*",
-        r"AKIA|gh[pousr]_|github_pat_|sk-|sk_live_|xox[abprs]-|AIza|eyJ|(?i)bearer",
-    ),
-    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", r"@"),
-    ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", r"[A-Z]{2}\d{2}"),
-    ("credit_card", r"(?<![\d.])(?:\d[ -]?){12,18}\d(?!\d|\.\d)", r"\d[ -]?\d[ -]?\d[ -]?\d"),
-    (
-        "phone",
-        r"(?<![\w.+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\w|\.\d)",
-        r"\d[ .-]\d|\)\s?\d",
-    ),
-]
-PLACEHOLDER = {t: f"[{t.upper()}]" for t, _, _ in PATTERNS}
-_EXACT = [(t, re.compile(p)) for t, p, _ in PATTERNS]
-_PREFILTER = "|".join(f"(?:{f})" for _, _, f in PATTERNS)
+__all__ = ["KINDS", "PLACEHOLDER", "PiiStep", "find_all", "is_iban", "is_luhn", "redact"]
+
+# what each kind is replaced by, and which of two overlapping finds is kept (first listed)
+KINDS = (
+    "private_key", "api_key", "secret", "email", "iban", "credit_card", "ssn", "ip_address",
+    "phone",
+)  # fmt: skip
+PLACEHOLDER = {k: f"[{k.upper()}]" for k in KINDS}
+_RANK = {k: i for i, k in enumerate(KINDS)}
+RULES_VERSION = "gitleaks b58d3f10, curate 3"  # in the step's fingerprint: a new rule set reruns
 
 
-def is_luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+def candidates(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Which texts of a string column personal data, and which secrets, can be found in:
+    a few vectorized RE2 passes (`personal.PREFILTER`, `secrets.prefilters()`); only those
+    texts reach Python, and only for what they may hold."""
+
+    seen: dict[str, np.ndarray] = {}
+
+    def match(pattern: str) -> np.ndarray:
+        if pattern not in seen:  # a part two passes share is matched once
+            found = pc.match_substring_regex(values, pattern)
+            seen[pattern] = pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+        return seen[pattern].copy()
+
+    def all_of(first: str, *rest: str) -> np.ndarray:
+        both = match(first)
+        for part in rest:  # matched only over the texts the parts before let through
+            where = np.flatnonzero(both)
+            found = pc.match_substring_regex(values.take(pa.array(where)), part)
+            both[where] = pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+        return both
+
+    personal_hit = all_of(personal.STAGE, personal.PREFILTER)
+    secret_hit = np.zeros(len(values), dtype=bool)
+    for parts in secrets.prefilters():
+        secret_hit |= all_of(*parts)
+    return personal_hit, secret_hit
 
 
-def is_iban(text: str) -> bool:
-    s = text.replace(" ", "")
-    if not 15 <= len(s) <= 34:
-        return False
-    moved = s[4:] + s[:4]
-    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+def find_all(
+    text: str, opened: Any = None, personal_data: bool = True, secret: bool = True
+) -> list[tuple[str, int, int]]:
+    """Every secret and personal datum in `text` as (kind, start, end), in order; where
+    finds overlap, the one of the kind listed first in KINDS (then the longer) is kept.
+    `opened`: the gitleaks gates the text opens, when matched in bulk (`redact_many`);
+    `personal_data` / `secret`: False where a pre-filter ruled that kind out."""
+    found = [
+        *(secrets.find(text, opened) if secret else ()),
+        *(personal.find(text) if personal_data else ()),
+    ]
+    found.sort(key=lambda f: (_RANK[f[0]], f[1] - f[2], f[1]))
+    kept: list[tuple[str, int, int]] = []
+    for kind, start, end in found:
+        if end > start and all(end <= s or start >= e for _, s, e in kept):
+            kept.append((kind, start, end))
+    return sorted(kept, key=lambda f: f[1])
 
 
-def _accept(kind: str, match: str) -> bool:
-    if kind == "credit_card":
-        digits = re.sub(r"\D", "", match)
-        return 13 <= len(digits) <= 19 and is_luhn(digits)
-    if kind == "iban":
-        return is_iban(match)
-    if kind == "phone":  # digits with spaces only are as likely a list of numbers
-        digits = re.sub(r"\D", "", match)
-        return 9 <= len(digits) <= 15 and any(c in match for c in "+()-.")
-    return True
-
-
-_NUMERIC = ("credit_card", "phone")
-_OPERATORS = set("=+-*/×÷<>")
-
-
-def _in_arithmetic(m: re.Match[str]) -> bool:
-    """`1000-200-400 = 400`: digits and dashes inside a calculation, not a phone or card."""
-    text = m.string
-    after = text[m.end() : m.end() + 4].lstrip()
-    before = text[max(0, m.start() - 4) : m.start()].rstrip()
-    return bool(after and after[0] in _OPERATORS) or bool(before and before[-1] in _OPERATORS)
-
-
-def redact(text: str) -> tuple[str, dict[str, int]]:
-    """`text` with every PII/secret replaced by its placeholder, and the counts by type."""
+def redact(text: str, opened: Any = None, **only: bool) -> tuple[str, dict[str, int]]:
+    """`text` with every PII/secret replaced by its placeholder, and the counts by type
+    (`opened`, `only`: as `find_all`'s)."""
     found: dict[str, int] = {}
-    for kind, pattern in _EXACT:
+    parts, last = [], 0
+    for kind, start, end in find_all(text, opened, **only):
+        parts += [text[last:start], PLACEHOLDER[kind]]
+        last = end
+        found[kind] = found.get(kind, 0) + 1
+    return ("".join(parts) + text[last:], found) if found else (text, found)
 
-        def sub(m: re.Match[str], kind: str = kind) -> str:
-            if not _accept(kind, m.group(0)) or (kind in _NUMERIC and _in_arithmetic(m)):
-                return m.group(0)
-            found[kind] = found.get(kind, 0) + 1
-            return PLACEHOLDER[kind]
 
-        text = pattern.sub(sub, text)
-    return text, found
+def redact_many(
+    texts: list[str], personal_hit: np.ndarray, secret_hit: np.ndarray
+) -> list[tuple[str, dict[str, int]]]:
+    """`redact` over many texts (each with its pre-filters' verdicts), gitleaks' gates
+    matched over the texts that may hold a secret at once."""
+    asked = np.flatnonzero(secret_hit)
+    gates = secrets.gate_hits(pa.array([texts[i] for i in asked], pa.string()))
+    opened: dict[int, list[int]] = {
+        int(i): np.flatnonzero(gates[:, k]).tolist() for k, i in enumerate(asked)
+    }
+    return [
+        redact(t, opened.get(i), personal_data=bool(personal_hit[i]), secret=bool(secret_hit[i]))
+        for i, t in enumerate(texts)
+    ]
 
 
 def _redact_value(value: Any, found: dict[str, int]) -> Any:
@@ -133,24 +137,28 @@ def _redact_strings(values: pa.Array, as_json: bool, compact: bool) -> tuple[pa.
     found: dict[int, dict[str, int]] = {}
     if values.null_count == len(values):
         return values, found
-    hit = pc.fill_null(pc.match_substring_regex(values, _PREFILTER), False)
-    rows = np.nonzero(hit.to_numpy(zero_copy_only=False))[0]
+    personal_hit, secret_hit = candidates(values)
+    rows = np.flatnonzero(personal_hit | secret_hit)
     if not len(rows):
         return values, found
     new = values.to_pylist()
+    if not as_json:
+        done = redact_many([new[r] for r in rows], personal_hit[rows], secret_hit[rows])
+        for row, (text, counts) in zip(rows.tolist(), done, strict=True):
+            new[row] = text
+            if counts:
+                _add(found, row, counts)
+        return pa.array(new, pa.string()), found
     for row in rows.tolist():
         counts: dict[str, int] = {}
-        if as_json:
-            try:
-                obj = _redact_value(json.loads(new[row]), counts)
-            except ValueError:  # not JSON after all: redact it as text
-                obj, counts = None, {}
-            if counts:
-                seps = (",", ":") if compact else (", ", ": ")
-                new[row] = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=seps)
-            elif obj is None:
-                new[row], counts = redact(new[row])
-        else:
+        try:
+            obj = _redact_value(json.loads(new[row]), counts)
+        except (ValueError, RecursionError):  # not JSON after all: redact it as text
+            obj, counts = None, {}
+        if counts:
+            seps = (",", ":") if compact else (", ", ": ")
+            new[row] = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=seps)
+        elif obj is None:
             new[row], counts = redact(new[row])
         if counts:
             _add(found, row, counts)
@@ -166,7 +174,7 @@ def redact_texts(values: pa.Array, as_json: bool = False) -> tuple[pa.Array, dic
 class PiiStep(RowStep):
     name = "pii"
     stage = "pii"
-    version = "2"
+    version = "3"
     index_columns: ClassVar[tuple[str, ...]] = ("pii_types",)
     index_only: ClassVar[tuple[str, ...]] = ("pii_types",)
     scrubs_rejected: ClassVar[bool] = True
@@ -175,7 +183,7 @@ class PiiStep(RowStep):
         self.mode = mode  # redact | reject
 
     def params(self) -> dict[str, Any]:
-        return {"mode": self.mode, "types": [t for t, _, _ in PATTERNS]}
+        return {"mode": self.mode, "types": list(KINDS), "rules": RULES_VERSION}
 
     def __call__(self, batch: pa.Table) -> Verdicts:
         n = batch.num_rows
@@ -227,13 +235,16 @@ def _redact_payload(batch: pa.Table) -> tuple[dict[str, pa.Array], dict[int, dic
             continue
         items = col.flatten()
         contents = pc.fill_null(items.field("content"), "")
-        hit = np.nonzero(
-            pc.match_substring_regex(contents, _PREFILTER).to_numpy(zero_copy_only=False)
-        )[0]
+        personal_hit, secret_hit = candidates(contents)
+        hit = np.flatnonzero(personal_hit | secret_hit)
         new = contents.to_pylist() if len(hit) else None
         offsets = list_offsets(col)
-        for item in hit.tolist():
-            text, counts = redact(new[item])  # type: ignore[index]
+        done = (
+            redact_many([new[i] for i in hit], personal_hit[hit], secret_hit[hit])
+            if new is not None
+            else []
+        )
+        for item, (text, counts) in zip(hit.tolist(), done, strict=True):
             if counts:
                 new[item] = text  # type: ignore[index]
                 _add(found, int(np.searchsorted(offsets, item, side="right") - 1), counts)
