@@ -187,8 +187,10 @@ def _phones(text: str) -> Iterator[Span]:
         marked = any(c in found for c in "+(")
         if digits < 7 or not marked and digits < 9 or _in_arithmetic(text, *m.span()):
             continue
-        if DATE.fullmatch(found.strip()):
-            continue
+        if DATE.fullmatch(found.strip()) or VERSION_WORD.search(
+            text[max(0, m.start() - 9) : m.start()]
+        ):
+            continue  # a date, or `version 10.0.19041.1`
         bare = not marked and not re.search(r"\d[\s.-]\d", found)
         if bare and not PHONE_WORD.search(text[max(0, m.start() - 40) : m.start()]):
             continue  # bare digits (an epoch, an id) are a phone number only where one is named
