@@ -43,6 +43,8 @@ PHONE_WORD = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|number|contact)\b"
 )
 _DIGIT = re.compile(r"\d")
+SLICE = re.compile(r"\d{0,4}:\d{0,4}(?::\d{0,4})?")
+DECIMAL = re.compile(r"-?\d{1,4}\.\d{4,}")  # 37.3362725: a coordinate, a measure
 DATE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 VERSION_WORD = re.compile(r"(?i)(?:\bv|\bversion\s?|\bver\.?\s?|\brelease\s?|\bbuild\s?)$")
 
@@ -187,8 +189,10 @@ def _phones(text: str) -> Iterator[Span]:
         marked = any(c in found for c in "+(")
         if digits < 7 or not marked and digits < 9 or _in_arithmetic(text, *m.span()):
             continue
-        if DATE.fullmatch(found.strip()) or VERSION_WORD.search(
-            text[max(0, m.start() - 9) : m.start()]
+        if (
+            DECIMAL.fullmatch(found.strip())
+            or DATE.fullmatch(found.strip())
+            or VERSION_WORD.search(text[max(0, m.start() - 9) : m.start()])
         ):
             continue  # a date, or `version 10.0.19041.1`
         bare = not marked and not re.search(r"\d[\s.-]\d", found)
@@ -238,8 +242,8 @@ def _ips(text: str) -> Iterator[Span]:
         return
     for m in IPV6.finditer(text):
         address = m.group(0).split("/")[0].split("%")[0]
-        if text[m.start() - 1 : m.start()] == "[" and len(address.strip(":")) < 3:
-            continue  # a slice, `l[::-1]` or `s[::3]`, not `[2001:db8::1]`
+        if text[m.start() - 1 : m.start()] == "[" and SLICE.fullmatch(address):
+            continue  # a slice, `l[::-1]`, `s[1::2]`, not `[2001:db8::1]`
         try:
             ipaddress.IPv6Address(address)
         except ValueError:
