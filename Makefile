@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/contamination.py
 	$(BIN)/python bench/exports.py
+	$(BIN)/python bench/pii.py
 
 clean:
 	rm -rf $(VENV) .curate examples/.curate examples/data

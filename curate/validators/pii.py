@@ -144,10 +144,10 @@ def _redact_strings(values: pa.Array, as_json: bool, compact: bool) -> tuple[pa.
     new = values.to_pylist()
     if not as_json:
         done = redact_many([new[r] for r in rows], personal_hit[rows], secret_hit[rows])
-        for row, (text, counts) in zip(rows.tolist(), done, strict=True):
+        for row, (text, kinds) in zip(rows.tolist(), done, strict=True):
             new[row] = text
-            if counts:
-                _add(found, row, counts)
+            if kinds:
+                _add(found, row, kinds)
         return pa.array(new, pa.string()), found
     for row in rows.tolist():
         counts: dict[str, int] = {}
