@@ -101,6 +101,8 @@ def test_ordinary_text_is_left_alone(text):
 
 
 def test_batch_path_gives_what_one_text_at_a_time_gives():
+    """The vectorized pre-filters let through every text anything can be found in: on
+    planted texts and every peer case, the column redacted equals each text redacted."""
     texts = [
         "mail a@b.co now",
         "nothing here",
@@ -110,9 +112,11 @@ def test_batch_path_gives_what_one_text_at_a_time_gives():
         "HF 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",
         "",
     ]
-    out, found = redact_texts(pa.array(texts, pa.string()))
-    assert out.to_pylist() == [redact(t)[0] for t in texts]
-    assert found == {i: redact(t)[1] for i, t in enumerate(texts) if redact(t)[1]}
+    texts += [json.loads(line)["text"] for line in CASES.read_text().splitlines()]
+    out, found = redact_texts(pa.array(texts, pa.string()))  # its pre-filters skip most
+    one = [redact(t) for t in texts]
+    assert out.to_pylist() == [text for text, _ in one]
+    assert found == {i: kinds for i, (_, kinds) in enumerate(one) if kinds}
 
 
 def _peer_cases() -> dict[str, list[int]]:

@@ -141,14 +141,21 @@ def _redact_strings(values: pa.Array, as_json: bool, compact: bool) -> tuple[pa.
     rows = np.flatnonzero(personal_hit | secret_hit)
     if not len(rows):
         return values, found
-    new = values.to_pylist()
-    if not as_json:
-        done = redact_many([new[r] for r in rows], personal_hit[rows], secret_hit[rows])
+    if not as_json:  # only the candidates leave Arrow, and only the changed come back
+        texts = values.take(pa.array(rows)).to_pylist()
+        done = redact_many(texts, personal_hit[rows], secret_hit[rows])
+        changed = np.zeros(len(values), dtype=bool)
+        replaced = []
         for row, (text, kinds) in zip(rows.tolist(), done, strict=True):
-            new[row] = text
             if kinds:
                 _add(found, row, kinds)
-        return pa.array(new, pa.string()), found
+                changed[row] = True
+                replaced.append(text)
+        if not replaced:
+            return values, found
+        out = pc.replace_with_mask(values, pa.array(changed), pa.array(replaced, pa.string()))
+        return out, found
+    new = values.to_pylist()
     for row in rows.tolist():
         counts: dict[str, int] = {}
         try:

@@ -103,11 +103,13 @@ def prefilters() -> tuple[tuple[str, ...], ...]:
     prefixes = sorted({k for r in kept for k in r.keywords if not k.isalpha() and len(k) > 2})
     vendors = sorted({k for r in kept for k in r.keywords if k.isalpha() and len(k) > 3})
     names = (
-        r"(?:passw|pass\b|pwd|pw\b|secret|api.?key|access.?key|token|credential|key)"
-        r"[\w.-]{0,20}[\"'`]?\s*(?::=|=>|\?=|!==?|===?|=|:|<-)"
+        r"(?:pass|pwd|pw\b|secret|api.?key|access.?key|token|credential|key)"
+        r"[ \t\w.-]{0,20}[\"'`]?\s*(?::=|=>|\?=|!==?|===?|=|:|<-|,|>|\|\|)"
     )
     plain = [
+        TOKENS.pattern,
         r"PRIVATE KEY",
+        r"\bcurl\b",  # gitleaks' curl rules: `-u user:password`, `-H 'Authorization: …'`
         r"eyJ[A-Za-z0-9_-]{4}",
         r"://[^/\s:@]+:[^@/\s]+@",
         r"(?i)" + names,
@@ -117,7 +119,8 @@ def prefilters() -> tuple[tuple[str, ...], ...]:
     return (
         ("|".join(f"(?:{p})" for p in plain),),
         (_RUN, _MIXED),
-        (_RUN, r"(?i)(?:" + "|".join(vendors) + ")"),
+        # a vendor's name and a shorter run (`SUMO_ACCESS_ID = "suGyI5imvADdvU"`)
+        (r"(?i)(?:" + "|".join(vendors) + ")", r"[A-Za-z0-9_+/=~.-]{10}"),
     )
 
 
