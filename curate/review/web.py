@@ -122,9 +122,11 @@ def app(review: Review, port: int | None = None) -> Any:
 
     async def decide_route(request: Request) -> Response:
         try:
-            raw = await request.body()
-            if len(raw) > MAX_BODY:
-                return JSONResponse({"error": f"a body over {MAX_BODY} bytes"}, status_code=413)
+            raw = b""
+            async for chunk in request.stream():  # never more than MAX_BODY held
+                raw += chunk
+                if len(raw) > MAX_BODY:
+                    return JSONResponse({"error": f"a body over {MAX_BODY} bytes"}, status_code=413)
             body = json.loads(raw)
         except (ValueError, RecursionError):
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
