@@ -700,8 +700,11 @@ def review(
         if as_json:
             print_json(rec)
         else:
+            why = rec["reason_reviewed"]
             make_console().print(
-                f"{rec['decision']} {rec['id']} ({rec['reason_reviewed']}) recorded"
+                f"{rec['decision']} {rec['id']} recorded "
+                + (f"(it was rejected as {why})" if why else "(a row the build kept)"),
+                markup=False,
             )
         return
     items = sample_rejections(manifest, reason, source, n, seed)
@@ -775,6 +778,11 @@ def main(argv: list[str] | None = None) -> None:
     from curate.errors import UserError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["--version"], ["-V"]):
+        from curate import __version__
+
+        print(f"curate {__version__}")
+        return
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     if args[:2] in (["mine", "import"], ["mine", "report"]):  # `mine LOGS...` takes any path

@@ -228,7 +228,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, file: str | None = None) -
     try:
         config = MixtureConfig.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
-        problems += pydantic_problems(exc, raw, file)
+        problems += pydantic_problems(exc, raw, file, MixtureConfig)
     from curate.config_rules import check_semantics
 
     problems += check_semantics(raw, base_dir, file)
@@ -258,22 +258,68 @@ def read_model(path: Path, model: type[M], hint: str) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(pydantic_problems(exc, raw, str(path)), str(path)) from exc
+        raise ConfigError(pydantic_problems(exc, raw, str(path), model), str(path)) from exc
 
 
-def pydantic_problems(exc: ValidationError, raw: dict[str, Any], file: str | None) -> list[Problem]:
-    """pydantic's errors as Problems that name the key as the user wrote it."""
+def pydantic_problems(
+    exc: ValidationError, raw: dict[str, Any], file: str | None, model: type | None = None
+) -> list[Problem]:
+    """pydantic's errors as Problems that name the key as the user wrote it; an unknown key
+    is answered with the valid keys in its place and the closest one (`model`: the file's)."""
     problems = []
     for err in exc.errors():
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = unknown_key(model, err["loc"])
         elif err["type"] == "missing":
             msg = "required key is missing"
         value = None if err["type"] == "missing" else err.get("input")
         key = _key_of(err["loc"], raw)
         problems.append(Problem(key, msg, value if not isinstance(value, dict) else None, file))
     return problems
+
+
+def unknown_key(model: type | None, loc: tuple[Any, ...]) -> str:
+    """`unknown key; did you mean 'truncated_min_words'? valid here: a, b, c`."""
+    import difflib
+
+    valid = _fields_at(model, loc[:-1]) if model is not None else []
+    if not valid:
+        return "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key{hint} valid here: {', '.join(sorted(valid))}"
+
+
+def _fields_at(model: Any, path: tuple[Any, ...]) -> list[str]:
+    """The keys a TOML table at `path` (field names, list indexes) of `model` may hold."""
+    import types
+    import typing
+
+    node = model
+    for step in path:
+        if isinstance(step, int):
+            continue
+        fields = getattr(node, "model_fields", {})
+        field = next((f for n, f in fields.items() if (f.alias or n) == step), None)
+        if field is None:
+            return []
+        node = _model_in(field.annotation, typing, types)
+        if node is None:
+            return []
+    fields = getattr(node, "model_fields", {})
+    return [f.alias or n for n, f in fields.items() if n != "base_dir"]
+
+
+def _model_in(annotation: Any, typing: Any, types: Any) -> Any:
+    """The pydantic model inside `X | None`, `list[X]`, `dict[str, X]` (or None)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg, typing, types)
+        if found is not None:
+            return found
+    return None
 
 
 def _key_of(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:

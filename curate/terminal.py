@@ -4,6 +4,7 @@ rule statistics, and the one-row-at-a-time review loop. The library decides; thi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,10 @@ def make_console(stderr: bool = False) -> Any:
         def render_str(self, text: str, **kwargs: Any) -> Any:
             return super().render_str(clean(text), **kwargs)
 
-    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # piped or captured: as wide as the content (up to COLUMNS, else 200), not cut at 80
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS") or 200)
+    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def print_json(obj: Any) -> None:
@@ -198,6 +202,8 @@ def decide_loop(
 ) -> None:
     """One row at a time: k keep, r reject (text after the key is the note), s skip, u undo,
     q quit. Each decision is appended at once, so quitting or a crash loses none."""
+    from rich.markup import escape
+
     from curate.review.decisions import append, record
     from curate.review.loop import decisions_path
 
@@ -209,7 +215,7 @@ def decide_loop(
         item = items[i]
         render_item(console, item)
         try:
-            line = console.input("[k]eep [r]eject [s]kip [u]ndo [q]uit (+ note): ").strip()
+            line = console.input(escape("[k]eep [r]eject [s]kip [u]ndo [q]uit (+ note): ")).strip()
         except EOFError:
             break
         key, _, text = line.partition(" ")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from curate.config import unknown_key
 from curate.errors import ConfigError, Problem
 
 
@@ -73,7 +74,12 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else "train"
             messages, _ = found.setdefault(key, ([], err.get("input")))
-            if err["msg"] not in messages:
-                messages.append(err["msg"])
+            msg = (
+                unknown_key(TrainConfig, err["loc"])
+                if err["type"] == "extra_forbidden"
+                else err["msg"]
+            )
+            if msg not in messages:
+                messages.append(msg)
         problems = [Problem(k, " or ".join(m), v) for k, (m, v) in found.items()]
         raise ConfigError(problems, file) from exc
