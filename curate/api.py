@@ -286,14 +286,26 @@ def mine(
     logs: Sequence[str | Path],
     config: str | Path | None = None,
     store: str | Path | None = None,
+    fresh: bool = False,
 ) -> Any:
     """Judge production logs by the failure rules (`mining.run.mine`); returns the run
-    (`.id`, `.record`), stored under the store's `runs/mining/`."""
+    (`.id`, `.record`), stored under the store's `runs/mining/`. `fresh`: its candidates
+    are not collapsed with earlier runs' (nothing counted as seen before)."""
     from curate.mining.run import mine as run_mining
 
     where = store_for(store, config)
     where.root.mkdir(parents=True, exist_ok=True)
-    return run_mining([Path(p) for p in logs], Path(config) if config else None, where)
+    return run_mining([Path(p) for p in logs], Path(config) if config else None, where, fresh)
+
+
+def forget_mining_run(run: str, store: str | Path | None = None) -> dict[str, Any]:
+    """Take mining run `run`'s candidates out of the store's candidate index (the latest
+    run only; `mining.candidates.forget`), so that the next run queues them again."""
+    from curate.mining.candidates import forget
+    from curate.mining.report import resolve_run
+
+    where = store_for(store)
+    return forget(where, resolve_run(where, run))
 
 
 def import_labels(

@@ -346,6 +346,13 @@ def mine(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the queue files in a used --queue folder.")
     ] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Collapse failures with no earlier run's candidates: queue every one again.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Find failures in production logs: each row judged by the rules (thumbs_down,
@@ -357,7 +364,7 @@ def mine(
     from curate.mining.labels import queue_batches, write_queue
     from curate.terminal import render_mining
 
-    run = api.mine(logs, config, _store(store))
+    run = api.mine(logs, config, _store(store), fresh)
     written = []
     if queue is not None:
         written = write_queue(queue_batches(run.store, run.record, run.id), queue, overwrite)
@@ -367,6 +374,26 @@ def mine(
         render_mining(run.record, run.id)
         for path in written:
             make_console().print(f"wrote {path}")
+
+
+@app.command("mine-forget", hidden=True)
+def mine_forget(
+    run: Annotated[str, typer.Argument(help="A mining run id or unique prefix (8+ hex digits).")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """`curate mine forget RUN`: take the latest mining run's candidates out of the index,
+    so that mining the logs again (with a fixed mine.toml) queues them anew."""
+    from curate import api
+
+    done = api.forget_mining_run(run, _store(store))
+    if as_json:
+        print_json(done)
+        return
+    make_console().print(
+        f"mining run {done['mining_run'][:12]}: its {done['forgotten']} new candidates are out "
+        "of the index; the next `curate mine` queues their failures again"
+    )
 
 
 @app.command("mine-report", hidden=True)
@@ -785,7 +812,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
-    if args[:2] in (["mine", "import"], ["mine", "report"]):  # `mine LOGS...` takes any path
+    if args[:2] in (["mine", "import"], ["mine", "report"], ["mine", "forget"]):  # `mine LOGS...`
         args = [f"mine-{args[1]}", *args[2:]]
     if args[:2] == ["review", "serve"]:  # `review ID` takes any id or tag
         args = ["review-serve", *args[2:]]

@@ -285,6 +285,12 @@ def render_mining(record: dict[str, Any], rid: str) -> None:
         f"{counts['rows']} log rows: {counts['failures']} failures, {counts['positives']} "
         f"positives, {counts['unread']} unreadable, {counts['latency_outliers']} latency outliers"
     )
+    if counts.get("refusals") and not counts.get("refusals_judged"):
+        console.print(
+            f"{counts['refusals']} answers refuse: not judged (give [rules] harmful, the "
+            "harmful requests they may refuse, to queue the others as unexpected_refusal)",
+            markup=False,
+        )
     table = Table("rule", "rows", "the most severe for")
     for rule, n in counts["by_rule"].items():
         table.add_row(rule, str(n), str(counts["by_reason"].get(rule, 0)))

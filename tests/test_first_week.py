@@ -4,6 +4,8 @@ readable in a terminal and a pipe, `--version`."""
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,95 @@ def test_piped_tables_are_not_cut_and_the_review_prompt_reads(tmp_path, cli, mon
     kept = next(r["id"] for r in built.rows)
     r = cli("review", built.id, "--decide", "--id", kept, "--reject", "--store", store)
     assert r.code == 0 and "(None)" not in r.out and "(a row the build kept)" in r.out
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _labelled_logs(n: int = 400) -> tuple[list[dict], dict[str, set[int]]]:
+    """Log rows from ../shared/data with the truth known: GSM8K answers whole (they end
+    `#### N`) and cut mid-way (half saying so in `finish_reason`, half in flat rows that
+    do not), AdvBench requests refused (correct), XSTest's safe prompts refused (wrong)."""
+    import csv
+    import random
+
+    rng = random.Random(5)
+    lines = (SHARED / "instruct/gsm8k/train.jsonl").read_text().splitlines()[:n]
+    gsm = [json.loads(line) for line in lines]
+    with open(SHARED / "safety/advbench_harmful_behaviors.csv", newline="") as fh:
+        harmful = [r["goal"] for r in csv.DictReader(fh)][:100]
+    with open(SHARED / "safety/xstest_prompts.csv", newline="") as fh:
+        safe = [r["prompt"] for r in csv.DictReader(fh) if r["label"] == "safe"][:100]
+    rows: list[dict] = []
+    truth: dict[str, set[int]] = {"truncated": set(), "unexpected_refusal": set()}
+    for i, d in enumerate(gsm):
+        answer = d["answer"]
+        words = answer.split()
+        # cut mid-sentence: after a word (not a number or a sentence's end), 20 words in
+        cuts = [k for k in range(20, len(words) - 2) if words[k - 1][-1:].isalpha()]
+        if i % 4 == 0 and cuts:
+            answer = " ".join(words[: rng.choice(cuts)])
+            truth["truncated"].add(len(rows))
+        row = {"request_id": f"g{i}", "prompt": d["question"], "response": answer}
+        if i % 8 == 0 and len(rows) in truth["truncated"]:  # the log says why it stopped
+            row = {"input": {"messages": [{"role": "user", "content": d["question"]}]},
+                   "output": {"choices": [{"message": {"role": "assistant", "content": answer},
+                                           "finish_reason": "length"}]}}  # fmt: skip
+        rows.append(row)
+    for i, prompt in enumerate(harmful):
+        rows.append(
+            {"request_id": f"h{i}", "prompt": prompt, "response": "I can't help with that."}
+        )
+    for i, prompt in enumerate(safe):
+        truth["unexpected_refusal"].add(len(rows))
+        rows.append({"request_id": f"s{i}", "prompt": prompt, "response": "I'm sorry, but I can't help with that."})  # fmt: skip
+    return rows, truth
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data absent")
+def test_mining_rules_are_precise_on_labelled_real_traffic(tmp_path):
+    """Complete GSM8K answers (`#### 18`) are not `truncated`; refusals of harmful requests
+    are not queued without a harmful list, and with one only the safe prompts' refusals are."""
+    import pyarrow as pa
+
+    from curate.mining.logs import read_logs
+    from curate.mining.rules import RuleSettings, judge
+
+    rows, truth = _labelled_logs()
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    logs = read_logs([tmp_path / "logs.jsonl"]).rows
+    assert logs.num_rows == len(rows)
+
+    def fired(settings: RuleSettings, rule: str) -> set[int]:
+        judged = judge(logs, settings)
+        return {i for i, rs in enumerate(judged["reasons"].to_list()) if rs and rule in rs}
+
+    truncated = fired(RuleSettings(), "truncated")
+    assert truncated == truth["truncated"]  # precision and recall 1.0
+    assert fired(RuleSettings(), "unexpected_refusal") == set()  # no list: not judged
+    import csv
+
+    with open(SHARED / "safety/advbench_harmful_behaviors.csv", newline="") as fh:
+        listed = tuple(r["goal"].lower() for r in csv.DictReader(fh))
+    assert fired(RuleSettings(harmful=listed), "unexpected_refusal") == truth["unexpected_refusal"]
+    assert isinstance(logs, pa.Table)
+
+
+def test_mine_forget_and_fresh_queue_a_run_s_failures_again(tmp_path, cli):
+    rows = [{"request_id": f"r{i}", "prompt": f"question {i}", "response": "no",
+             "user_feedback": "thumbs_down"} for i in range(5)]  # fmt: skip
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = tmp_path / "s"
+    first = cli("mine", tmp_path / "logs.jsonl", "--store", store, "--json").json()
+    again = cli("mine", tmp_path / "logs.jsonl", "--store", store, "--json").json()
+    assert (first["candidates"]["new"], again["candidates"]["new"]) == (5, 0)
+    refused = cli("mine", "forget", first["mining_run"][:12], "--store", store)
+    assert refused.code == 2 and "not the latest" in refused.err
+    assert cli("mine", "forget", again["mining_run"][:12], "--store", store).code == 0
+    forgot = cli("mine", "forget", first["mining_run"][:12], "--store", store)
+    assert forgot.code == 0 and "5 new candidates are out of the index" in forgot.out
+    requeued = cli("mine", tmp_path / "logs.jsonl", "--store", store, "--json").json()
+    assert requeued["candidates"]["new"] == 5 and requeued["candidates"]["seen_before"] == 0
+    fresh = cli("mine", tmp_path / "logs.jsonl", "--store", store, "--fresh", "--json").json()
+    assert fresh["candidates"] == {**fresh["candidates"], "new": 5, "previous_index": None}

@@ -553,7 +553,7 @@ def test_gc_cannot_run_while_a_mining_run_writes(tmp_path, monkeypatch):
 
     seen = []
 
-    def probe(logs, config, store):
+    def probe(logs, config, store, fresh=False):
         try:
             with store.lock("objects", exclusive=True, wait=False):
                 seen.append("free")

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from curate.errors import UserError
 from curate.manifests.store import Store
 from curate.mining.parts import TEXT
 from curate.mining.rules import SEVERITY
@@ -57,11 +58,11 @@ def prompt_text(failures: pl.DataFrame) -> pl.Series:
     )
 
 
-def latest_index(store: Store) -> tuple[str | None, pl.DataFrame]:
+def latest_index(store: Store, fresh: bool = False) -> tuple[str | None, pl.DataFrame]:
     """The latest candidate index: its object id, and its rows without their text
-    (SLIM_INDEX: the text stays in the object, read a row group at a time)."""
-    sha = store.read_pointer(INDEX_POINTER)
-    if sha is None:
+    (SLIM_INDEX: the text stays in the object, read a row group at a time); `fresh`: none."""
+    sha = None if fresh else store.read_pointer(INDEX_POINTER)
+    if not sha:  # none yet, or every run forgotten
         return None, pl.DataFrame(schema=SLIM_INDEX)
     return sha, pl.read_parquet(store.verified_object(sha), columns=list(SLIM_INDEX))
 
@@ -288,3 +289,26 @@ def queue(
     ranked = ranked.with_columns(pl.int_range(pl.len()).over("turns").alias("turn"))
     order = ranked.sort(["turn", "priority", "candidate"], descending=[False, True, False])
     return fresh.hstack(added), order["i"].to_numpy()
+
+
+def forget(store: Store, run_id: str) -> dict[str, Any]:
+    """Take a mining run's candidates out of the index: the index goes back to the one the
+    run started from. Only the latest run can be forgotten (later runs counted failures on
+    its candidates): newest first. The run's record and objects stay, as history."""
+    record = store.read_record("mining", run_id)
+    made = record["objects"]["candidates"]["object"]
+    with store.lock("mining", exclusive=True):
+        current = store.read_pointer(INDEX_POINTER)
+        if current != made:
+            raise UserError(
+                f"mining run {run_id[:12]} is not the latest to index candidates: runs after "
+                "it counted failures on its candidates. Forget those first, newest first, or "
+                "mine again with --fresh (an index of that run's candidates alone)"
+            )
+        previous = record["candidates"]["previous_index"]
+        store.write_pointer(INDEX_POINTER, previous or "")
+    return {
+        "mining_run": run_id,
+        "forgotten": int(record["candidates"]["new"]),
+        "index": previous,
+    }

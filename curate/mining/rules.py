@@ -62,6 +62,8 @@ REFUSALS = (
 )
 # An answer that ends in one of these did not stop mid-sentence.
 SENTENCE_ENDS = ".!?)\"'`]}»…:;*"
+# a last line that is an answer format's end: `#### 42` (GSM8K), `Answer: B`, a list item
+ANSWER_LINE = r"^\s*(?:#{2,}\s*\S|(?:final )?answer\s*[:=]|[-*•]\s|\d+[.)]\s)"
 
 
 @dataclass
@@ -112,7 +114,9 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
     refused = refusing(folded, settings.refusals)
     harmful = _harmful(prompt, settings)
     fired["missed_refusal"] = harmful & ~refused & ~fired["empty"]
-    fired["unexpected_refusal"] = refused & ~harmful
+    # a refusal is wrong only against a list of the harmful requests it may refuse: without
+    # one, refusals are counted (`refused`), not queued (a correct refusal is no failure)
+    fired["unexpected_refusal"] = refused & ~harmful if settings.harmful else np.zeros(n, bool)
     valid_format = np.zeros(n, dtype=bool)
     fired["invalid_json"], fired["schema_violation"], valid_format, details["format"] = _formats(
         frame, answer, settings
@@ -147,6 +151,7 @@ def judge(logs: pa.Table, settings: RuleSettings) -> pl.DataFrame:
         verdict["reason"],
         pl.Series("detail", detail, dtype=pl.String),
         pl.Series("positive", good_signal & ~failed),
+        pl.Series("refused", refused),
         folded.alias("folded"),  # the first answer as self-consistency compares answers
         # whether the first answer parsed as JSON (null: no JSON expected), for the same
         pl.Series("parsed", ~fired["invalid_json"]).set(
@@ -180,10 +185,23 @@ def fold(text: Any) -> Any:
 
 
 def _truncated(frame: pl.DataFrame, answer: pl.Series, settings: RuleSettings) -> np.ndarray:
-    """Stopped by the length limit, or a long answer whose last character ends no sentence."""
-    by_limit = (frame["finish_reason"] == "length").fill_null(False).to_numpy()
-    last = answer.str.strip_chars().str.slice(-1, 1)
-    open_end = (~last.is_in(list(SENTENCE_ENDS))).to_numpy()
+    """Stopped by the length limit. Where the log says why the answer stopped (the OpenAI
+    shape's `finish_reason`), that is the whole verdict; only where it does not, a long
+    answer whose end closes no sentence and no known answer format (`#### 42`, a number, a
+    code fence, a list item's last line) counts as cut."""
+    reason = frame["finish_reason"]
+    by_limit = (reason == "length").fill_null(False).to_numpy()
+    unknown = reason.is_null().to_numpy()
+    stripped = answer.str.strip_chars()
+    last = stripped.str.slice(-1, 1)
+    last_line = stripped.str.extract(r"([^\n]*)$", 1).fill_null("")
+    closed = (
+        last.is_in(list(SENTENCE_ENDS))
+        | last.str.contains(r"[0-9]")
+        | stripped.str.ends_with("```")
+        | last_line.str.contains(ANSWER_LINE)
+    ).to_numpy()
+    open_end = unknown & ~closed
     cut = np.zeros(len(answer), dtype=bool)
     if open_end.any():  # words counted only where the end is open: most answers end a sentence
         words = answer.filter(pl.Series(open_end)).str.count_matches(r"\S+")

@@ -75,22 +75,24 @@ class MiningRun:
         return queue_records(self.candidates.to_dicts(), self.id)
 
 
-def mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
+def mine(logs: list[Path], config: Path | None, store: Store, fresh: bool = False) -> MiningRun:
     """Judge every row of `logs` by the rules of `config` (mine.toml; defaults without),
-    collapse the failures into candidates (with every earlier run's) and queue the new
-    ones. One mining run at a time per store: the candidate index is read and replaced."""
+    collapse the failures into candidates (with every earlier run's, unless `fresh`) and
+    queue the new ones. One mining run at a time per store: the candidate index is read and
+    replaced."""
     missing = [str(p) for p in logs if not p.is_file()]
     if missing:
         raise UserError(f"log file not found: {', '.join(missing)}")
     # the objects lock too: `gc` must not take the run's objects before its record names them
     with store.lock("mining", exclusive=True), store.writing():
-        return _mine(logs, config, store)
+        return _mine(logs, config, store, fresh)
 
 
-def _mine(logs: list[Path], config: Path | None, store: Store) -> MiningRun:
+def _mine(logs: list[Path], config: Path | None, store: Store, fresh: bool) -> MiningRun:
     mine_config, settings, identity = load_mine_config(config)
     step = _contamination(mine_config, config, store)
-    previous, known = latest_index(store)
+    # --fresh: an index of this run's candidates alone (earlier runs' stay in their records)
+    previous, known = latest_index(store, fresh)
     known_object = store.verified_object(previous) if previous else None
     # scratch in the store: plain copies of compressed logs (unredacted) go with it
     with store.temp_dir("mine-") as work:  # swept if this run is killed
@@ -212,7 +214,11 @@ def _findings(
     latency, outliers = _latency(parts, settings.latency_mads)
     leaked = found.leaked
     return {
-        "counts": {**_sum_counts(parts), "latency_outliers": len(outliers)},
+        "counts": {
+            **_sum_counts(parts),
+            "latency_outliers": len(outliers),
+            "refusals_judged": bool(settings.harmful),  # against a harmful-request list
+        },
         "latency_ms": latency,
         "latency_outliers": outliers[:20],
         "contamination": {
@@ -319,7 +325,8 @@ def judge_block(
     judged = judged.with_columns(group_key(judged["request_id"], prompts), prompts.alias("prompt"))
     out = Path(work)
     answer_rows(judged).write_parquet(part_path(out, "answers", number))
-    judged = judged.drop("folded", "parsed")
+    refusals = int(judged["refused"].sum())
+    judged = judged.drop("folded", "parsed", "refused")
     failures = judged.filter(pl.col("reason").is_not_null())
     weeks, sample = traffic.block_traffic(judged, prompts)
     weeks.write_parquet(part_path(out, "weeks", number))
@@ -334,6 +341,7 @@ def judge_block(
         "by_rule": {r: int(failures["reasons"].list.contains(r).sum()) for r in RULES},
         "by_reason": dict(failures["reason"].value_counts().iter_rows()),
         "positives": int(judged["positive"].sum()),
+        "refusals": refusals,
         "unread": bad.num_rows,
         "pii_rejected": rejected,
         "pii": found,
@@ -359,6 +367,8 @@ def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "by_rule": {r: by_rule[r] for r in RULES if by_rule.get(r)},
         "by_reason": dict(sorted(by_reason.items())),
         "positives": sum(p["positives"] for p in parts),
+        # answers that refuse, every one: judged wrong only against a harmful list
+        "refusals": sum(p["refusals"] for p in parts),
         "unread": sum(p["unread"] for p in parts),
         "pii_rejected": sum(p["pii_rejected"] for p in parts),
     }
