@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import transcripts
+
 SPLIT_NAMES = ("train", "validation", "test")  # the output's splits, in this order
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -291,8 +293,15 @@ def normalize(cols: pa.Table, meta: pa.Array | None, fmt: str, source: str) -> p
         sub = cols.take(pa.array(rows))
         _check_required(sub, name, rows, verdicts)
         if name == "text":
-            kinds[rows] = "text"
             text = sub.column("text").combine_chunks()
+            spoken = transcripts.is_transcript(text)  # `Human: … Assistant: …`: a chat
+            if spoken.any():
+                kinds[rows[spoken]] = "chat"
+                turns = _turn_rows(text.filter(pa.array(spoken)))
+                _check_turns(turns, rows[spoken], ("text", "role", "content"), verdicts)
+                msgs.append((rows[spoken], turns))
+                rows, text = rows[~spoken], text.filter(pa.array(~spoken))
+            kinds[rows] = "text"
             blank = _is_blank(text)
             verdicts.mark(
                 rows[blank],
@@ -304,6 +313,16 @@ def normalize(cols: pa.Table, meta: pa.Array | None, fmt: str, source: str) -> p
         if name == "preference":
             kinds[rows] = "preference"
             prompt = sub.column("prompt").combine_chunks()
+            spoken = prompt.is_null().to_numpy(zero_copy_only=False) & transcripts.is_transcript(
+                sub.column("chosen").combine_chunks()
+            )
+            if spoken.any():  # hh-rlhf's pairs: the conversation is in each side
+                pairs = _transcript_pairs(sub.filter(pa.array(spoken)), rows[spoken], verdicts)
+                msgs.append((rows[spoken], pairs[0]))
+                chosen = _scatter(chosen, rows[spoken], pairs[1])
+                rejected = _scatter(rejected, rows[spoken], pairs[2])
+                rows, sub = rows[~spoken], sub.filter(pa.array(~spoken))
+                prompt = sub.column("prompt").combine_chunks()
             msgs.append((rows, _build_turns(len(rows), [("user", prompt)])))
             for field in ("chosen", "rejected"):
                 answer = sub.column(field).combine_chunks()
@@ -327,6 +346,7 @@ def normalize(cols: pa.Table, meta: pa.Array | None, fmt: str, source: str) -> p
     messages = pa.nulls(n, MESSAGES)
     for rows, built in msgs:
         messages = _scatter(messages, rows, built)
+    _check_speakers(messages, chosen, rejected, verdicts)
     out = pa.table(
         {
             "source": pa.array([source] * n, pa.string()),
@@ -342,6 +362,51 @@ def normalize(cols: pa.Table, meta: pa.Array | None, fmt: str, source: str) -> p
     stage = pc.if_else(pc.is_null(reasons), pa.scalar(None, pa.string()), pa.scalar("read"))
     out = out.append_column("stage", stage).append_column("reason", reasons)
     return out.append_column("detail", pa.array(verdicts.detail, pa.string()))
+
+
+def _turn_rows(texts: pa.Array) -> pa.Array:
+    """MESSAGES rows of written transcripts."""
+    return pa.array([transcripts.split(t) for t in texts.to_pylist()], MESSAGES)
+
+
+def _transcript_pairs(
+    sub: pa.Table, rows: np.ndarray, verdicts: _Verdicts
+) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """(prompt turns, chosen, rejected) of preference rows written as transcripts; a pair
+    whose sides do not share their conversation is rejected, naming why."""
+    prompts, chosen, rejected, bad, why = [], [], [], [], []
+    pairs = zip(sub.column("chosen").to_pylist(), sub.column("rejected").to_pylist(), strict=True)
+    for k, (a, b) in enumerate(pairs):
+        found = transcripts.preference(a or "", b or "")
+        if isinstance(found, str):
+            bad.append(k)
+            why.append({"field": "chosen", "error": found})
+            found = ([], [], [])
+        prompts.append(found[0])
+        chosen.append(found[1])
+        rejected.append(found[2])
+    verdicts.mark(rows[np.array(bad, dtype=np.int64)], "invalid_schema", why)
+    return (pa.array(prompts, MESSAGES), pa.array(chosen, MESSAGES), pa.array(rejected, MESSAGES))
+
+
+def _check_speakers(
+    messages: pa.Array, chosen: pa.Array, rejected: pa.Array, verdicts: _Verdicts
+) -> None:
+    """A row with no user turn, or an answer that still holds `\n\nHuman:`: a conversation
+    read as one turn, rejected with a reason of its own, never trained."""
+    no_user, marked = transcripts.wrong_turns(messages, [chosen, rejected])
+    verdicts.mark(
+        np.flatnonzero(no_user),
+        "no_user_turn",
+        {"field": "messages", "error": "no user turn: nothing asked this answer"},
+    )
+    verdicts.mark(
+        np.flatnonzero(marked),
+        "role_marker_in_answer",
+        {
+            "error": "an answer holds '\\n\\nHuman:' / '\\n\\nAssistant:': a conversation read as one turn"
+        },
+    )
 
 
 def _format_groups(cols: pa.Table, fmt: str, verdicts: _Verdicts):

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 REASONS = (
     "malformed",
     "invalid_schema",
+    "no_user_turn",
+    "role_marker_in_answer",
     "empty_response",
     "language",
     "pii",

@@ -162,3 +162,39 @@ def test_mine_forget_and_fresh_queue_a_run_s_failures_again(tmp_path, cli):
     assert requeued["candidates"]["new"] == 5 and requeued["candidates"]["seen_before"] == 0
     fresh = cli("mine", tmp_path / "logs.jsonl", "--store", store, "--fresh", "--json").json()
     assert fresh["candidates"] == {**fresh["candidates"], "new": 5, "previous_index": None}
+
+
+def test_transcripts_are_split_into_turns_and_one_read_as_an_answer_is_refused(tmp_path):
+    """hh-rlhf's shape: a pair of transcripts is the shared conversation and each side's
+    last answer; a text transcript is a chat; a row with no user turn, or an answer holding
+    `\\n\\nHuman:`, is rejected with a reason of its own."""
+    convo = "\n\nHuman: How do I bake bread?\n\nAssistant: With flour.\n\nHuman: And then?"
+    rows = [
+        {"chosen": convo + "\n\nAssistant: Knead and bake it.",
+         "rejected": convo + "\n\nAssistant: No idea."},
+        {"text": "Human: Hi there\n\nAssistant: Hello! How can I help?"},
+        {"prompt": None, "chosen": "just an answer", "rejected": "another"},
+        {"messages": [{"role": "user", "content": "q"},
+                      {"role": "assistant", "content": "a\n\nHuman: more?\n\nAssistant: yes"}]},
+        {"chosen": convo + "\n\nAssistant: A.", "rejected": "\n\nHuman: other\n\nAssistant: B."},
+    ]  # fmt: skip
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    built = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
+    by_line = {r["origin"].split(":")[1]: r for r in built.rows + built.ledger}
+    assert {k: r.get("reason") for k, r in by_line.items()} == {
+        "1": None, "2": None, "3": "no_user_turn", "4": "role_marker_in_answer",
+        "5": "invalid_schema",
+    }  # fmt: skip
+    pair = by_line["1"]
+    assert pair["kind"] == "preference" and [m["role"] for m in pair["messages"]] == [
+        "user", "assistant", "user"
+    ]  # fmt: skip
+    assert pair["messages"][2]["content"] == "And then?"
+    assert pair["chosen"] == [{"role": "assistant", "content": "Knead and bake it."}]
+    assert pair["rejected"] == [{"role": "assistant", "content": "No idea."}]
+    text = by_line["2"]
+    assert text["kind"] == "chat" and text["messages"] == [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+    ]
+    assert "differ before their last answer" in by_line["5"]["detail"]

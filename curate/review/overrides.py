@@ -30,6 +30,8 @@ from curate.steps import IndexStage, ReportView, Verdicts
 UNUSABLE = (
     "malformed",
     "invalid_schema",
+    "no_user_turn",
+    "role_marker_in_answer",
     "empty_response",
     "template_error",
     "missing_eos",
