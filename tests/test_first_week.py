@@ -198,3 +198,55 @@ def test_transcripts_are_split_into_turns_and_one_read_as_an_answer_is_refused(t
         {"role": "assistant", "content": "Hello! How can I help?"},
     ]
     assert "differ before their last answer" in by_line["5"]["detail"]
+
+
+def test_a_kept_row_is_drawn_first_and_one_that_does_not_land_is_warned(tmp_path):
+    """Rows a reviewer kept are drawn before the rest of their source by the mixture's
+    sample; the manifest says how many reached the output, and warns about the others."""
+    from curate.review.decisions import append
+
+    rows = [
+        chat(f"question {i} about topic {i * 31}", f"the answer {i} is {i * 17}") for i in range(10)
+    ]
+    rows += [
+        chat(f"question {i} about topic {i * 31}", f"the answer {i} is {i * 17}") for i in (1, 2, 3)
+    ]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    write_jsonl(tmp_path / "b.jsonl", [chat(f"other {i}", f"reply {i}") for i in range(60)])
+    sources = [{"name": "a", "path": "a.jsonl", "weight": 0.04},
+               {"name": "b", "path": "b.jsonl", "weight": 0.96}]  # fmt: skip
+    first = build(write_config(tmp_path, sources))
+    copies = first.rejected("exact_duplicate")
+    decisions = tmp_path / "review" / "decisions.jsonl"
+    append(decisions, [{"id": r["id"], "decision": "keep", "manifest": first.id} for r in copies])
+    extra = '[[overrides]]\npath = "review/decisions.jsonl"\n'
+    second = build(write_config(tmp_path, sources, extra=extra))
+    out = {r["id"] for r in second.rows}
+    landed = second.manifest["overrides"]["landed"]
+    a_rows = second.manifest["mixture"]["sources"]["a"]["realized_rows"]
+    assert a_rows == 2 and landed | {"ids_not_in_output": None} == {
+        "kept": 3, "in_output": 2, "not_in_output": {"not_sampled": 1}, "ids_not_in_output": None,
+    }  # fmt: skip
+    # source a's two rows in the output are both rows the reviewer kept: drawn first
+    a_out = {r["id"] for r in second.rows if r["source"] == "a"}
+    assert a_out <= {r["id"] for r in copies} and len(a_out) == 2
+    (warned,) = [w for w in curate_warnings(second.manifest) if w.startswith("overrides:")]
+    assert "3 rows kept by reviewers, 2 in the output" in warned and "not_sampled 1" in warned
+    assert out & a_out == a_out
+
+
+def curate_warnings(manifest: dict) -> list[str]:
+    from curate.manifests.manifest import warnings
+
+    return warnings(manifest)
+
+
+def test_a_mined_source_whose_rows_do_not_reach_the_output_is_warned(tmp_path):
+    task = [chat(f"question {i}", f"answer {i}") for i in range(20)]
+    mined = [chat("question 1", "answer 1"), chat("question 2", "answer 2"), chat("new", "fix")]
+    write_jsonl(tmp_path / "task.jsonl", task)
+    write_jsonl(tmp_path / "mined.jsonl", mined)
+    built = build(write_config(tmp_path, [{"name": "task", "path": "task.jsonl"},
+                                          {"name": "fixes", "path": "mined.jsonl", "role": "mined"}]))  # fmt: skip
+    (warning,) = [w for w in curate_warnings(built.manifest) if "(mined)" in w]
+    assert "2 of 3 corrections did not reach the output (exact_duplicate 2)" in warning

@@ -316,6 +316,14 @@ def override_warnings(data: dict[str, Any]) -> list[str]:
             f"overrides: {stale['count']} decided ids are not in this build (their source "
             f"changed?): {', '.join(stale['ids'][:5])}"
         )
+    landed = report.get("landed") or {}
+    if landed.get("not_in_output"):
+        why = ", ".join(f"{r} {n}" for r, n in landed["not_in_output"].items())
+        out.append(
+            f"overrides: {landed['kept']} rows kept by reviewers, {landed['in_output']} in the "
+            f"output; the others were dropped again ({why}): "
+            f"{', '.join(landed['ids_not_in_output'][:5])}"
+        )
     for key, what in (
         ("refused", "keep decisions refused: those rows cannot be trained on as they are"),
         ("rejected_for_another_reason", "kept rows were rejected for a reason nobody reviewed"),
@@ -381,6 +389,12 @@ def warnings(data: dict[str, Any]) -> list[str]:
                     f"source {name!r}: step {step} rejected {n} of {rows_in} rows ({reasons}); "
                     f"`curate review ID --source {name}` shows them with their evidence"
                 )
+        if src.get("role") == "mined" and src["rows_rejected"]:  # corrections that vanish
+            why = ", ".join(f"{r} {c}" for r, c in sorted(src["rejected"].items()))
+            out.append(
+                f"source {name!r} (mined): {src['rows_rejected']} of {rows_in} corrections did not "
+                f"reach the output ({why}); `curate review ID --source {name}` shows them"
+            )
         left_out = src["rejected"].get("not_sampled", 0)
         if left_out * 2 >= rows_in:
             out.append(

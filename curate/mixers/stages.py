@@ -55,6 +55,10 @@ class MixtureStage(IndexStage):
             sizes,
             tokens,
             id_numbers(index["id"].gather(alive)),
+            # rows a reviewer kept are drawn first: their decision reaches the output
+            index["overridden"].is_not_null().to_numpy()[alive]
+            if "overridden" in index.columns
+            else None,
         )
         copies = np.zeros(index.height, dtype=np.int64)
         copies[alive] = plan.copies

@@ -115,8 +115,12 @@ def plan_mixture(
     sizes: np.ndarray | None = None,
     tokens: np.ndarray | None = None,
     keys: np.ndarray | None = None,
+    first: np.ndarray | None = None,
 ) -> MixturePlan:
     """`source_rank`: the source index of every alive row, in canonical order.
+
+    `first`: per alive row, whether it is drawn before its source's other rows (a row a
+    reviewer kept: a decision that lands, not one a sample drops again).
 
     `keys`: per alive row, a 64-bit number from its id (`id_numbers`); each source's rows
     are drawn in the order of a seeded hash of it, so that a row keeps its fate when others
@@ -152,6 +156,8 @@ def plan_mixture(
         rows = np.nonzero(source_rank == i)[0]
         if len(rows) and wants[i]:
             order = _seeded_order(keys[rows], seed, src.name)
+            if first is not None and first[rows].any():
+                order = order[np.argsort(~first[rows][order], kind="stable")]
             copies[rows] = _draw(size[rows], wants[i], caps[i], order, src.role in floored)
     from curate.mixers.report import mixture_report
 

@@ -183,4 +183,16 @@ class OverrideStage(IndexStage):
         return index
 
     def manifest_report(self, view: ReportView) -> dict[str, Any]:
-        return {"overrides": self.report}
+        """The decisions' report, with where the rows kept ended: in the output, or not
+        (a later stage, the mixture's sample say, dropped them again)."""
+        if "overridden" not in view.index.columns:
+            return {"overrides": self.report}
+        kept = view.index.filter(pl.col("overridden").is_not_null())
+        lost = kept.filter(pl.col("reason").is_not_null())
+        landed = {
+            "kept": kept.height,
+            "in_output": kept.height - lost.height,
+            "not_in_output": dict(sorted(lost["reason"].value_counts().iter_rows())),
+            "ids_not_in_output": lost["id"].head(20).to_list(),
+        }
+        return {"overrides": {**self.report, "landed": landed}}
