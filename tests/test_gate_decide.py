@@ -261,3 +261,21 @@ def test_bad_gate_input_exits_2_naming_the_problem(tmp_path, cli):
     (tmp_path / "gate.toml").write_text('[target]\npath = "nowhere.jsonl"\n')
     bad = cli("gate", "some-run", "--config", str(tmp_path / "gate.toml"))
     assert bad.code == 2 and "target.path: file not found" in bad.err
+
+
+def test_every_scored_item_is_written_with_both_answers_and_its_fate(tmp_path):
+    """gate_samples.jsonl (as lm-eval's --log_samples): a FAIL is read without rerunning."""
+    from curate.gate.run import write_samples
+
+    config, sets = setup(tmp_path, TARGET, {"task.jsonl": MATH})
+    cand, base = answers_right_on("c", {0, 1}), answers_right_on("baseline", set(range(10)))
+    decided = results(config, sets, cand, base, None)
+    path = write_samples(tmp_path / "gate_samples.jsonl", decided, cand, base)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 20 and {x["suite"] for x in lines} == {"target"}
+    two = next(x for x in lines if x["prompt"] == "What is 2 + 2?")
+    assert two["reference"] == "2 + 2 = 4\n#### 4"
+    assert two["candidate"] == {"answer": "#### 5", "stopped": True, "score": False}
+    assert two["baseline"] == {"answer": "#### 4", "stopped": True, "score": True}
+    assert two["counted"] == "lost"
+    assert sorted(x["counted"] for x in lines).count("lost") == 8

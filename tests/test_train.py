@@ -309,6 +309,10 @@ min_rate = 0.8
     target = report["suites"]["target"]
     assert target["baseline"] == 0.0 and target["candidate"] >= 0.8 and target["interval"][0] > 0
     assert report["suites"]["stop"]["candidate"] >= 0.8
+    samples = [json.loads(x) for x in (folder / "gate_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == target["items"] + report["suites"]["stop"]["items"]
+    assert all(s["candidate"]["answer"] is not None for s in samples)
+    assert report["samples"] == str(folder / "gate_samples.jsonl")
     packet = yaml.safe_load((folder / "release.yaml").read_text())
     assert packet["gate"]["decision"] == "pass"
     assert packet["eval_report"]["target"]["candidate"] == target["candidate"]

@@ -344,6 +344,8 @@ def gate(
         say(f"asking the baseline ({other.describe()['run'] or other.base}) the same")
     base = None if other is None else answer(other, asked, g.max_new_tokens, g.batch_size, g.seed)
     decided = results(config, sets, cand, base, judge)
+    if run is not None:  # every item's prompt, answers and scores, as lm-eval's --log_samples
+        say(f"samples: {write_samples(run / 'gate_samples.jsonl', decided, cand, base)}")
     return _report(
         config_path,
         sets,
@@ -355,6 +357,53 @@ def gate(
         report,
         time.perf_counter() - started,
     )
+
+
+def write_samples(path: Path, decided: list[S.Result], cand: Answers, base: Answers | None) -> Path:
+    """One JSON line per scored item: suite, part, prompt, reference, both models' answers
+    (stopped or not) and scores, and which way it counted (`lost`: the baseline had it
+    right, the candidate not) — so a FAIL can be read without running the gate again."""
+    lines = []
+    for result in decided:
+        for part, scored in result.parts.items():
+            for i, prompt in enumerate(scored.prompts):
+                lines.append(
+                    json.dumps(
+                        {
+                            "suite": result.name,
+                            "part": part,
+                            "item": i,
+                            "prompt": prompt,
+                            "reference": scored.items.references[i]
+                            if i < len(scored.items.references)
+                            else None,
+                            "candidate": _side(cand, prompt, scored.candidate[i]),
+                            "baseline": None
+                            if base is None or scored.baseline is None
+                            else _side(base, prompt, scored.baseline[i]),
+                            "counted": _counted(scored, i),
+                        },
+                        ensure_ascii=False,
+                    )
+                )
+    write_bytes(path, "".join(line + "\n" for line in lines).encode())
+    return path
+
+
+def _side(answers: Answers, prompt: str, score: Any) -> dict[str, Any]:
+    made = answers.generations.get(prompt)
+    return {
+        "answer": None if made is None else made.text,
+        "stopped": None if made is None else made.stopped,
+        "score": bool(score),
+    }
+
+
+def _counted(scored: S.Scored, i: int) -> str | None:
+    if scored.baseline is None:
+        return None
+    a, b = bool(scored.baseline[i]), bool(scored.candidate[i])
+    return "tie" if a == b else ("lost" if a else "won")
 
 
 def _baseline(
@@ -403,6 +452,7 @@ def _report(
         "eval_sets": sets.eval_sets(),
         "contamination": leaked,
         "suites": {r.name: {"passed": r.passed, "why": r.why, **r.figures} for r in decided},
+        "samples": None if run is None else str(run / "gate_samples.jsonl"),
         "seconds": round(seconds, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

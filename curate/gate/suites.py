@@ -33,6 +33,7 @@ class Result:
     passed: bool | None  # None: figures only (no baseline, or nothing to decide)
     why: list[str] = field(default_factory=list)  # what failed, in words
     figures: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Scored] = field(default_factory=dict)  # per item: what was scored
 
 
 @dataclass
@@ -111,7 +112,7 @@ def decide(name: str, parts: dict[str, Scored], confidence: float, rule: Callabl
         why += [f"{part}: {w}" if len(parts) > 1 else w for w in found]
     if len(parts) == 1:
         figures = next(iter(figures.values()))
-    return Result(name, (not why) if compared else None, why, figures)
+    return Result(name, (not why) if compared else None, why, figures, dict(parts))
 
 
 # --- rules: why a suite fails -------------------------------------------------------

@@ -138,4 +138,10 @@ def _gate(gate: dict[str, Any] | None) -> str:
             rows,
             {2, 3, 4, 6},
         )
+        + (
+            "<p>Every item, with both answers and scores: "
+            f'<a href="gate_samples.jsonl">gate_samples.jsonl</a> ({escape(gate["samples"])})</p>'
+            if isinstance(gate.get("samples"), str)
+            else ""
+        )
     )
