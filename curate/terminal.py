@@ -340,6 +340,9 @@ def render_mining_report(report: dict[str, Any]) -> None:
             table.add_row(*[str(row[c]) for c in columns])
         console.print(table)
     _render_weeks(report, console)
+    for row in report.get("unreadable", []):  # the rows `unreadable` counts, where they are
+        field = f" {row['field']}:" if row["field"] else ""
+        console.print(f"unreadable {row['origin']}:{field} {row['error']}", markup=False)
     top = Table("candidate", "reason", "count", "runs", "prompt", title="largest candidates")
     for c in report["top_candidates"]:
         top.add_row(c["candidate"], c["reason"], str(c["count"]), str(c["runs"]), c["prompt"][:80])

@@ -250,3 +250,14 @@ def test_a_mined_source_whose_rows_do_not_reach_the_output_is_warned(tmp_path):
                                           {"name": "fixes", "path": "mined.jsonl", "role": "mined"}]))  # fmt: skip
     (warning,) = [w for w in curate_warnings(built.manifest) if "(mined)" in w]
     assert "2 of 3 corrections did not reach the output (exact_duplicate 2)" in warning
+
+
+def test_mine_report_shows_where_the_unreadable_rows_are(tmp_path, cli):
+    lines = [json.dumps({"prompt": "q", "response": "a", "user_feedback": "thumbs_down"}),
+             "{not json", json.dumps({"prompt": "q"})]  # fmt: skip
+    (tmp_path / "logs.jsonl").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "s"
+    run = cli("mine", tmp_path / "logs.jsonl", "--store", store, "--json").json()
+    shown = cli("mine", "report", run["mining_run"][:12], "--store", store).out
+    assert f"unreadable {tmp_path / 'logs.jsonl'}:2: not JSON" in shown
+    assert f"unreadable {tmp_path / 'logs.jsonl'}:3" in shown

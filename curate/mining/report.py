@@ -65,7 +65,19 @@ def mining_report(
         "contamination": record["contamination"],
         "latency_ms": record.get("latency_ms", {}),
         "drift": _drift(store, record, against) if against else None,
+        "unreadable": _unreadable(store, record, top),
     }
+
+
+def _unreadable(store: Store, record: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    """The first unreadable rows: where (path:line), which field, why (redacted already)."""
+    entry = record["objects"].get("unread")
+    if not entry or not record["counts"].get("unread"):
+        return []
+    rows = pl.read_parquet(
+        store.verified_object(entry["object"]), columns=["origin", "field", "error"]
+    )
+    return rows.head(top).to_dicts()
 
 
 def _clusters_of(record: dict[str, Any]) -> dict[str, Any]:
