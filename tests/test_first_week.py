@@ -261,3 +261,20 @@ def test_mine_report_shows_where_the_unreadable_rows_are(tmp_path, cli):
     shown = cli("mine", "report", run["mining_run"][:12], "--store", store).out
     assert f"unreadable {tmp_path / 'logs.jsonl'}:2: not JSON" in shown
     assert f"unreadable {tmp_path / 'logs.jsonl'}:3" in shown
+
+
+def test_a_twin_left_out_by_the_mixture_is_shown_with_its_reason(tmp_path):
+    from curate import api
+    from curate.review.sample import sample_rejections
+
+    rows = [chat(f"question {i}", f"answer {i}") for i in range(30)] + [
+        chat("question 3", "answer 3")
+    ]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    write_jsonl(tmp_path / "b.jsonl", [chat(f"other {i}", f"reply {i}") for i in range(60)])
+    sources = [{"name": "a", "path": "a.jsonl", "weight": 0.05},
+               {"name": "b", "path": "b.jsonl", "weight": 0.95}]  # fmt: skip
+    built = build(write_config(tmp_path, sources))
+    manifest = api.open_manifest(built.id, tmp_path / ".store")
+    (item,) = sample_rejections(manifest, "exact_duplicate", None, 5, 0)
+    assert item["twin"]["status"] == "rejected: not_sampled"  # was "rejected"

@@ -82,7 +82,10 @@ def find_row(con: Any, row_id: str) -> dict[str, Any] | None:
         )
         if found:
             rec = found[0]
-            twin = {"id": rec["id"], "source": rec["source"], "status": where, **_payload(rec)}
+            # a rejected twin is shown with its reason (`not_sampled`: kept by the steps,
+            # left out by the mixture), never as a bare "rejected"
+            status = where if where == "kept" else f"{where}: {rec['reason']}"
+            twin = {"id": rec["id"], "source": rec["source"], "status": status, **_payload(rec)}
             if where == "kept":
                 twin["split"] = rec["split"]
             else:
