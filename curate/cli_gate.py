@@ -110,3 +110,19 @@ def serve(
         print(f"token: {token}  (send it as 'Authorization: Bearer ...')", flush=True)
     folder = resolve_base(model, api.store_for(_store(store)).root / "cache")
     run_server(folder, name, port, token)
+
+
+@app.command()
+def models(as_json: JsonOpt = False) -> None:
+    """The models installed with curate that need no network: give one's name to `--base`
+    (`curate train ID --base smollm2`, `curate serve smollm2`)."""
+    from curate.train.offline import offline_models
+
+    found = offline_models()
+    if as_json:
+        print_json(found)
+        return
+    console = make_console()
+    for m in found:
+        where = m["path"] or f"not installed ({m['install']})"
+        console.print(f"{m['name']}: {m['what']}\n  {where}", markup=False)

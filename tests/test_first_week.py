@@ -278,3 +278,15 @@ def test_a_twin_left_out_by_the_mixture_is_shown_with_its_reason(tmp_path):
     manifest = api.open_manifest(built.id, tmp_path / ".store")
     (item,) = sample_rejections(manifest, "exact_duplicate", None, 5, 0)
     assert item["twin"]["status"] == "rejected: not_sampled"  # was "rejected"
+
+
+def test_the_offline_model_is_listed_and_named_by_base(cli, monkeypatch, tmp_path):
+    import curate.train.model as model
+
+    listed = cli("models", "--json").json()
+    (smol,) = [m for m in listed if m["name"] == "smollm2"]
+    assert smol["path"] and Path(smol["path"]).is_file()
+    copied = []
+    monkeypatch.setattr(model, "plain_copy", lambda src, dst: copied.append(src) or dst)
+    model.resolve_base("smollm2", tmp_path)
+    assert copied == [Path(smol["path"])]

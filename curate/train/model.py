@@ -38,8 +38,13 @@ def plain_copy(gguf: Path, cache_dir: Path) -> Path:
 
 def resolve_base(path: str, cache_dir: Path) -> Path:
     """The base model as a local folder: a folder as is, a .gguf file through a plain copy,
-    a hub id through the hub cache (online, or already downloaded)."""
+    an offline model's name (`curate models`) as its file, a hub id through the hub cache
+    (online, or already downloaded)."""
     local = Path(path)
+    if not local.exists():
+        from curate.train.offline import offline_path
+
+        local = offline_path(path) or local  # `--base smollm2`: the model curate installs
     if local.is_file() and local.suffix == ".gguf":
         return plain_copy(local, cache_dir / "models")
     if local.is_dir():
