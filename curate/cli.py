@@ -634,9 +634,10 @@ def train(
         ref, cfg, where, out=out, smoke=smoke, show_progress=not as_json, overwrite=overwrite
     )
     if smoke:
-        from curate.train.merge import merge_run
+        from curate.train.merge import merge_run, sample_text
 
         summary["merge"] = merge_run(Path(summary["run_dir"]), where)
+        summary["merge"]["greedy_sample"] = sample_text(Path(summary["run_dir"]), summary["merge"])
     if as_json:
         print_json(summary)
         return
@@ -654,6 +655,8 @@ def train(
         f"packs of {choices['batch_tokens']['value']:,} tokens: {choices['batch_tokens']['why']}"
     )
     console.print(f"release packet: {summary['run_dir']}/release.yaml")
+    if smoke:  # what the merged model says to the first validation prompt, greedily
+        console.print(f"smoke generation: {summary['merge']['greedy_sample']!r}", markup=False)
 
 
 @app.command()

@@ -443,6 +443,8 @@ def test_smoke_runs_save_load_merge_generate(tmp_path, smol, cli):
     merge = out["merge"]
     assert Path(merge["merged"], "config.json").is_file()
     assert merge["greedy_agreement"] == 1.0 and merge["greedy_sample_ids"]
+    assert isinstance(merge["greedy_sample"], str) and merge["greedy_sample"].strip()
+    assert "Loading" not in r.err and "%|" not in r.err  # no progress bars from loading
 
 
 def test_bad_train_toml_and_unknown_run_are_user_errors(tmp_path, cli):

@@ -117,7 +117,10 @@ def answer(
     if subject.run is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(subject.run / "adapter"))
+        from curate.train.model import quiet_loading
+
+        with quiet_loading():
+            model = PeftModel.from_pretrained(model, str(subject.run / "adapter"))
     model.eval()
     try:
         made = generate(model, tokenizer, plan.prompts, max_new_tokens, batch_size, seed)

@@ -19,6 +19,7 @@ import numpy as np
 from curate.errors import UserError
 from curate.fsio import atomic_path, write_bytes
 from curate.manifests.store import Store
+from curate.train.model import quiet_loading
 from curate.train.seal import folder_digests, read_run
 
 PROMPTS = 8
@@ -49,9 +50,11 @@ def load_for_merge(folder: Path, quantized: bool) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from curate.train.model import load_model, quiet_loading
+
     if not quantized:
-        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    from curate.train.model import load_model
+        with quiet_loading():
+            return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
 
     model = load_model(folder, quantize=True)
     model = model.dequantize()
@@ -137,7 +140,8 @@ def merge_run(run_dir: Path, store: Store | None = None) -> dict[str, Any]:
     folder = Path(summary["base_folder"])
     prompts = _prompts(summary["manifest"], store)
     base = load_for_merge(folder, settings["quantize"])
-    model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+    with quiet_loading():
+        model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
     model.eval()
     before_logits, before_greedy = _run(model, prompts)
     merged = model.merge_and_unload()
@@ -156,7 +160,7 @@ def merge_run(run_dir: Path, store: Store | None = None) -> dict[str, Any]:
         vs_trained = _compare(trained_logits, after_logits, trained_greedy, after_greedy)
         del trained
     target = run_dir / "merged"  # a run's own folder: a new merge replaces it whole
-    with atomic_path(target, is_dir=True, replace=True) as tmp:
+    with atomic_path(target, is_dir=True, replace=True) as tmp, quiet_loading():
         merged.save_pretrained(str(tmp))
         for f in (run_dir / "tokenizer").iterdir():
             (tmp / f.name).write_bytes(f.read_bytes())
@@ -181,3 +185,11 @@ def merge_run(run_dir: Path, store: Store | None = None) -> dict[str, Any]:
     packet["merged_sha256"] = summary["merged_sha256"]
     write_bytes(run_dir / "release.yaml", yaml.safe_dump(packet, sort_keys=False).encode())
     return report
+
+
+def sample_text(run_dir: Path, report: dict[str, Any]) -> str:
+    """The merge check's first greedy answer as text, in the run's own tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    return str(tokenizer.decode(report.get("greedy_sample_ids") or [], skip_special_tokens=True))

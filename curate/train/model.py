@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +23,36 @@ def plain_copy(gguf: Path, cache_dir: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    with quiet_loading():  # a progress bar per tensor otherwise floods the terminal
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(target, is_dir=True) as tmp:
+        with atomic_path(target, is_dir=True) as tmp, quiet_loading():
             model.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
     except OSError:  # another process made it first
         pass
     return target
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' progress bars and info logs off while loading or saving weights
+    (curate reports what it does itself; stdout is for --json)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(was)
+        hf_logging.enable_progress_bar()
 
 
 def resolve_base(path: str, cache_dir: Path) -> Path:
@@ -99,7 +118,8 @@ def load_model(
         kwargs["dtype"] = torch.bfloat16
     else:
         kwargs["dtype"] = torch.bfloat16 if where == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     # With a cache, transformers does not look for packed sequences in the position ids and
     # lets packed examples attend to each other: training never uses one.
     model.config.use_cache = False
