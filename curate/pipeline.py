@@ -344,7 +344,9 @@ def ingest_phase(build: Build) -> None:
     """Read every block (or take it from the cache) and run the first segment of steps."""
     private = build.config.validate_.pii != "off"
     blocks = _block_cache(build.tasks, build.store, build.work, private)
-    if not private:  # no step outputs of unredacted text outlive a build either
+    if not private or _redacts_first(build.steps):
+        # a redacting build caches what its first segment made: the PII step runs in it,
+        # so the block it keeps holds redacted text only (its rows as read stay in scratch)
         steps = StepCache(str(build.store.root / "cache" / "steps"), str(build.work))
         build.cache = Cache(steps, [_block_key(t) for t in build.tasks])
     reader = ReadStep({s.name: s.format for s in build.config.sources})
@@ -454,6 +456,13 @@ PHASES = (
     ("assemble", assemble),
     ("report", report),
 )
+
+
+def _redacts_first(steps: list[Any]) -> bool:
+    """The PII step is in the first segment (before any global step), so no cached step
+    output holds a row's text as read."""
+    row_steps, _ = segments(steps)[0]
+    return any(isinstance(s, PiiStep) for s in row_steps)
 
 
 def _block_cache(tasks: list[BlockTask], store: Store, work: Path, private: bool) -> list[str]:

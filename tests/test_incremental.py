@@ -150,18 +150,32 @@ def test_a_damaged_or_unfinished_entry_is_recomputed_never_read(tmp_path):
     assert again.manifest_id == cold.manifest_id
 
 
-def test_builds_that_handle_pii_cache_nothing_of_their_rows(tmp_path):
-    config = write_config(
-        tmp_path, _sources(tmp_path, rows=20), NEAR + '[validate]\npii = "redact"\n'
-    )
+def test_a_redacting_build_caches_its_redacted_step_outputs_only(tmp_path):
+    """The PII step runs in the first segment, so what a redacting build caches (each
+    segment's block and index) holds redacted text: its rebuild after a review round
+    reuses every segment, and no secret is in the store's caches. Rows as read are never
+    cached (no `cache/blocks`)."""
+    secret = "jane.doe@example.com"
+    sources = _sources(tmp_path, rows=20)
+    lines = (tmp_path / "s0.jsonl").read_text().splitlines()
+    row = json.loads(lines[3])
+    row["messages"][1]["content"] += f" Mail {secret} for more."
+    lines[3] = json.dumps(row)
+    (tmp_path / "s0.jsonl").write_text("\n".join(lines) + "\n")
+    config = write_config(tmp_path, sources, NEAR + '[validate]\npii = "redact"\n')
     store = tmp_path / "store"
     first = _build(config, store)
     again = _build(config, store)
     assert again.manifest_id == first.manifest_id
-    assert again.run["cache"]["segments_cached"] == 0
-    assert again.run["cache"]["blocks_read"] == 4
-    assert not (store / "cache" / "steps").exists()
+    assert again.run["cache"] == {
+        "blocks_read": 0,
+        "segments_cached": 8,
+        "segments_run": 0,
+        "outputs_reused": 1,
+    }
     assert not (store / "cache" / "blocks").exists()
+    cached = [p.read_bytes() for p in (store / "cache").rglob("*") if p.is_file()]
+    assert cached and not any(secret.encode() in b for b in cached)
 
 
 def test_an_edited_write_record_is_not_reused(tmp_path):

@@ -245,7 +245,8 @@ def _apply(
         if step.scrubs_rejected and len(dead):  # what rejected rows keep of their text
             scrubbed = step.scrub_rejected(_rows(table, dead))
             detail[dead] = np.asarray(scrubbed.column("detail").to_pylist(), dtype=object)
-            table = _merge_columns(table, dead, scrubbed.drop_columns(["detail"]))
+            # the block keeps the scrubbed evidence too: a cached block holds no secret
+            table = _merge_columns(table, dead, scrubbed)
             changed = True
     for step in row_steps:
         rows = np.nonzero(alive)[0]

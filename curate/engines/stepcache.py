@@ -20,8 +20,10 @@ it resolves over), and the write phase's objects under the plan of every row.
 Parts are immutable under their key. A small JSON record, written last, names each part's
 checksum: an entry without it (a kill -9 while writing) or whose parts no longer match it is
 never read, only recomputed. The write phase's record (which shards make which split) is
-sealed with its key likewise (`fsio.sealed_json`). Builds that redact or reject PII keep no entries (their blocks
-hold unredacted text before the PII step runs), as they keep no read blocks.
+sealed with its key likewise (`fsio.sealed_json`). Builds that redact or reject PII keep
+entries only because the PII step runs in their first segment: every block an entry keeps
+holds redacted text (rows rejected while reading, their evidence scrubbed too); they keep
+no read blocks.
 """
 
 from __future__ import annotations
