@@ -90,8 +90,8 @@ def build_steps(
         steps.append(JsonFormatStep(schemas))
     if checks.degeneration:
         steps.append(DegenerationStep(checks.degeneration_ngram, checks.degeneration_max_repeated))
-    if config.dedup.exact:
-        steps.append(ExactDedup())
+    if config.dedup.exact:  # a mined correction wins its tie with the row it repeats
+        steps.append(ExactDedup(tuple(s.name for s in config.sources if s.role == "mined")))
     # a split by cluster joins rows at its looser threshold on the same signatures
     loose = config.split.cluster_threshold if config.split.by == "cluster" else None
     on = config.split.cluster_on

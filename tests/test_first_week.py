@@ -241,15 +241,24 @@ def curate_warnings(manifest: dict) -> list[str]:
     return warnings(manifest)
 
 
-def test_a_mined_source_whose_rows_do_not_reach_the_output_is_warned(tmp_path):
+def test_a_mined_correction_wins_its_tie_and_one_that_is_lost_is_warned(tmp_path):
+    """A correction identical to a task row is kept and the task row goes (mined rows win
+    exact-duplicate ties, whatever the source order); a correction that does not reach the
+    output is named in the warnings with its reason."""
     task = [chat(f"question {i}", f"answer {i}") for i in range(20)]
-    mined = [chat("question 1", "answer 1"), chat("question 2", "answer 2"), chat("new", "fix")]
+    mined = [chat("question 1", "answer 1"), chat("question 2", "answer 2"), chat("new", "")]
     write_jsonl(tmp_path / "task.jsonl", task)
     write_jsonl(tmp_path / "mined.jsonl", mined)
     built = build(write_config(tmp_path, [{"name": "task", "path": "task.jsonl"},
                                           {"name": "fixes", "path": "mined.jsonl", "role": "mined"}]))  # fmt: skip
+    gone = built.rejected("exact_duplicate")
+    assert sorted((r["source"], r["origin"].split(":")[1]) for r in gone) == [
+        ("task", "2"), ("task", "3")
+    ]  # fmt: skip
+    kept = {r["id"] for r in built.rows if r["source"] == "fixes"}
+    assert {json.loads(r["detail"])["duplicate_of"] for r in gone} == kept
     (warning,) = [w for w in curate_warnings(built.manifest) if "(mined)" in w]
-    assert "2 of 3 corrections did not reach the output (exact_duplicate 2)" in warning
+    assert "1 of 3 corrections did not reach the output (empty_response 1)" in warning
 
 
 def test_mine_report_shows_where_the_unreadable_rows_are(tmp_path, cli):
