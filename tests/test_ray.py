@@ -326,3 +326,18 @@ def test_the_workers_write_the_objects_into_an_s3_store(cluster, s3, tmp_path, m
     assert by_driver == [built.manifest["split_index"]["object"]]  # the driver's own write
     shutil.rmtree(Store(uri).root / "objects")  # what is checked now comes from the bucket
     assert api.verify(built.id, uri)["problems"] == []
+
+
+def test_mined_rows_win_exact_ties_on_ray_as_locally(cluster, tmp_path):
+    """The spread (parts) path of exact dedup prefers a mined source's row, as the local
+    path does: the same ledger, rows and manifest."""
+    task = [chat(f"question {i}", f"answer {i}") for i in range(40)]
+    write_jsonl(tmp_path / "task.jsonl", task)
+    write_jsonl(tmp_path / "mined.jsonl", [chat("question 1", "answer 1"), chat("new", "fix")])
+    sources = [{"name": "task", "path": "task.jsonl"},
+               {"name": "fixes", "path": "mined.jsonl", "role": "mined"}]  # fmt: skip
+    cfg = write_config(tmp_path, sources)
+    local = build(cfg, store=tmp_path / "local", workers=2)
+    (gone,) = local.rejected("exact_duplicate")
+    assert gone["source"] == "task"
+    assert "exact (parts)" in on_ray(cfg, local)  # the spread path ran
