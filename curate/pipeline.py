@@ -31,7 +31,12 @@ from curate.engines.stepcache import StepCache
 from curate.errors import UserError
 from curate.manifests.lineage import source_lineage
 from curate.manifests.manifest import assemble as assemble_manifest
-from curate.manifests.manifest import manifest_objects, merge_reports, stage_entries
+from curate.manifests.manifest import (
+    manifest_objects,
+    merge_reports,
+    misread_sources,
+    stage_entries,
+)
 from curate.manifests.store import Store
 from curate.mixers.stages import MixtureStage, SplitStage
 from curate.progress import Progress
@@ -268,6 +273,15 @@ def run_build(
         manifest_id = store.put_manifest(build.manifest, run)
     if build.manifest["counts"]["rows_out"] == 0 and not allow_empty:
         raise EmptyBuild(manifest_id, build.manifest, store)
+    if misread := misread_sources(build.manifest):
+        name, n, rows_in = misread[0]
+        raise UserError(
+            f"build {manifest_id[:12]}: source {name!r} (format auto) reads {n} of {rows_in} "
+            f"rows as conversations nobody asked (no user turn, or an answer holding "
+            f"'\\n\\nHuman:'): {_one_rejection(store, build.manifest, 'read')}. Give the "
+            "source its `format` (or map its fields with `columns`); the manifest is stored: "
+            f"`curate review {manifest_id[:12]} --source {name}`"
+        )
     return BuildResult(manifest_id, build.manifest, run)
 
 

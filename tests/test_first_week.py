@@ -179,8 +179,20 @@ def test_transcripts_are_split_into_turns_and_one_read_as_an_answer_is_refused(t
         {"chosen": convo + "\n\nAssistant: A.", "rejected": "\n\nHuman: other\n\nAssistant: B."},
     ]  # fmt: skip
     write_jsonl(tmp_path / "a.jsonl", rows)
-    built = build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
-    by_line = {r["origin"].split(":")[1]: r for r in built.rows + built.ledger}
+    import re
+
+    import curate
+    from curate.errors import UserError
+    from curate.ledger import query
+
+    # 2 of 5 rows (> 1%) misread under `format = "auto"`: an error, the manifest stored
+    with pytest.raises(UserError, match=r"source 'a' \(format auto\) reads 2 of 5 rows") as err:
+        build(write_config(tmp_path, [{"name": "a", "path": "a.jsonl"}]))
+    mid = re.search(r"build ([0-9a-f]{12})", str(err.value)).group(1)  # type: ignore[union-attr]
+    manifest = curate.open_manifest(mid, store=tmp_path / ".store")
+    seen = query(manifest, "SELECT * FROM rows").to_pylist()
+    seen += query(manifest, "SELECT * FROM ledger").to_pylist()
+    by_line = {r["origin"].split(":")[1]: r for r in seen}
     assert {k: r.get("reason") for k, r in by_line.items()} == {
         "1": None, "2": None, "3": "no_user_turn", "4": "role_marker_in_answer",
         "5": "invalid_schema",

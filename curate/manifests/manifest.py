@@ -304,6 +304,21 @@ def risk_warnings(data: dict[str, Any]) -> list[str]:
     return out
 
 
+MISREAD = ("no_user_turn", "role_marker_in_answer")
+
+
+def misread_sources(data: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """Sources read with `format = "auto"` whose rows are, for more than 1%, conversations
+    read as one turn (MISREAD reasons): (name, such rows, rows in). An error, not a warning:
+    the format was guessed, and guessed wrong."""
+    out = []
+    for src in data["sources"]:
+        n = sum(src["rejected"].get(r, 0) for r in MISREAD)
+        if src.get("format") == "auto" and n and n * 100 > src["rows_in"]:
+            out.append((src["name"], n, src["rows_in"]))
+    return out
+
+
 def override_warnings(data: dict[str, Any]) -> list[str]:
     """Reviewers' decisions this build could not apply."""
     report = data.get("overrides")
