@@ -311,3 +311,15 @@ def test_the_offline_model_is_listed_and_named_by_base(cli, monkeypatch, tmp_pat
     monkeypatch.setattr(model, "plain_copy", lambda src, dst: copied.append(src) or dst)
     model.resolve_base("smollm2", tmp_path)
     assert copied == [Path(smol["path"])]
+
+
+def test_the_example_mine_toml_and_logs_run_as_the_readme_says(tmp_path, cli):
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    r = cli("mine", examples / "logs.jsonl", "--config", examples / "mine.toml",
+            "--store", tmp_path / "s", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    counts = r.json()["counts"]
+    assert counts["by_reason"] == {
+        "schema_violation": 1, "thumbs_down": 1, "truncated": 2, "unexpected_refusal": 1
+    }  # fmt: skip
+    assert (counts["rows"], counts["positives"], counts["refusals"]) == (7, 1, 2)
