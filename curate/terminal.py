@@ -288,7 +288,8 @@ def render_mining(record: dict[str, Any], rid: str) -> None:
     if counts.get("refusals") and not counts.get("refusals_judged"):
         console.print(
             f"{counts['refusals']} answers refuse: not judged (give [rules] harmful, the "
-            "harmful requests they may refuse, to queue the others as unexpected_refusal)",
+            "requests they may refuse, or [rules] safe, the prompts they must answer, to queue "
+            "wrong refusals as unexpected_refusal)",
             markup=False,
         )
     table = Table("rule", "rows", "the most severe for")

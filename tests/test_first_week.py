@@ -142,6 +142,10 @@ def test_mining_rules_are_precise_on_labelled_real_traffic(tmp_path):
     with open(SHARED / "safety/advbench_harmful_behaviors.csv", newline="") as fh:
         listed = tuple(r["goal"].lower() for r in csv.DictReader(fh))
     assert fired(RuleSettings(harmful=listed), "unexpected_refusal") == truth["unexpected_refusal"]
+    # or with the safe prompts (XSTest's) alone: refusals of those, and only those
+    with open(SHARED / "safety/xstest_prompts.csv", newline="") as fh:
+        safe = tuple(r["prompt"] for r in csv.DictReader(fh) if r["label"] == "safe")
+    assert fired(RuleSettings(safe=safe), "unexpected_refusal") == truth["unexpected_refusal"]
     assert isinstance(logs, pa.Table)
 
 

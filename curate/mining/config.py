@@ -59,6 +59,7 @@ class RulesSection(_Model):
     disabled: list[str] = []
     refusals: str | None = None
     harmful: str | None = None
+    safe: str | None = None  # prompts a refusal of is wrong (XSTest-like), same formats
     harmful_match: float = Field(0.7, gt=0, le=1)
     latency_mads: float = Field(5.0, gt=0)
 
@@ -99,7 +100,7 @@ def load_mine_config(path: Path | None) -> tuple[MineConfig, RuleSettings, dict[
         if r not in RULES
     ]
     lists: dict[str, tuple[str, ...]] = {}
-    for key in ("refusals", "harmful"):
+    for key in ("refusals", "harmful", "safe"):
         name = getattr(rules, key)
         if name is not None:
             try:
@@ -120,6 +121,7 @@ def load_mine_config(path: Path | None) -> tuple[MineConfig, RuleSettings, dict[
         truncated_min_words=rules.truncated_min_words,
         refusals=tuple(p.lower() for p in lists.get("refusals", ())) or RuleSettings().refusals,
         harmful=lists.get("harmful", ()),
+        safe=lists.get("safe", ()),
         harmful_match=rules.harmful_match,
         schemas=schemas,
         disabled=tuple(rules.disabled),
@@ -150,14 +152,15 @@ def cluster_model(section: ClustersSection, base: Path) -> tuple[Any, str | None
 
 
 def _phrases(path: Path) -> tuple[str, ...]:
-    """One phrase per line of a text file, the `goal` (else first) column of a CSV, or the
+    """One phrase per line of a text file, the `goal` / `prompt` (else first) column of a CSV, or the
     `prompt` / `goal` of each JSONL row."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".csv":
         rows = list(csv.reader(text.splitlines()))
         if not rows:
             return ()
-        column = rows[0].index("goal") if "goal" in rows[0] else 0
+        named = [c for c in ("goal", "prompt") if c in rows[0]]  # AdvBench, XSTest
+        column = rows[0].index(named[0]) if named else 0
         return tuple(r[column] for r in rows[1:] if len(r) > column and r[column].strip())
     if path.suffix == ".jsonl":
         found = []

@@ -217,7 +217,7 @@ def _findings(
         "counts": {
             **_sum_counts(parts),
             "latency_outliers": len(outliers),
-            "refusals_judged": bool(settings.harmful),  # against a harmful-request list
+            "refusals_judged": bool(settings.harmful or settings.safe),  # against a list
         },
         "latency_ms": latency,
         "latency_outliers": outliers[:20],
