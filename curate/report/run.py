@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import UserError
+from curate.fsio import read_regular
 from curate.report import svg
 from curate.report.page import Raw, fact, page, table
 from curate.train.seal import read_json_file, read_run
@@ -38,9 +39,9 @@ def _metrics(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: training metrics cannot be read ({exc})") from exc
+        lines = read_regular(path, "training metrics").decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: training metrics cannot be read ({exc})") from None
     out = []
     for number, line in enumerate(lines, 1):
         try:

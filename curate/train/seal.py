@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import IntegrityError, UserError
-from curate.fsio import sha256_file
+from curate.fsio import read_regular, sha256_file
 
 # the folders of a run whose files are hashed, and the summary key recording each
 SEALED = {"adapter": "adapter_sha256", "merged": "merged_sha256"}
@@ -31,13 +31,13 @@ def folder_digests(folder: Path) -> dict[str, str]:
 
 
 def read_json_file(path: Path, what: str) -> Any:
-    """A JSON file curate wrote, or exit 2 naming it (missing, unreadable, damaged)."""
+    """A JSON file curate wrote, or exit 2 naming it (missing, not a regular file — a FIFO
+    is refused, not waited on — not UTF-8, damaged)."""
+    data = read_regular(path, what)
     try:
-        if not path.is_file():
-            raise UserError(f"{path}: no {what} there (not a file)")
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: {what} cannot be read ({exc})") from exc
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: {what} cannot be read ({str(exc)[:120]})") from None
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

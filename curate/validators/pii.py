@@ -98,19 +98,40 @@ def redact(text: str, opened: Any = None, **only: bool) -> tuple[str, dict[str, 
 
 
 def redact_many(
-    texts: list[str], personal_hit: np.ndarray, secret_hit: np.ndarray
+    texts: pa.Array, personal_hit: np.ndarray, secret_hit: np.ndarray
 ) -> list[tuple[str, dict[str, int]]]:
-    """`redact` over many texts (each with its pre-filters' verdicts), gitleaks' gates
-    matched over the texts that may hold a secret at once."""
+    """`redact` over a string array (each text with its pre-filters' verdicts), gitleaks'
+    gates matched over the texts that may hold a secret at once."""
     asked = np.flatnonzero(secret_hit)
-    gates = secrets.gate_hits(pa.array([texts[i] for i in asked], pa.string()))
+    gates = secrets.gate_hits(texts.take(pa.array(asked)))
     opened: dict[int, list[int]] = {
         int(i): np.flatnonzero(gates[:, k]).tolist() for k, i in enumerate(asked)
     }
     return [
         redact(t, opened.get(i), personal_data=bool(personal_hit[i]), secret=bool(secret_hit[i]))
-        for i, t in enumerate(texts)
+        for i, t in enumerate(texts.to_pylist())
     ]
+
+
+def _redact_column(values: pa.Array) -> tuple[pa.Array, dict[int, dict[str, int]]]:
+    """A string array with every secret replaced, and per index what was found: only the
+    pre-filters' candidates leave Arrow, only the changed texts come back."""
+    found: dict[int, dict[str, int]] = {}
+    personal_hit, secret_hit = candidates(values)
+    rows = np.flatnonzero(personal_hit | secret_hit)
+    if not len(rows):
+        return values, found
+    done = redact_many(values.take(pa.array(rows)), personal_hit[rows], secret_hit[rows])
+    changed = np.zeros(len(values), dtype=bool)
+    replaced = []
+    for row, (text, kinds) in zip(rows.tolist(), done, strict=True):
+        if kinds:
+            found[row] = kinds
+            changed[row] = True
+            replaced.append(text)
+    if not replaced:
+        return values, found
+    return pc.replace_with_mask(values, pa.array(changed), pa.array(replaced, pa.string())), found
 
 
 def _redact_value(value: Any, found: dict[str, int]) -> Any:
@@ -137,24 +158,12 @@ def _redact_strings(values: pa.Array, as_json: bool, compact: bool) -> tuple[pa.
     found: dict[int, dict[str, int]] = {}
     if values.null_count == len(values):
         return values, found
+    if not as_json:
+        return _redact_column(values)
     personal_hit, secret_hit = candidates(values)
     rows = np.flatnonzero(personal_hit | secret_hit)
     if not len(rows):
         return values, found
-    if not as_json:  # only the candidates leave Arrow, and only the changed come back
-        texts = values.take(pa.array(rows)).to_pylist()
-        done = redact_many(texts, personal_hit[rows], secret_hit[rows])
-        changed = np.zeros(len(values), dtype=bool)
-        replaced = []
-        for row, (text, kinds) in zip(rows.tolist(), done, strict=True):
-            if kinds:
-                _add(found, row, kinds)
-                changed[row] = True
-                replaced.append(text)
-        if not replaced:
-            return values, found
-        out = pc.replace_with_mask(values, pa.array(changed), pa.array(replaced, pa.string()))
-        return out, found
     new = values.to_pylist()
     for row in rows.tolist():
         counts: dict[str, int] = {}
@@ -241,25 +250,15 @@ def _redact_payload(batch: pa.Table) -> tuple[dict[str, pa.Array], dict[int, dic
             columns[name] = col
             continue
         items = col.flatten()
-        contents = pc.fill_null(items.field("content"), "")
-        personal_hit, secret_hit = candidates(contents)
-        hit = np.flatnonzero(personal_hit | secret_hit)
-        new = contents.to_pylist() if len(hit) else None
-        offsets = list_offsets(col)
-        done = (
-            redact_many([new[i] for i in hit], personal_hit[hit], secret_hit[hit])
-            if new is not None
-            else []
-        )
-        for item, (text, counts) in zip(hit.tolist(), done, strict=True):
-            if counts:
-                new[item] = text  # type: ignore[index]
-                _add(found, int(np.searchsorted(offsets, item, side="right") - 1), counts)
-        if new is None:
+        contents, per_item = _redact_column(items.field("content"))
+        if not per_item:
             columns[name] = col
             continue
+        offsets = list_offsets(col)
+        for item, counts in per_item.items():
+            _add(found, int(np.searchsorted(offsets, item, side="right") - 1), counts)
         struct = pa.StructArray.from_arrays(
-            [items.field("role"), pa.array(new, pa.string())], names=["role", "content"]
+            [items.field("role"), contents], names=["role", "content"]
         )
         columns[name] = pa.ListArray.from_arrays(
             pa.array(offsets, pa.int32()), struct, type=MESSAGES, mask=col.is_null()
